@@ -1,0 +1,213 @@
+"""The model bundle: the one contract between training and serving.
+
+A bundle is a folder holding ``model.onnx``, ``manifest.json`` and the files the manifest lists
+with their SHA-256 checksums. Loading verifies the schema and every checksum, so a truncated,
+edited or foreign file fails with a clear :class:`BundleError` instead of serving garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ai_photo_detector.imaging import PreprocessSpec
+
+BUNDLE_FORMAT = "ai-photo-detector-bundle"
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+DRIFT_FILE = "drift_reference.npz"
+
+
+class BundleError(Exception):
+    """A bundle that cannot be used, with a message saying why."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Bands(Strict):
+    """Calibrated AI probability p: ``real`` if p < real_below, ``ai`` if p >= ai_from."""
+
+    real_below: float = Field(ge=0, le=1)
+    ai_from: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def ordered(self) -> Bands:
+        if self.real_below > self.ai_from:
+            raise ValueError("bands.real_below must not exceed bands.ai_from")
+        return self
+
+
+class Calibration(Strict):
+    temperature: float = Field(gt=0)
+    threshold: float = Field(ge=0, le=1, description="AI label when p >= threshold.")
+    bands: Bands
+    target_fpr: float
+    uncertain_fnr: float
+    validation_fpr: float = Field(description="FPR on validation at the threshold.")
+    validation_tpr: float = Field(description="TPR on validation at the threshold.")
+
+
+class OnnxSpec(Strict):
+    input: str = "image"
+    outputs: list[str] = ["logits", "features", "embedding"]
+    opset: int
+    feature_shape: list[int] = Field(description="C, H, W of the last feature map.")
+    embedding_size: int
+
+
+class ExplainSpec(Strict):
+    """The linear head, so class activation maps are exact: cam = w_c . features + b_c."""
+
+    head_weight_shape: list[int]
+
+
+class DatasetInfo(Strict):
+    fingerprint: str
+    sources: dict[str, dict[str, int]] = Field(description="source -> label -> image count.")
+    splits: dict[str, int]
+
+
+class DriftReference(Strict):
+    scores: list[float] = Field(description="Calibrated AI probabilities on validation images.")
+    labels: list[str] = Field(description="Predicted labels on the same images.")
+    image_stats: dict[str, list[float]] = Field(description="Per-statistic validation sample.")
+    embedding_file: str = DRIFT_FILE
+    size: int
+
+
+class GateResult(Strict):
+    passed: bool
+    failures: list[str]
+
+
+class Manifest(Strict):
+    format: Literal["ai-photo-detector-bundle"] = "ai-photo-detector-bundle"
+    schema_version: Literal[1] = 1
+    name: str
+    version: str
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+    labels: list[str] = Field(min_length=2)
+    ai_label: str
+    backbone: str
+    preprocessing: PreprocessSpec
+    calibration: Calibration
+    onnx: OnnxSpec
+    explain: ExplainSpec
+    metrics: dict[str, Any]
+    gates: GateResult
+    deployable: bool
+    dataset: DatasetInfo
+    drift_reference: DriftReference
+    training: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, str] = Field(description="File name -> SHA-256 of every bundle file.")
+
+    @model_validator(mode="after")
+    def consistent(self) -> Manifest:
+        if self.ai_label not in self.labels:
+            raise ValueError(f"ai_label {self.ai_label!r} is not one of labels {self.labels}")
+        if MODEL_FILE not in self.files:
+            raise ValueError(f"files must list {MODEL_FILE}")
+        return self
+
+    @property
+    def ai_index(self) -> int:
+        return self.labels.index(self.ai_label)
+
+    def public(self) -> dict[str, Any]:
+        """What clients may see: everything but the bulky drift sample."""
+        data = self.model_dump(mode="json", exclude={"drift_reference"})
+        data["drift_reference"] = {"size": self.drift_reference.size}
+        return data
+
+
+class Bundle:
+    """A verified bundle on disk."""
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        self.path = path
+        self.manifest = manifest
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    def embedding_reference(self) -> NDArray[np.float32]:
+        with np.load(self.path / self.manifest.drift_reference.embedding_file) as data:
+            return np.asarray(data["embeddings"], dtype=np.float32)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read and verify a bundle folder; raise :class:`BundleError` saying what is wrong."""
+    folder = Path(path)
+    if folder.is_file() and folder.name == MANIFEST_FILE:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise BundleError(f"model bundle not found: {folder} is not a folder")
+    manifest_path = folder / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise BundleError(f"{folder} is not a model bundle: it has no {MANIFEST_FILE}")
+    try:
+        raw = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(
+            f"{manifest_path} is not valid JSON ({exc}); truncated or foreign?"
+        ) from exc
+    if not isinstance(raw, dict) or raw.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{manifest_path} is not an ai-photo-detector bundle manifest")
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise BundleError(
+            f"{manifest_path} has schema_version {raw.get('schema_version')!r}; "
+            f"this release reads version {SCHEMA_VERSION}"
+        )
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:5]
+        )
+        raise BundleError(f"{manifest_path} does not match the bundle schema: {problems}") from exc
+    for name, expected in manifest.files.items():
+        file_path = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise BundleError(f"bundle file name {name!r} leaves the bundle folder")
+        if not file_path.is_file():
+            raise BundleError(f"bundle file {name} is missing from {folder}")
+        actual = sha256_file(file_path)
+        if actual != expected:
+            raise BundleError(
+                f"checksum mismatch for {name} in {folder}: the file is truncated or altered "
+                f"(expected sha256 {expected[:12]}…, found {actual[:12]}…)"
+            )
+    return Bundle(folder, manifest)
+
+
+def write_manifest(folder: Path, manifest_fields: dict[str, Any]) -> Manifest:
+    """Checksum every file in ``folder`` (but the manifest), then write a validated manifest."""
+    files = {
+        item.name: sha256_file(item)
+        for item in sorted(folder.iterdir())
+        if item.is_file() and item.name != MANIFEST_FILE
+    }
+    manifest = Manifest.model_validate({**manifest_fields, "files": files})
+    (folder / MANIFEST_FILE).write_text(
+        json.dumps(manifest.model_dump(mode="json"), indent=1) + "\n", encoding="utf-8"
+    )
+    return manifest

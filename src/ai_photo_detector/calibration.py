@@ -1,0 +1,42 @@
+"""Temperature scaling, decision threshold and bands, fitted on validation outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import minimize_scalar
+
+from ai_photo_detector.inference import softmax
+
+
+def fit_temperature(logits: NDArray[np.floating], targets: NDArray[np.integer]) -> float:
+    """Temperature minimising the validation negative log-likelihood."""
+
+    def nll(log_t: float) -> float:
+        probs = softmax(logits, float(np.exp(log_t)))
+        picked = probs[np.arange(len(targets)), targets]
+        return float(-np.log(np.clip(picked, 1e-12, 1.0)).mean())
+
+    result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(result.x))
+
+
+def threshold_for_fpr(negative_scores: NDArray[np.floating], target_fpr: float) -> float:
+    """Smallest threshold whose false-positive rate (score >= threshold) is <= target_fpr."""
+    scores = np.sort(np.asarray(negative_scores, dtype=np.float64))
+    if scores.size == 0:
+        return 0.5
+    allowed = int(np.floor(target_fpr * scores.size))  # negatives allowed at or above it
+    if allowed >= scores.size:
+        return float(scores[0])
+    cut = scores[scores.size - allowed - 1]
+    return float(min(1.0, np.nextafter(cut, np.inf)))
+
+
+def lower_band_for_fnr(positive_scores: NDArray[np.floating], target_fnr: float) -> float:
+    """Largest bound with at most target_fnr of positives scoring below it."""
+    scores = np.sort(np.asarray(positive_scores, dtype=np.float64))
+    if scores.size == 0:
+        return 0.0
+    allowed = int(np.floor(target_fnr * scores.size))
+    return float(scores[min(allowed, scores.size - 1)])

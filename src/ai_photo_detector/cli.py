@@ -1,0 +1,213 @@
+"""The ``ai-photo-detector`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ai_photo_detector.settings import Settings, load_settings
+
+app = typer.Typer(no_args_is_help=True, help="Detect AI-generated product photos.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and validate datasets.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="YAML settings file (else APD_CONFIG).")
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]settings error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+
+        def factory(name: str, total: int) -> Callable[[int], None]:
+            task = progress.add_task(name, total=total)
+            return lambda units: progress.advance(task, units)
+
+        yield factory
+
+
+@data_app.command("validate")
+def data_validate(
+    paths: Annotated[list[Path], typer.Argument(help="Dataset folders or CSV manifests.")],
+    out: Annotated[Path, typer.Option(help="Folder for data_report.json/.txt.")] = Path("reports"),
+    config: ConfigOption = None,
+) -> None:
+    """Validate datasets: counts, unreadable files, duplicates, balance, shortcut audit."""
+    from ai_photo_detector.data.discovery import DatasetError, discover
+    from ai_photo_detector.data.scan import scan
+    from ai_photo_detector.data.validate import build_report, summary_text, write_report
+
+    settings = _settings(config)
+    try:
+        samples = discover(list(paths), settings.data.extensions)
+    except DatasetError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    with _progress() as progress:
+        advance = progress("scanning images", len(samples))
+        images = scan(samples, on_progress=lambda: advance(1))
+        report = build_report(images, settings.data)
+    json_path, text_path = write_report(report, out)
+    for line in summary_text(report).splitlines():
+        style = "bold red" if "[ALARM]" in line else "yellow" if "[WARN]" in line else ""
+        console.print(line, style=style, markup=False, highlight=False)
+    console.print(f"report written to {json_path} and {text_path}")
+
+
+@app.command()
+def train(
+    data: Annotated[list[Path], typer.Option("--data", help="Dataset folder or CSV (repeatable).")],
+    config: ConfigOption = None,
+    name: Annotated[str, typer.Option(help="Bundle name.")] = "ai-photo-detector",
+    version: Annotated[str | None, typer.Option(help="Bundle version (default: UTC time).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Runs folder (default from settings).")] = None,
+) -> None:
+    """Train, calibrate, evaluate and export a bundle; exits 1 when a quality gate fails."""
+    from ai_photo_detector.training.pipeline import run_training
+
+    settings = _settings(config)
+    with _progress() as progress:
+        outcome = run_training(
+            list(data),
+            settings,
+            name=name,
+            version=version,
+            out_dir=out,
+            progress=progress,
+            log=lambda text: console.print(text, markup=False, highlight=False),
+        )
+    overall = outcome.report["overall"]
+    console.print(
+        f"bundle: {outcome.bundle_dir}\ntest ROC-AUC {overall['roc_auc']:.4f}, accuracy "
+        f"{overall['accuracy']:.4f}, ECE {overall['ece']:.4f}"
+    )
+    if outcome.gate_failures:
+        for failure in outcome.gate_failures:
+            console.print(f"[red]quality gate failed:[/red] {failure}")
+        console.print("[red]the bundle is marked not deployable[/red]")
+        raise typer.Exit(1)
+    console.print("[green]all quality gates passed: the bundle is deployable[/green]")
+
+
+def _open_detector(model: str | None, settings: Settings) -> Any:
+    from ai_photo_detector.bundle import BundleError, load_bundle
+    from ai_photo_detector.inference import OnnxDetector
+
+    try:
+        bundle = load_bundle(model or settings.model)
+    except BundleError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    return OnnxDetector(
+        bundle, settings.inference.intra_op_threads, settings.inference.inter_op_threads
+    )
+
+
+@app.command("evaluate")
+def evaluate_command(
+    data: Annotated[list[Path], typer.Option("--data", help="Dataset folder or CSV (repeatable).")],
+    model: Annotated[str | None, typer.Option(help="Bundle folder (default: APD_MODEL).")] = None,
+    out: Annotated[Path, typer.Option(help="Report folder.")] = Path("reports/evaluation"),
+    config: ConfigOption = None,
+) -> None:
+    """Evaluate a bundle on labelled data: JSON, Markdown and PNG plots."""
+    from ai_photo_detector.data.discovery import discover
+    from ai_photo_detector.evaluation import evaluate, markdown_report, write_report
+
+    settings = _settings(config)
+    detector = _open_detector(model, settings)
+    samples = discover(list(data), settings.data.extensions)
+    with _progress() as progress:
+        advance = progress("evaluating", len(samples) * (1 + len(settings.evaluation.robustness)))
+        report = evaluate(detector, samples, settings, on_progress=advance)
+    files = write_report(report, out)
+    console.print(markdown_report(report), markup=False, highlight=False)
+    console.print("written: " + ", ".join(str(f) for f in files))
+
+
+def _expand(paths: list[Path], extensions: list[str]) -> Iterator[Path]:
+    allowed = {e.lower() for e in extensions}
+    for path in paths:
+        if path.is_dir():
+            yield from (
+                p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in allowed
+            )
+        else:
+            yield path
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    model: Annotated[str | None, typer.Option(help="Bundle folder (default: APD_MODEL).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Score images with ONNX Runtime; unreadable files get an error line, the run goes on."""
+    from ai_photo_detector.prediction import predict_files
+
+    settings = _settings(config)
+    detector = _open_detector(model, settings)
+    failures = 0
+    for result in predict_files(detector, _expand(paths, settings.data.extensions), settings):
+        if "error" in result:
+            failures += 1
+        if as_json:
+            sys.stdout.write(json.dumps(result) + "\n")
+            sys.stdout.flush()
+        elif "error" in result:
+            console.print(f"{result['path']}: [red]{result['error']['message']}[/red]")
+        else:
+            typer.echo(
+                f"{result['path']}\t{result['label']}\t{result['band']}\t{result['probability']:.4f}"
+            )
+    if failures:
+        console.print(f"{failures} file(s) could not be scored")
+
+
+@app.command()
+def serve(
+    model: Annotated[str | None, typer.Option(help="Bundle folder (default: APD_MODEL).")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the HTTP API with the configured model."""
+    from ai_photo_detector.serving.server import run_server
+
+    settings = _settings(config)
+    if model:
+        settings.model = model
+    if host:
+        settings.server.host = host
+    if port:
+        settings.server.port = port
+    run_server(settings)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,1 @@
+"""Datasets: discovery, validation report, shortcut audit, duplicate-aware splits."""

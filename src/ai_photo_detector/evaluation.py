@@ -1,0 +1,240 @@
+"""Honest evaluation of a bundle: metrics, per-source breakdown, robustness, report files."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ai_photo_detector.data.discovery import Sample
+from ai_photo_detector.inference import OnnxDetector, calibrated_probabilities, softmax, verdicts
+from ai_photo_detector.metrics import detection_metrics, reliability_curve, safe_auc
+from ai_photo_detector.scoring import ScoredSet, score_samples
+from ai_photo_detector.settings import Settings
+
+
+def metrics_of(scored: ScoredSet, detector: OnnxDetector, ece_bins: int) -> dict[str, Any]:
+    manifest = detector.manifest
+    labels = manifest.labels
+    targets = scored.targets(labels)
+    probs = calibrated_probabilities(scored.logits, manifest)
+    predicted = np.asarray([labels.index(v.label) for v in verdicts(scored.logits, manifest)])
+    return detection_metrics(
+        targets=targets,
+        predicted=predicted,
+        probs=probs,
+        raw_probs=softmax(scored.logits),
+        ai_index=manifest.ai_index,
+        labels=labels,
+        ece_bins=ece_bins,
+    )
+
+
+def _subset(scored: ScoredSet, mask: NDArray[np.bool_]) -> ScoredSet:
+    return ScoredSet(
+        samples=[s for s, keep in zip(scored.samples, mask, strict=True) if keep],
+        logits=scored.logits[mask],
+        embeddings=scored.embeddings[mask],
+        stats={k: v[mask] for k, v in scored.stats.items() if len(v) == len(mask)},
+    )
+
+
+def _ai_auc(scored: ScoredSet, detector: OnnxDetector) -> float:
+    manifest = detector.manifest
+    y_true = (scored.targets(manifest.labels) == manifest.ai_index).astype(np.int64)
+    return safe_auc(y_true, calibrated_probabilities(scored.logits, manifest)[:, manifest.ai_index])
+
+
+def evaluate(
+    detector: OnnxDetector,
+    samples: Sequence[Sample],
+    settings: Settings,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """The full evaluation report of one bundle on labelled samples."""
+    unknown = {s.label for s in samples} - set(detector.manifest.labels)
+    if unknown:
+        raise ValueError(
+            f"labels {sorted(unknown)} are not in the model's {detector.manifest.labels}"
+        )
+    batch = settings.evaluation.batch_size
+    scored = score_samples(detector, samples, batch_size=batch, on_progress=on_progress)
+    bins = settings.calibration.ece_bins
+    overall = metrics_of(scored, detector, bins)
+    sources = np.asarray([s.source for s in scored.samples])
+    per_source = {
+        name: metrics_of(_subset(scored, sources == name), detector, bins)
+        for name in sorted(set(sources.tolist()))
+    }
+    base_auc = overall["roc_auc"]
+    robustness = []
+    for condition in settings.evaluation.robustness:
+        shifted = score_samples(
+            detector, samples, condition=condition, batch_size=batch, on_progress=on_progress
+        )
+        auc = _ai_auc(shifted, detector)
+        shifted_metrics = metrics_of(shifted, detector, bins)
+        robustness.append(
+            {
+                "condition": condition,
+                "roc_auc": auc,
+                "auc_drop": base_auc - auc,
+                "accuracy": shifted_metrics["accuracy"],
+                "fpr": shifted_metrics["fpr"],
+                "recall": shifted_metrics["recall"],
+            }
+        )
+    manifest = detector.manifest
+    probs = calibrated_probabilities(scored.logits, manifest)
+    targets = scored.targets(manifest.labels)
+    return {
+        "model": {"name": manifest.name, "version": manifest.version},
+        "threshold": manifest.calibration.threshold,
+        "bands": manifest.calibration.bands.model_dump(),
+        "temperature": manifest.calibration.temperature,
+        "overall": overall,
+        "per_source": per_source,
+        "robustness": robustness,
+        "errors": {str(k): v for k, v in scored.errors.items()},
+        "curves": {
+            "roc": _roc_points(targets == manifest.ai_index, probs[:, manifest.ai_index]),
+            "reliability_uncalibrated": reliability_curve(softmax(scored.logits), targets, bins),
+            "reliability": reliability_curve(probs, targets, bins),
+        },
+    }
+
+
+def _roc_points(y_true: NDArray[np.bool_], scores: NDArray[np.floating]) -> dict[str, list[float]]:
+    from sklearn.metrics import roc_curve
+
+    if len(np.unique(y_true)) < 2:
+        return {"fpr": [], "tpr": []}
+    fpr, tpr, _ = roc_curve(y_true.astype(int), scores)
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+
+
+def quality_gate_failures(report: dict[str, Any], settings: Settings) -> list[str]:
+    gates = settings.gates
+    overall = report["overall"]
+    failures = []
+    auc = overall["roc_auc"]
+    if not (isinstance(auc, float) and auc >= gates.min_roc_auc):
+        failures.append(f"test ROC-AUC {auc:.4f} is below the minimum {gates.min_roc_auc}")
+    if not overall["ece"] <= gates.max_ece:
+        failures.append(f"calibrated ECE {overall['ece']:.4f} is above the maximum {gates.max_ece}")
+    for row in report["robustness"]:
+        if not row["auc_drop"] <= gates.max_robust_auc_drop:
+            failures.append(
+                f"AUC drops by {row['auc_drop']:.4f} under {row['condition']}, more than "
+                f"{gates.max_robust_auc_drop}"
+            )
+    return failures
+
+
+# --- report files ------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    overall = report["overall"]
+    lines = [
+        f"# Evaluation of {report['model']['name']} {report['model']['version']}",
+        "",
+        f"Threshold {report['threshold']:.4f} (AI when the calibrated AI probability reaches it); "
+        f"bands: real below {report['bands']['real_below']:.4f}, AI from "
+        f"{report['bands']['ai_from']:.4f}; temperature {report['temperature']:.3f}.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    for key in (
+        "count",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "fpr",
+        "roc_auc",
+        "average_precision",
+        "tpr_at_1pct_fpr",
+        "ece_uncalibrated",
+        "ece",
+    ):
+        lines.append(f"| {key} | {_fmt(overall[key])} |")
+    matrix = overall["confusion_matrix"]
+    lines += ["", "Confusion matrix (rows: true label, columns: predicted):", ""]
+    lines.append("| | " + " | ".join(matrix["labels"]) + " |")
+    lines.append("|---" * (len(matrix["labels"]) + 1) + "|")
+    for label, row in zip(matrix["labels"], matrix["matrix"], strict=True):
+        lines.append(f"| **{label}** | " + " | ".join(str(v) for v in row) + " |")
+    lines += ["", "## Per source", "", "| source | n | accuracy | ROC-AUC | FPR | recall | ECE |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for source, m in report["per_source"].items():
+        lines.append(
+            f"| {source} | {m['count']} | {_fmt(m['accuracy'])} | {_fmt(m['roc_auc'])} | "
+            f"{_fmt(m['fpr'])} | {_fmt(m['recall'])} | {_fmt(m['ece'])} |"
+        )
+    lines += [
+        "",
+        "## Robustness",
+        "",
+        "| condition | ROC-AUC | AUC drop | accuracy | FPR | recall |",
+    ]
+    lines.append("|---|---|---|---|---|---|")
+    for row in report["robustness"]:
+        lines.append(
+            f"| {row['condition']} | {_fmt(row['roc_auc'])} | {_fmt(row['auc_drop'])} | "
+            f"{_fmt(row['accuracy'])} | {_fmt(row['fpr'])} | {_fmt(row['recall'])} |"
+        )
+    if report["errors"]:
+        lines += ["", f"{len(report['errors'])} files could not be decoded and were skipped."]
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    roc = report["curves"]["roc"]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(roc["fpr"], roc["tpr"], label=f"AUC {_fmt(report['overall']['roc_auc'])}")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set(xlabel="false-positive rate (real called AI)", ylabel="true-positive rate", title="ROC")
+    ax.legend(loc="lower right")
+    paths.append(out_dir / "roc.png")
+    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for key, name in (("reliability_uncalibrated", "before"), ("reliability", "after")):
+        curve = report["curves"][key]
+        ax.plot(curve["confidence"], curve["accuracy"], marker="o", label=f"{name} calibration")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set(xlabel="confidence", ylabel="accuracy", title="Reliability diagram")
+    ax.legend(loc="upper left")
+    paths.append(out_dir / "reliability.png")
+    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "evaluation.json"
+    json_path.write_text(json.dumps(report, indent=1, allow_nan=True) + "\n", encoding="utf-8")
+    md_path = out_dir / "evaluation.md"
+    md_path.write_text(markdown_report(report), encoding="utf-8")
+    return [json_path, md_path, *write_plots(report, out_dir)]

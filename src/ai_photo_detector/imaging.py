@@ -1,0 +1,260 @@
+"""Decode, validate and preprocess images: the one path shared by training and serving.
+
+Training calls :func:`decode_image`, applies its augmentations to the decoded PIL image, then
+:func:`to_model_input`; evaluation, the CLI and the service call :func:`preprocess_bytes`, which
+is exactly those two steps with no augmentation in between. There is no second copy of this
+logic anywhere, so image size, resizing and normalisation cannot drift between the two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+
+# Formats decided by magic bytes, never by file name or client-declared type.
+MAGIC_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
+    (b"GIF87a", 0, "GIF"),
+    (b"GIF89a", 0, "GIF"),
+    (b"BM", 0, "BMP"),
+    (b"II*\x00", 0, "TIFF"),
+    (b"MM\x00*", 0, "TIFF"),
+)
+DEFAULT_ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+
+
+class PreprocessSpec(BaseModel):
+    """How raw pixels become the model input; written into and read from the bundle."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_size: int = Field(224, description="Square input side.")
+    resize: str = Field(
+        "shorter_side_then_center_crop", description="Resize shorter side, then centre crop."
+    )
+    interpolation: str = Field("bilinear", description="Resampling filter (antialiased).")
+    mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel mean.")
+    std: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="Per-channel std.")
+    jpeg_draft: bool = Field(True, description="Downscale JPEGs in the DCT domain on decode.")
+    alpha_background: tuple[int, int, int] = Field(
+        (255, 255, 255), description="Colour transparent pixels are composited onto."
+    )
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_pixels: int = 40_000_000
+    min_side: int = 1
+    max_side: int = 100_000
+    accepted_formats: frozenset[str] | None = None  # None: whatever Pillow can decode
+
+
+class ImageError(Exception):
+    """An image that cannot be used; ``code`` is stable and shown to API clients."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class ImageInfo:
+    width: int
+    height: int
+    format: str
+    bytes: int
+    sha256: str
+    jpeg_quality: int | None = None
+    has_exif: bool = False
+    mode: str = ""
+
+
+@dataclass
+class DecodedImage:
+    image: Image.Image  # RGB, orientation applied, possibly DCT-downscaled
+    info: ImageInfo
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Format from magic bytes alone."""
+    for signature, offset, name in MAGIC_SIGNATURES:
+        if data[offset : offset + len(signature)] == signature:
+            return name
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def _draft_size(spec: PreprocessSpec) -> tuple[int, int]:
+    # draft() keeps both sides >= the request, so the shorter side stays >= input_size.
+    return (spec.input_size, spec.input_size)
+
+
+def _to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        scaled = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        image = Image.fromarray(scaled, mode="L")
+    elif image.mode == "F":
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        low, high = float(array.min()), float(array.max())
+        span = high - low if high > low else 1.0
+        image = Image.fromarray(((array - low) / span * 255).astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, background)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if image.mode != "RGB":
+        return image.convert("RGB")
+    return image
+
+
+def decode_image(
+    data: bytes, spec: PreprocessSpec, limits: DecodeLimits | None = None
+) -> DecodedImage:
+    """Decode bytes into an RGB image ready for augmentation or :func:`to_model_input`.
+
+    Raises :class:`ImageError` for anything unusable; never lets a decoder error escape.
+    """
+    limits = limits or DecodeLimits()
+    if not data:
+        raise ImageError("empty_body", "the image is empty (zero bytes)")
+    sniffed = sniff_format(data)
+    if limits.accepted_formats is not None:
+        if sniffed is None:
+            raise ImageError("unsupported_format", "not a recognised image format")
+        if sniffed not in limits.accepted_formats:
+            raise ImageError("unsupported_format", f"image format {sniffed} is not accepted")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            image_format = image.format or sniffed or "UNKNOWN"
+            if sniffed is not None and image_format != sniffed:
+                raise ImageError("corrupt_image", "image content does not match its signature")
+            width, height = image.size
+            if width * height > limits.max_pixels:
+                raise ImageError(
+                    "image_too_large",
+                    f"image declares {width}x{height} pixels, over the {limits.max_pixels} limit",
+                )
+            if max(width, height) > limits.max_side:
+                raise ImageError("image_too_large", f"image side over {limits.max_side} pixels")
+            if min(width, height) < limits.min_side:
+                raise ImageError("image_too_small", f"image side under {limits.min_side} pixels")
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)  # animated: the first frame stands for the image
+            quality = estimate_jpeg_quality(image)
+            has_exif = bool(image.info.get("exif"))
+            mode = image.mode
+            if image_format == "JPEG" and spec.jpeg_draft:
+                image.draft("RGB", _draft_size(spec))
+            image.load()
+            oriented: Image.Image = ImageOps.exif_transpose(image) or image
+            rgb = _to_rgb(oriented, spec.alpha_background)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError("image_too_large", f"decompression bomb refused: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("unsupported_format", "not a recognised image format") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        text = str(exc)
+        code = "truncated_image" if "truncated" in text.lower() else "corrupt_image"
+        raise ImageError(
+            code, f"the image could not be decoded: {text or type(exc).__name__}"
+        ) from exc
+    info = ImageInfo(
+        width=width,
+        height=height,
+        format=image_format,
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        jpeg_quality=quality,
+        has_exif=has_exif,
+        mode=mode,
+    )
+    return DecodedImage(image=rgb, info=info)
+
+
+def to_model_input(image: Image.Image, spec: PreprocessSpec) -> NDArray[np.float32]:
+    """RGB image -> normalised CHW float32 array of side ``spec.input_size``."""
+    size = spec.input_size
+    width, height = image.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    if (new_w, new_h) != (size, size):
+        image = image.crop((left, top, left + size, top + size))
+    array = np.asarray(image, dtype=np.float32) * np.float32(1.0 / 255.0)
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    array = (array - mean) / std
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def preprocess_bytes(
+    data: bytes, spec: PreprocessSpec, limits: DecodeLimits | None = None
+) -> tuple[NDArray[np.float32], DecodedImage]:
+    """The full inference preprocessing: decode, then :func:`to_model_input`."""
+    decoded = decode_image(data, spec, limits)
+    return to_model_input(decoded.image, spec), decoded
+
+
+def read_file(path: str | Path) -> bytes:
+    return Path(path).read_bytes()
+
+
+# --- JPEG quality estimate -------------------------------------------------------------------
+
+
+def _reference_tables() -> NDArray[np.int32]:
+    """Luminance quantisation tables Pillow's encoder writes at qualities 1..100."""
+    cached = _REFERENCE_TABLES.get("luma")
+    if cached is not None:
+        return cached
+    rows = []
+    blank = Image.new("L", (8, 8))
+    for quality in range(1, 101):
+        buffer = io.BytesIO()
+        blank.save(buffer, format="JPEG", quality=quality)
+        with Image.open(buffer) as encoded:
+            tables = getattr(encoded, "quantization", None) or {0: [0] * 64}
+            rows.append(list(tables[0]))
+    table = np.asarray(rows, dtype=np.int32)
+    _REFERENCE_TABLES["luma"] = table
+    return table
+
+
+# Immutable lookup data computed once; holds no request or model state.
+_REFERENCE_TABLES: dict[str, NDArray[np.int32]] = {}
+
+
+def estimate_jpeg_quality(image: Image.Image) -> int | None:
+    """Nearest IJG quality of the image's luminance table, or None for non-JPEG images."""
+    tables = getattr(image, "quantization", None)
+    if not tables or 0 not in tables:
+        return None
+    luma = np.asarray(list(tables[0]), dtype=np.int32)
+    if luma.shape != (64,):
+        return None
+    reference = _reference_tables()
+    distances = np.abs(reference - luma[None, :]).sum(axis=1)
+    return int(np.argmin(distances)) + 1

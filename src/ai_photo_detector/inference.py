@@ -1,0 +1,122 @@
+"""ONNX Runtime inference on a bundle, and the calibrated verdict built from its logits.
+
+Used by the command line, evaluation and the service alike; imports neither torch nor the
+training code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from ai_photo_detector.bundle import Bundle, Manifest
+
+
+@dataclass(frozen=True)
+class Verdict:
+    label: str
+    band: str
+    probability: float  # calibrated probability of the AI label
+    scores: dict[str, float]  # calibrated probability per label
+
+
+@dataclass
+class BatchOutput:
+    logits: NDArray[np.float32]
+    embedding: NDArray[np.float32]
+    features: NDArray[np.float32] | None = None
+
+
+def softmax(logits: NDArray[np.floating], temperature: float = 1.0) -> NDArray[np.float64]:
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    exp = np.exp(scaled)
+    result: NDArray[np.float64] = exp / exp.sum(axis=-1, keepdims=True)
+    return result
+
+
+def calibrated_probabilities(
+    logits: NDArray[np.floating], manifest: Manifest
+) -> NDArray[np.float64]:
+    return softmax(logits, manifest.calibration.temperature)
+
+
+def band_of(probability: float, manifest: Manifest) -> str:
+    bands = manifest.calibration.bands
+    if probability >= bands.ai_from:
+        return "ai"
+    if probability < bands.real_below:
+        return "real"
+    return "uncertain"
+
+
+def decide_label(
+    probs: NDArray[np.floating], ai_index: int, threshold: float, labels: list[str]
+) -> str:
+    """The AI label at or above the threshold, else the most probable other label."""
+    if float(probs[ai_index]) >= threshold:
+        return labels[ai_index]
+    others = np.asarray(probs, dtype=np.float64).copy()
+    others[ai_index] = -1.0
+    return labels[int(np.argmax(others))]
+
+
+def verdicts(logits: NDArray[np.floating], manifest: Manifest) -> list[Verdict]:
+    """Label, band and calibrated scores for each row of logits.
+
+    The AI label wins when its probability reaches the validation-chosen threshold; otherwise
+    the most probable of the other labels is given, so multi-class bundles work unchanged.
+    """
+    probs = calibrated_probabilities(logits, manifest)
+    ai = manifest.ai_index
+    labels = manifest.labels
+    results = []
+    for row in probs:
+        p_ai = float(row[ai])
+        results.append(
+            Verdict(
+                label=decide_label(row, ai, manifest.calibration.threshold, labels),
+                band=band_of(p_ai, manifest),
+                probability=p_ai,
+                scores={name: float(value) for name, value in zip(labels, row, strict=True)},
+            )
+        )
+    return results
+
+
+def make_session(
+    model_path: str, intra_op_threads: int = 0, inter_op_threads: int = 1
+) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    if inter_op_threads:
+        options.inter_op_num_threads = inter_op_threads
+    return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+
+
+class OnnxDetector:
+    """One loaded bundle and its ONNX Runtime session."""
+
+    def __init__(self, bundle: Bundle, intra_op_threads: int = 0, inter_op_threads: int = 1):
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.session = make_session(str(bundle.model_path), intra_op_threads, inter_op_threads)
+        self.input_name = self.manifest.onnx.input
+
+    def run(self, batch: NDArray[np.float32], with_features: bool = False) -> BatchOutput:
+        names = ["logits", "embedding"] + (["features"] if with_features else [])
+        outputs = self.session.run(names, {self.input_name: batch})
+        return BatchOutput(
+            logits=np.asarray(outputs[0], dtype=np.float32),
+            embedding=np.asarray(outputs[1], dtype=np.float32),
+            features=np.asarray(outputs[2], dtype=np.float32) if with_features else None,
+        )
+
+    def warm_up(self) -> None:
+        size = self.manifest.preprocessing.input_size
+        self.run(np.zeros((1, 3, size, size), dtype=np.float32))

@@ -1,0 +1,62 @@
+"""Batch prediction over files for the command line, through the shared preprocessing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ai_photo_detector.imaging import DecodeLimits, ImageError, preprocess_bytes
+from ai_photo_detector.inference import OnnxDetector, verdicts
+from ai_photo_detector.settings import Settings
+
+
+def _limits(settings: Settings) -> DecodeLimits:
+    return DecodeLimits(
+        max_pixels=settings.imaging.max_pixels,
+        min_side=settings.imaging.min_side,
+        max_side=settings.imaging.max_side,
+    )
+
+
+def predict_files(
+    detector: OnnxDetector, paths: Iterable[Path], settings: Settings
+) -> Iterator[dict[str, Any]]:
+    """One result dict per path, in order: a verdict, or ``{"path", "error": {code, message}}``."""
+    spec = detector.manifest.preprocessing
+    limits = _limits(settings)
+    pending: list[tuple[Path, np.ndarray]] = []
+
+    def flush() -> Iterator[dict[str, Any]]:
+        if not pending:
+            return
+        batch = np.stack([array for _, array in pending])
+        for (path, _), verdict in zip(
+            pending, verdicts(detector.run(batch).logits, detector.manifest), strict=True
+        ):
+            yield {
+                "path": str(path),
+                "label": verdict.label,
+                "band": verdict.band,
+                "probability": round(verdict.probability, 6),
+                "scores": {k: round(v, 6) for k, v in verdict.scores.items()},
+            }
+        pending.clear()
+
+    for path in paths:
+        try:
+            array, _ = preprocess_bytes(path.read_bytes(), spec, limits)
+        except ImageError as exc:
+            yield from flush()
+            yield {"path": str(path), "error": {"code": exc.code, "message": exc.message}}
+            continue
+        except OSError as exc:
+            yield from flush()
+            yield {"path": str(path), "error": {"code": "unreadable", "message": str(exc)}}
+            continue
+        pending.append((path, array))
+        if len(pending) >= settings.inference.batch_size:
+            yield from flush()
+    yield from flush()

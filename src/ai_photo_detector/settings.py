@@ -1,0 +1,246 @@
+"""The one typed settings tree.
+
+Every tunable number lives here once. Values come from, in order of precedence: keyword
+arguments, environment variables (prefix ``APD_``, nested fields joined by ``__``, e.g.
+``APD_TRAINING__EPOCHS=3``), an optional YAML file (``APD_CONFIG`` or ``--config``), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def default_model_path() -> str:
+    """The shipped bundle: ``models/default`` of the source checkout, else of the working dir."""
+    for root in (PACKAGE_DIR.parents[1], Path.cwd()):
+        candidate = root / "models" / "default"
+        if (candidate / "manifest.json").is_file():
+            return str(candidate)
+    return str(Path("models") / "default")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ImagingSettings(Section):
+    input_size: int = Field(224, ge=16, le=1024, description="Square model input side in pixels.")
+    max_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        description="Largest declared width*height accepted before decoding (decompression bombs).",
+    )
+    min_side: int = Field(16, ge=1, description="Smallest width or height accepted for inference.")
+    max_side: int = Field(20_000, ge=1, description="Largest width or height accepted.")
+
+
+class DataSettings(Section):
+    ai_label: str = Field("ai", description="Label name that means 'AI-generated'.")
+    real_label: str = Field("real", description="Label name of camera photos, for FPR targets.")
+    extensions: list[str] = Field(
+        [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"],
+        description="File suffixes treated as images when scanning folders.",
+    )
+    tiny_side: int = Field(64, ge=1, description="Images with a side below this are reported tiny.")
+    near_duplicate_distance: int = Field(
+        6, ge=0, le=64, description="Max perceptual-hash Hamming distance of a near-duplicate."
+    )
+    imbalance_ratio: float = Field(
+        1.5, ge=1.0, description="Largest/smallest label count ratio above which balance warns."
+    )
+    shortcut_warn_auc: float = Field(
+        0.75, ge=0.5, le=1.0, description="Metadata-only ROC-AUC above which the audit warns."
+    )
+    shortcut_alarm_auc: float = Field(
+        0.95, ge=0.5, le=1.0, description="Metadata-only ROC-AUC above which the audit alarms."
+    )
+    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of each stratum for val.")
+    test_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of each stratum for test.")
+    split_seed: int = Field(20261127, description="Seed of the deterministic split.")
+
+
+class AugmentSettings(Section):
+    jpeg_probability: float = Field(
+        0.9, ge=0, le=1, description="Chance of re-encoding a training image as JPEG."
+    )
+    jpeg_quality_min: int = Field(40, ge=1, le=100, description="Lowest re-encode quality.")
+    jpeg_quality_max: int = Field(100, ge=1, le=100, description="Highest re-encode quality.")
+    downscale_probability: float = Field(0.5, ge=0, le=1, description="Chance of a downscale.")
+    downscale_min: float = Field(0.4, gt=0, le=1, description="Smallest downscale factor.")
+    blur_probability: float = Field(0.3, ge=0, le=1, description="Chance of a Gaussian blur.")
+    blur_sigma_max: float = Field(1.5, ge=0, description="Largest Gaussian blur sigma.")
+    crop_scale_min: float = Field(
+        0.5, gt=0, le=1, description="Smallest random crop area, as a share of the image."
+    )
+    flip_probability: float = Field(0.5, ge=0, le=1, description="Chance of a horizontal flip.")
+
+
+class TrainingSettings(Section):
+    backbone: str = Field("tf_efficientnet_lite0", description="timm backbone name.")
+    pretrained: bool = Field(True, description="Start from offline ImageNet weights.")
+    weights_path: str = Field(
+        "", description="Local checkpoint for backbones without packaged weights (optional)."
+    )
+    freeze_blocks: int = Field(
+        3, ge=0, description="Stem plus this many early blocks stay frozen (speed, stability)."
+    )
+    epochs: int = Field(8, ge=1, description="Maximum number of epochs.")
+    batch_size: int = Field(32, ge=1, description="Training batch size.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak AdamW learning rate of the head.")
+    backbone_lr_scale: float = Field(
+        0.3, gt=0, le=1, description="Backbone learning rate as a share of the head's."
+    )
+    weight_decay: float = Field(0.02, ge=0, description="AdamW weight decay.")
+    warmup_epochs: float = Field(0.5, ge=0, description="Linear warm-up before the cosine decay.")
+    patience: int = Field(3, ge=1, description="Epochs without validation-AUC gain before stop.")
+    seed: int = Field(0, description="Seed of weights order, augmentation and shuffling.")
+    workers: int = Field(2, ge=0, description="Data-loading worker processes.")
+    threads: int = Field(0, ge=0, description="Torch intra-op threads (0: library default).")
+    max_images: int = Field(
+        0, ge=0, description="Cap on training images per epoch (0: all), for quick runs."
+    )
+    parity_tolerance: float = Field(
+        1e-4, gt=0, description="Max abs logit difference allowed between ONNX and PyTorch."
+    )
+    onnx_opset: int = Field(17, ge=13, description="ONNX opset of the exported model.")
+    drift_reference_size: int = Field(
+        512, ge=16, description="Validation images kept as the drift reference sample."
+    )
+    output_dir: str = Field("runs", description="Folder where training runs write bundles.")
+    augment: AugmentSettings = Field(
+        default_factory=AugmentSettings, description="Training augmentations."
+    )
+
+
+class CalibrationSettings(Section):
+    target_fpr: float = Field(
+        0.02, gt=0, lt=1, description="Largest share of real photos called AI on validation."
+    )
+    uncertain_fnr: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Largest share of AI images falling in the 'real' band on validation.",
+    )
+    ece_bins: int = Field(15, ge=2, description="Bins of the expected calibration error.")
+
+
+class QualityGateSettings(Section):
+    min_roc_auc: float = Field(0.90, ge=0, le=1, description="Minimum test ROC-AUC.")
+    max_ece: float = Field(0.08, ge=0, le=1, description="Maximum calibrated test ECE.")
+    max_robust_auc_drop: float = Field(
+        0.10, ge=0, le=1, description="Largest AUC drop allowed under any robustness transform."
+    )
+
+
+class EvaluationSettings(Section):
+    robustness: list[str] = Field(
+        ["jpeg95", "jpeg75", "downscale0.5", "blur1"],
+        description="Robustness transforms evaluated (jpegQ, downscaleF, blurS).",
+    )
+    batch_size: int = Field(32, ge=1, description="Batch size of evaluation inference.")
+
+
+class MlflowSettings(Section):
+    tracking_uri: str = Field("sqlite:///mlruns.db", description="MLflow tracking URI.")
+    experiment: str = Field("ai-photo-detector", description="MLflow experiment name.")
+    enabled: bool = Field(True, description="Log training runs to MLflow.")
+
+
+class InferenceSettings(Section):
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: auto).")
+    inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads.")
+    batch_size: int = Field(16, ge=1, description="Images per inference call in the CLI.")
+
+
+class ServerSettings(Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server binds.")
+    workers: int = Field(1, ge=1, description="Server worker processes.")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest accepted body.")
+    max_batch_items: int = Field(32, ge=1, description="Most images in one batch request.")
+    max_batch_size: int = Field(16, ge=1, description="Most images per micro-batch.")
+    max_queue_delay_ms: float = Field(4.0, ge=0, description="Longest wait to fill a micro-batch.")
+    max_queue_size: int = Field(256, ge=1, description="Queued images before answering 503.")
+    decode_threads: int = Field(2, ge=1, description="Threads decoding and preprocessing images.")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After seconds on 503 and 429.")
+    graceful_timeout_s: float = Field(
+        20.0, ge=0, description="Seconds in-flight requests get to finish on shutdown."
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="APD_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    model: str = Field(
+        default_factory=default_model_path,
+        description="Model to use: a bundle folder (later also a registry reference).",
+    )
+    imaging: ImagingSettings = Field(
+        default_factory=ImagingSettings, description="Decoding limits and model input size."
+    )
+    data: DataSettings = Field(default_factory=DataSettings, description="Datasets and splits.")
+    training: TrainingSettings = Field(
+        default_factory=TrainingSettings, description="Training run."
+    )
+    calibration: CalibrationSettings = Field(
+        default_factory=CalibrationSettings, description="Temperature, threshold and bands."
+    )
+    gates: QualityGateSettings = Field(
+        default_factory=QualityGateSettings, description="Minimums a deployable model meets."
+    )
+    evaluation: EvaluationSettings = Field(
+        default_factory=EvaluationSettings, description="Evaluation report."
+    )
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="MLflow tracking.")
+    inference: InferenceSettings = Field(
+        default_factory=InferenceSettings, description="ONNX Runtime."
+    )
+    server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = os.environ.get("APD_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings, reading ``config_file`` (or ``APD_CONFIG``) as YAML when given."""
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        previous = os.environ.get("APD_CONFIG")
+        os.environ["APD_CONFIG"] = str(path)
+        try:
+            return Settings(**overrides)
+        finally:
+            if previous is None:
+                os.environ.pop("APD_CONFIG", None)
+            else:
+                os.environ["APD_CONFIG"] = previous
+    return Settings(**overrides)

@@ -1,0 +1,57 @@
+"""Export the detector to ONNX and prove the export computes what PyTorch computes."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from ai_photo_detector.inference import make_session
+from ai_photo_detector.training.model import Detector
+
+OUTPUT_NAMES = ["logits", "features", "embedding"]
+
+
+class ExportError(Exception):
+    """The exported graph disagrees with the PyTorch model."""
+
+
+def export_onnx(model: Detector, path: Path, input_size: int, opset: int) -> None:
+    model.eval()
+    example = torch.zeros(2, 3, input_size, input_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=OUTPUT_NAMES,
+            dynamic_axes={"image": {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}},
+            opset_version=opset,
+            dynamo=False,
+        )
+
+
+def parity_difference(model: Detector, path: Path, batch: NDArray[np.float32]) -> float:
+    """Largest absolute difference of any output between ONNX Runtime and PyTorch."""
+    model.eval()
+    with torch.no_grad():
+        expected = [t.numpy() for t in model(torch.from_numpy(batch))]
+    session = make_session(str(path))
+    actual = session.run(OUTPUT_NAMES, {"image": batch})
+    return float(max(np.abs(e - a).max() for e, a in zip(expected, actual, strict=True)))
+
+
+def check_parity(
+    model: Detector, path: Path, batch: NDArray[np.float32], tolerance: float
+) -> float:
+    difference = parity_difference(model, path, batch)
+    if not difference <= tolerance:
+        raise ExportError(
+            f"ONNX and PyTorch outputs differ by {difference:.2e}, over the {tolerance:.0e} limit"
+        )
+    return difference
