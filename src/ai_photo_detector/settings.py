@@ -171,6 +171,13 @@ class ServerSettings(Section):
     workers: int = Field(1, ge=1, description="Server worker processes.")
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest accepted body.")
     max_batch_items: int = Field(32, ge=1, description="Most images in one batch request.")
+    accepted_formats: list[str] = Field(
+        ["JPEG", "PNG", "WEBP", "GIF"],
+        description="Image formats accepted by the API, decided by magic bytes.",
+    )
+    cors_origins: list[str] = Field(
+        [], description="Browser origins allowed to call the API (CORS); empty: none."
+    )
     max_batch_size: int = Field(16, ge=1, description="Most images per micro-batch.")
     max_queue_delay_ms: float = Field(4.0, ge=0, description="Longest wait to fill a micro-batch.")
     max_queue_size: int = Field(256, ge=1, description="Queued images before answering 503.")

@@ -1,0 +1,1 @@
+"""Serving: ONNX Runtime engine with micro-batching and the HTTP API. Never imports torch."""

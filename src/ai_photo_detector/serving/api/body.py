@@ -1,0 +1,72 @@
+"""Read request bodies with the size limit enforced while they stream in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from ai_photo_detector.serving.errors import ApiError
+
+
+@dataclass
+class Upload:
+    data: bytes
+    filename: str | None
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"the request body exceeds {limit} bytes")
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The whole body, refusing with 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "bad_request", "invalid Content-Length header")
+        if int(declared) > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _is_form(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "").lower()
+    return content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
+
+
+async def read_uploads(request: Request, limit: int, max_files: int, field: str) -> list[Upload]:
+    """Images of a request: the multipart files under ``field`` (or any field), or a raw body.
+
+    The body is read under the size limit first, then the multipart parser works on memory, so
+    no upload can grow past the limit on disk or in memory.
+    """
+    body = await read_limited(request, limit)
+    if not _is_form(request):
+        return [Upload(body, None)]
+    request._body = body  # starlette's form parser reads the cached body
+    try:
+        form = await request.form(max_files=max_files + 1, max_fields=max_files + 16)
+    except MultiPartException as exc:
+        raise ApiError(400, "bad_multipart", f"invalid multipart body: {exc.message}") from exc
+    files = [v for k, v in form.multi_items() if isinstance(v, UploadFile) and k == field]
+    if not files:
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+    if not files:
+        raise ApiError(400, "missing_file", f"no file in the form (expected field '{field}')")
+    if len(files) > max_files:
+        raise ApiError(
+            413, "too_many_files", f"at most {max_files} files per request, got {len(files)}"
+        )
+    uploads = [Upload(await f.read(), f.filename) for f in files]
+    await form.close()
+    return uploads

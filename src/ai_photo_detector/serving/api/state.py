@@ -1,0 +1,20 @@
+"""Everything a request handler needs, created once per app and reached through dependencies."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ai_photo_detector.serving.metrics import ServiceMetrics
+from ai_photo_detector.serving.models import ModelManager
+from ai_photo_detector.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    models: ModelManager
+    metrics: ServiceMetrics
+    decode_pool: ThreadPoolExecutor
+    draining: bool = False
+    startup_error: str | None = field(default=None)

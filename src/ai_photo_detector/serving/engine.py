@@ -1,0 +1,130 @@
+"""Micro-batching over an ONNX Runtime session.
+
+Concurrent requests are grouped into one inference call (up to ``max_batch_size`` images,
+waiting at most ``max_delay_s`` for company). The queue is bounded: when it is full a request is
+refused at once with :class:`Overloaded` (HTTP 503 + Retry-After) rather than left to time out.
+Inference runs on one dedicated thread, so the event loop never blocks on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ai_photo_detector.inference import OnnxDetector
+from ai_photo_detector.serving.errors import Overloaded
+
+
+@dataclass
+class EngineResult:
+    logits: NDArray[np.float32]
+    embedding: NDArray[np.float32]
+    queue_ms: float
+    inference_ms: float
+    batch_size: int
+
+
+@dataclass
+class _Pending:
+    array: NDArray[np.float32]
+    future: asyncio.Future[EngineResult]
+    enqueued: float
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        detector: OnnxDetector,
+        max_batch_size: int,
+        max_delay_s: float,
+        max_queue: int,
+    ) -> None:
+        self.detector = detector
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_delay_s
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._task: asyncio.Task[None] | None = None
+        self.batches_run = 0
+
+    @property
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while not self.queue.empty():
+            pending = self.queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(Overloaded("the model is shutting down"))
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, array: NDArray[np.float32]) -> EngineResult:
+        future: asyncio.Future[EngineResult] = asyncio.get_running_loop().create_future()
+        try:
+            self.queue.put_nowait(_Pending(array, future, time.perf_counter()))
+        except asyncio.QueueFull:
+            raise Overloaded("the inference queue is full") from None
+        return await future
+
+    async def _collect(self) -> list[_Pending]:
+        batch = [await self.queue.get()]
+        deadline = time.perf_counter() + self.max_delay_s
+        while len(batch) < self.max_batch_size:
+            try:
+                batch.append(self.queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            live = [p for p in batch if not p.future.cancelled()]
+            if not live:
+                continue
+            started = time.perf_counter()
+            stacked = np.stack([p.array for p in live])
+            try:
+                output = await loop.run_in_executor(self._executor, self.detector.run, stacked)
+            except Exception as exc:  # a failed run fails its requests, never the loop
+                for pending in live:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+                continue
+            inference_ms = (time.perf_counter() - started) * 1000
+            self.batches_run += 1
+            for i, pending in enumerate(live):
+                if not pending.future.done():
+                    pending.future.set_result(
+                        EngineResult(
+                            logits=output.logits[i],
+                            embedding=output.embedding[i],
+                            queue_ms=(started - pending.enqueued) * 1000,
+                            inference_ms=inference_ms,
+                            batch_size=len(live),
+                        )
+                    )

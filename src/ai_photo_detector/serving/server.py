@@ -1,0 +1,24 @@
+"""Run the API with uvicorn: graceful shutdown lets in-flight requests finish on SIGTERM."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from ai_photo_detector.serving.api.app import create_app
+from ai_photo_detector.settings import Settings
+
+
+def run_server(settings: Settings) -> None:
+    server = settings.server
+    if server.workers > 1:
+        raise SystemExit(
+            "server.workers > 1 is not supported: run one process per container and scale with "
+            "replicas (metrics are per process; see README)"
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=server.host,
+        port=server.port,
+        timeout_graceful_shutdown=int(server.graceful_timeout_s),
+        log_level="info",
+    )
