@@ -172,6 +172,8 @@ def decode_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError("image_too_large", f"decompression bomb refused: {exc}") from exc
     except UnidentifiedImageError as exc:
+        if sniffed is not None:  # the right signature, but no decodable image behind it
+            raise ImageError("corrupt_image", f"the {sniffed} data is corrupt") from exc
         raise ImageError("unsupported_format", "not a recognised image format") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         text = str(exc)

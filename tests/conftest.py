@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from ai_photo_detector.settings import Settings
+from helpers import build_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_MODEL = REPO / "models" / "default"
+
+
+def quick_settings(tmp: Path, **overrides: object) -> Settings:
+    """Settings for a training run of a few seconds on the tiny synthetic dataset."""
+    base: dict[str, object] = {
+        "imaging": {"input_size": 64},
+        "training": {
+            "epochs": 2,
+            "batch_size": 16,
+            "workers": 0,
+            "learning_rate": 3e-3,
+            "freeze_blocks": 3,
+            "output_dir": str(tmp / "runs"),
+            "drift_reference_size": 32,
+        },
+        "data": {"val_fraction": 0.25, "test_fraction": 0.25},
+        "mlflow": {"tracking_uri": f"sqlite:///{tmp / 'mlruns.db'}"},
+        "gates": {"min_roc_auc": 0.6, "max_ece": 0.5, "max_robust_auc_drop": 0.5},
+        "evaluation": {"batch_size": 16},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}  # type: ignore[dict-item]
+        else:
+            base[key] = value
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_dataset(tmp_path_factory.mktemp("data") / "tiny", per_class=24)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path):  # type: ignore[no-untyped-def]
+    """One real training run shared by the tests that need a bundle."""
+    pytest.importorskip("torch")
+    from ai_photo_detector.training.pipeline import run_training
+
+    tmp = tmp_path_factory.mktemp("train")
+    settings = quick_settings(tmp)
+    return run_training([tiny_dataset], settings, version="test", log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(trained) -> Path:  # type: ignore[no-untyped-def]
+    return Path(trained.bundle_dir)
