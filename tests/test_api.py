@@ -186,9 +186,9 @@ def test_unknown_route_and_method_use_the_error_shape(client: TestClient) -> Non
 
 def _metric(text: str, name: str, **labels: str) -> float:
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
+        named = line.startswith((name + "{", name + " "))
+        if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
@@ -233,11 +233,9 @@ def test_overload_answers_503_at_once(bundle_dir: Path, jpeg: bytes) -> None:
 
     async def burst() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-                return await asyncio.gather(
-                    *(c.post("/v1/predict", content=jpeg) for _ in range(40))
-                )
+        client = httpx.AsyncClient(transport=transport, base_url="http://test")
+        async with app.router.lifespan_context(app), client as c:
+            return await asyncio.gather(*(c.post("/v1/predict", content=jpeg) for _ in range(40)))
 
     responses = asyncio.run(burst())
     statuses = {r.status_code for r in responses}
@@ -255,12 +253,10 @@ def test_hundred_concurrent_requests_all_answered(bundle_dir: Path, jpeg: bytes)
 
     async def run() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-                expected["p"] = (await c.post("/v1/predict", content=jpeg)).json()["probability"]
-                return await asyncio.gather(
-                    *(c.post("/v1/predict", content=jpeg) for _ in range(100))
-                )
+        client = httpx.AsyncClient(transport=transport, base_url="http://test")
+        async with app.router.lifespan_context(app), client as c:
+            expected["p"] = (await c.post("/v1/predict", content=jpeg)).json()["probability"]
+            return await asyncio.gather(*(c.post("/v1/predict", content=jpeg) for _ in range(100)))
 
     responses = asyncio.run(run())
     assert all(r.status_code == 200 for r in responses)

@@ -29,7 +29,7 @@ def test_truncated_model_fails_checksum(bundle_copy: Path) -> None:
 
 def test_missing_file_is_reported(bundle_copy: Path) -> None:
     (bundle_copy / "drift_reference.npz").unlink()
-    with pytest.raises(BundleError, match="drift_reference.npz is missing"):
+    with pytest.raises(BundleError, match=r"drift_reference\.npz is missing"):
         load_bundle(bundle_copy)
 
 
@@ -65,7 +65,7 @@ def test_newer_schema_version_is_refused(bundle_copy: Path) -> None:
 
 
 def test_not_a_bundle_folder(tmp_path: Path) -> None:
-    with pytest.raises(BundleError, match="no manifest.json"):
+    with pytest.raises(BundleError, match=r"no manifest\.json"):
         load_bundle(tmp_path)
     with pytest.raises(BundleError, match="not found"):
         load_bundle(tmp_path / "missing")

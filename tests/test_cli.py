@@ -57,7 +57,8 @@ def test_predict_never_imports_torch(bundle_dir: Path, tiny_dataset: Path) -> No
     code = (
         "import sys\n"
         "from ai_photo_detector.cli import app\n"
-        f"app(['predict', '--model', {str(bundle_dir)!r}, '--json', {str(image)!r}], standalone_mode=False)\n"
+        f"args = ['predict', '--model', {str(bundle_dir)!r}, '--json', {str(image)!r}]\n"
+        "app(args, standalone_mode=False)\n"
         "print('TORCH_LOADED' if 'torch' in sys.modules else 'TORCH_ABSENT')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

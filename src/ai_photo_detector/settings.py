@@ -7,11 +7,12 @@ arguments, environment variables (prefix ``APD_``, nested fields joined by ``__`
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -188,11 +189,65 @@ class ServerSettings(Section):
     )
 
 
+class ApiKeyEntry(Section):
+    id: str = Field(min_length=1, max_length=64, description="Key id, logged instead of the key.")
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="SHA-256 hex digest of the key (never the key)."
+    )
+    scopes: list[str] = Field(["predict"], description="Granted scopes: predict, admin.")
+
+
+class AuthSettings(Section):
+    mode: Literal["auto", "required", "disabled"] = Field(
+        "auto", description="auto: keys required in production, optional in development."
+    )
+    keys: list[ApiKeyEntry] = Field([], description="Accepted API keys, stored as hashes.")
+    open_paths: list[str] = Field(
+        ["/v2/health/live", "/v2/health/ready", "/metrics"],
+        description="Paths answered without a key.",
+    )
+
+
+class RateLimitSettings(Section):
+    enabled: bool = Field(True, description="Apply rate limits.")
+    limit: str = Field(
+        "600/minute", description="Limit per API key (or client address), `limits` notation."
+    )
+    storage_uri: str = Field(
+        "memory://", description="memory:// for one replica, redis://HOST:PORT for several."
+    )
+    key_prefix: str = Field("apd", description="Prefix of rate-limit keys in shared storage.")
+    strategy: Literal["fixed-window", "moving-window", "sliding-window-counter"] = Field(
+        "moving-window", description="Rate-limiting algorithm."
+    )
+    trusted_proxies: list[str] = Field(
+        [], description="Proxy addresses (CIDR) whose X-Forwarded-For is believed."
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def valid_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # raises ValueError with the bad entry
+        return value
+
+    @field_validator("limit")
+    @classmethod
+    def valid_limit(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APD_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
     )
 
+    environment: Literal["development", "production"] = Field(
+        "development", description="production requires API keys unless auth.mode says not."
+    )
     model: str = Field(
         default_factory=default_model_path,
         description="Model to use: a bundle folder (later also a registry reference).",
@@ -218,6 +273,16 @@ class Settings(BaseSettings):
         default_factory=InferenceSettings, description="ONNX Runtime."
     )
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys and scopes.")
+    rate_limit: RateLimitSettings = Field(
+        default_factory=RateLimitSettings, description="Per-client rate limits."
+    )
+
+    @property
+    def auth_required(self) -> bool:
+        if self.auth.mode == "auto":
+            return self.environment == "production"
+        return self.auth.mode == "required"
 
     @classmethod
     def settings_customise_sources(

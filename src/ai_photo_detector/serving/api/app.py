@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from ai_photo_detector import __version__
 from ai_photo_detector.serving.api.errors import install_error_handlers
 from ai_photo_detector.serving.api.middleware import ServiceMiddleware
+from ai_photo_detector.serving.api.ratelimit import RateLimiter
 from ai_photo_detector.serving.api.routes import health, models, predict
 from ai_photo_detector.serving.api.state import Services
 from ai_photo_detector.serving.metrics import ServiceMetrics
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             decode_pool=ThreadPoolExecutor(
                 max_workers=settings.server.decode_threads, thread_name_prefix="decode"
             ),
+            rate_limiter=RateLimiter(settings.rate_limit, metrics),
         )
         app.state.services = services
         loaded = services.models.load(settings.model)

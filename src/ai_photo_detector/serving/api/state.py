@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from ai_photo_detector.serving.api.ratelimit import RateLimiter
 from ai_photo_detector.serving.metrics import ServiceMetrics
 from ai_photo_detector.serving.models import ModelManager
 from ai_photo_detector.settings import Settings
@@ -16,5 +17,6 @@ class Services:
     models: ModelManager
     metrics: ServiceMetrics
     decode_pool: ThreadPoolExecutor
+    rate_limiter: RateLimiter
     draining: bool = False
     startup_error: str | None = field(default=None)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Depends, Path, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ai_photo_detector.serving.api.auth import require
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.schemas import (
     Live,
@@ -15,7 +16,8 @@ from ai_photo_detector.serving.api.schemas import (
     error_responses,
 )
 
-router = APIRouter(tags=["health"])
+# Open by default (auth.open_paths); closing a path there makes it need the admin scope.
+router = APIRouter(tags=["health"], dependencies=[Depends(require("admin"))])
 NameParam = Path(max_length=128, description="Model name.")
 
 

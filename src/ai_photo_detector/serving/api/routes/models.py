@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path
 
+from ai_photo_detector.serving.api.auth import require
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.schemas import (
     ModelDetail,
@@ -12,7 +13,7 @@ from ai_photo_detector.serving.api.schemas import (
     error_responses,
 )
 
-router = APIRouter(prefix="/v1", tags=["models"])
+router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require("predict"))])
 
 
 @router.get("/models", response_model=ModelList, responses=error_responses(401, 403, 429))

@@ -7,10 +7,11 @@ import time
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from ai_photo_detector.imaging import DecodedImage, ImageError, preprocess_bytes
 from ai_photo_detector.inference import verdicts
+from ai_photo_detector.serving.api.auth import require
 from ai_photo_detector.serving.api.body import Upload, read_uploads
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.middleware import request_id_of
@@ -29,7 +30,7 @@ from ai_photo_detector.serving.api.state import Services
 from ai_photo_detector.serving.errors import IMAGE_ERROR_STATUS, ApiError, Overloaded
 from ai_photo_detector.serving.models import LoadedModel
 
-router = APIRouter(prefix="/v1", tags=["predict"])
+router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(require("predict"))])
 
 _IMAGE_BODY: dict[str, Any] = {
     "requestBody": {

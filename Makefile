@@ -1,0 +1,42 @@
+# Fresh-machine entry points: `make run` serves the shipped model, `make test` runs every check.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run install install-dev test lint typecheck unit default-model clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Serving install: ONNX Runtime and the API, no torch.
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+# Everything: training (torch 2.14.1 from this machine's disk, timm, MLflow) and dev tools.
+install-dev: $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[train,dev]"
+
+run: install
+	$(BIN)/ai-photo-detector serve
+
+lint:
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck:
+	$(BIN)/mypy src
+
+unit:
+	$(BIN)/pytest -q
+
+test: install-dev lint typecheck unit
+
+# Reproduce the shipped model (about 30 minutes on 2 CPU cores).
+default-model: install-dev
+	$(BIN)/ai-photo-detector train \
+	  --data ../shared/datasets/shoes-midjourney --data ../shared/datasets/diffusiondb-coco \
+	  --config configs/default-model.yaml --version 1.0.0
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

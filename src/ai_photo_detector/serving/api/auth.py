@@ -1,0 +1,84 @@
+"""API keys: hashed at rest, compared in constant time, with scopes per route."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import Request, Response
+
+from ai_photo_detector.serving.api.deps import get_services
+from ai_photo_detector.serving.errors import ApiError
+from ai_photo_detector.settings import Settings
+
+KEY_PREFIX = "apd_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str | None  # None: an anonymous caller where auth is not required
+    scopes: frozenset[str]
+
+
+def hash_key(key: str) -> str:
+    """Keys are random 256-bit tokens, so one SHA-256 is enough (no password stretching)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    api_key = request.headers.get("x-api-key", "").strip()
+    return api_key or None
+
+
+def authenticate(settings: Settings, key: str | None) -> Principal | None:
+    """The principal of a key, or None when no stored hash matches."""
+    if key is None:
+        return None
+    digest = hash_key(key)
+    match = None
+    for entry in settings.auth.keys:  # compare with every entry: timing reveals nothing
+        if hmac.compare_digest(digest, entry.sha256):
+            match = entry
+    return Principal(match.id, frozenset(match.scopes)) if match else None
+
+
+def require(scope: str) -> Callable[[Request, Response], Awaitable[Principal]]:
+    """Dependency: the caller holds ``scope`` (or the path is open), then rate limits apply."""
+
+    async def dependency(request: Request, response: Response) -> Principal:
+        services = get_services(request)
+        settings = services.settings
+        key = presented_key(request)
+        principal = authenticate(settings, key)
+        if request.url.path in settings.auth.open_paths:
+            return principal or Principal(None, frozenset())  # health checks: no key, no limit
+        if key is not None and principal is None:
+            raise ApiError(
+                401, "invalid_api_key", "the API key is not valid", {"WWW-Authenticate": "Bearer"}
+            )
+        if principal is None:
+            if settings.auth_required and request.url.path not in settings.auth.open_paths:
+                raise ApiError(
+                    401,
+                    "missing_api_key",
+                    "an API key is required (Authorization: Bearer or X-API-Key)",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+            principal = Principal(None, frozenset())
+        elif scope not in principal.scopes and "admin" not in principal.scopes:
+            raise ApiError(403, "insufficient_scope", f"the API key lacks the '{scope}' scope")
+        await services.rate_limiter.check(request, response, principal)
+        return principal
+
+    return dependency

@@ -1,0 +1,101 @@
+"""Rate limits with the `limits` library: per API key, else per client address.
+
+The client address is the socket peer unless that peer is a configured trusted proxy; only then
+is X-Forwarded-For read, right to left, skipping trusted hops. Memory storage serves one
+replica; Redis storage shares the counts between replicas.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request, Response
+from limits import parse
+from limits.aio import strategies
+from limits.aio.storage import Storage
+from limits.storage import storage_from_string
+
+from ai_photo_detector.serving.errors import ApiError
+from ai_photo_detector.serving.metrics import ServiceMetrics
+from ai_photo_detector.settings import RateLimitSettings
+
+if TYPE_CHECKING:
+    from ai_photo_detector.serving.api.auth import Principal
+
+_STRATEGIES: dict[str, Any] = {
+    "fixed-window": strategies.FixedWindowRateLimiter,
+    "moving-window": strategies.MovingWindowRateLimiter,
+    "sliding-window-counter": strategies.SlidingWindowCounterRateLimiter,
+}
+
+
+def _async_uri(uri: str) -> str:
+    return uri if uri.startswith("async+") else f"async+{uri}"
+
+
+class RateLimiter:
+    def __init__(self, settings: RateLimitSettings, metrics: ServiceMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.item = parse(settings.limit)
+        options = (
+            {} if settings.storage_uri.startswith("memory") else {"key_prefix": settings.key_prefix}
+        )
+        storage = storage_from_string(_async_uri(settings.storage_uri), **options)
+        if not isinstance(storage, Storage):  # pragma: no cover - async+ URIs give async storage
+            raise ValueError(f"not an async rate-limit storage: {settings.storage_uri}")
+        self.storage = storage
+        self.limiter = _STRATEGIES[settings.strategy](self.storage)
+        self.proxies = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.proxies)
+
+    def client_address(self, request: Request) -> str:
+        peer = request.client.host if request.client else "unknown"
+        if not self._trusted(peer):
+            return peer
+        hops = [
+            h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()
+        ]
+        for hop in reversed(hops):
+            if not self._trusted(hop):
+                return hop
+        return peer
+
+    def identity(self, request: Request, principal: Principal) -> str:
+        if principal.key_id is not None:
+            return f"key:{principal.key_id}"
+        return f"ip:{self.client_address(request)}"
+
+    async def check(self, request: Request, response: Response, principal: Principal) -> None:
+        if not self.settings.enabled:
+            return
+        identity = self.identity(request, principal)
+        allowed = await self.limiter.hit(self.item, identity)
+        stats = await self.limiter.get_window_stats(self.item, identity)
+        reset_in = max(0, math.ceil(stats.reset_time - time.time()))
+        headers = {
+            "X-RateLimit-Limit": str(self.item.amount),
+            "X-RateLimit-Remaining": str(max(0, stats.remaining)),
+            "X-RateLimit-Reset": str(reset_in),
+        }
+        if not allowed:
+            self.metrics.rate_limited.inc()
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"rate limit of {self.settings.limit} exceeded",
+                {**headers, "Retry-After": str(max(1, reset_in))},
+            )
+        response.headers.update(headers)
+
+    async def reset(self) -> None:
+        await self.storage.reset()

@@ -1,0 +1,182 @@
+"""API keys, scopes and rate limits (memory storage and the real Redis on 127.0.0.1:6379)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from ai_photo_detector.cli import app as cli
+from ai_photo_detector.serving.api.app import create_app
+from ai_photo_detector.serving.api.auth import hash_key
+from ai_photo_detector.settings import Settings
+
+PREDICT_KEY = "apd_predict_key_for_tests_0123456789"
+ADMIN_KEY = "apd_admin_key_for_tests_0123456789"
+KEYS = [
+    {"id": "shop", "sha256": hash_key(PREDICT_KEY), "scopes": ["predict"]},
+    {"id": "ops", "sha256": hash_key(ADMIN_KEY), "scopes": ["admin"]},
+]
+
+
+@pytest.fixture
+def jpeg(tiny_dataset: Path) -> bytes:
+    return sorted((tiny_dataset / "real").iterdir())[0].read_bytes()
+
+
+def _client(bundle_dir: Path, peer: str = "testclient", **overrides: object) -> TestClient:
+    settings = Settings(model=str(bundle_dir), **overrides)  # type: ignore[arg-type]
+    return TestClient(create_app(settings), client=(peer, 50000))
+
+
+@pytest.fixture
+def production(bundle_dir: Path) -> Iterator[TestClient]:
+    with _client(bundle_dir, environment="production", auth={"keys": KEYS}) as client:
+        yield client
+
+
+def test_production_requires_a_key(production: TestClient, jpeg: bytes) -> None:
+    response = production.post("/v1/predict", content=jpeg)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "missing_api_key"
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert production.get("/v1/models").status_code == 401
+
+
+def test_bearer_and_x_api_key_are_accepted(production: TestClient, jpeg: bytes) -> None:
+    bearer = production.post(
+        "/v1/predict", content=jpeg, headers={"Authorization": f"Bearer {PREDICT_KEY}"}
+    )
+    header = production.post("/v1/predict", content=jpeg, headers={"X-API-Key": PREDICT_KEY})
+    assert bearer.status_code == header.status_code == 200
+
+
+def test_wrong_key_is_refused(production: TestClient, jpeg: bytes) -> None:
+    response = production.post(
+        "/v1/predict", content=jpeg, headers={"X-API-Key": PREDICT_KEY + "x"}
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_health_and_metrics_stay_open(production: TestClient) -> None:
+    assert production.get("/v2/health/live").status_code == 200
+    assert production.get("/v2/health/ready").status_code == 200
+    assert production.get("/metrics").status_code == 200
+
+
+def test_scopes(bundle_dir: Path, jpeg: bytes) -> None:
+    closed = {"keys": KEYS, "open_paths": ["/v2/health/live"]}
+    with _client(bundle_dir, environment="production", auth=closed) as client:
+        predict_only = {"X-API-Key": PREDICT_KEY}
+        refused = client.get("/metrics", headers=predict_only)
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "insufficient_scope"
+        assert client.get("/metrics", headers={"X-API-Key": ADMIN_KEY}).status_code == 200
+        assert client.get("/v2/health/ready").status_code == 401
+        assert (
+            client.post("/v1/predict", content=jpeg, headers={"X-API-Key": ADMIN_KEY}).status_code
+            == 200
+        )
+
+
+def test_development_mode_needs_no_key(bundle_dir: Path, jpeg: bytes) -> None:
+    with _client(bundle_dir) as client:
+        assert client.post("/v1/predict", content=jpeg).status_code == 200
+
+
+def _exhaust(client: TestClient, jpeg: bytes, headers: dict[str, str], limit: int) -> list[int]:
+    return [
+        client.post("/v1/predict", content=jpeg, headers=headers).status_code
+        for _ in range(limit + 1)
+    ]
+
+
+def test_rate_limit_per_key_in_memory(bundle_dir: Path, jpeg: bytes) -> None:
+    limit = {"limit": "3/minute"}
+    with _client(
+        bundle_dir, environment="production", auth={"keys": KEYS}, rate_limit=limit
+    ) as client:
+        statuses = _exhaust(client, jpeg, {"X-API-Key": PREDICT_KEY}, 3)
+        assert statuses == [200, 200, 200, 429]
+        refused = client.post("/v1/predict", content=jpeg, headers={"X-API-Key": PREDICT_KEY})
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.headers["x-ratelimit-limit"] == "3"
+        assert refused.headers["x-ratelimit-remaining"] == "0"
+        # another key has its own budget
+        assert (
+            client.post("/v1/predict", content=jpeg, headers={"X-API-Key": ADMIN_KEY}).status_code
+            == 200
+        )
+        ok = client.get("/v1/models", headers={"X-API-Key": ADMIN_KEY})
+        assert ok.headers["x-ratelimit-remaining"] == "1"
+        metrics = client.get("/metrics").text
+        assert "apd_rate_limited_total 2.0" in metrics
+
+
+def test_forwarded_for_is_ignored_unless_the_proxy_is_trusted(
+    bundle_dir: Path, jpeg: bytes
+) -> None:
+    limit = {"limit": "2/minute"}
+    with _client(bundle_dir, rate_limit=limit) as client:
+        spoofed = [
+            client.post(
+                "/v1/predict", content=jpeg, headers={"X-Forwarded-For": f"10.0.0.{i}"}
+            ).status_code
+            for i in range(3)
+        ]
+        assert spoofed == [200, 200, 429]  # the header did not buy new budgets
+    trusted = {"limit": "2/minute", "trusted_proxies": ["127.0.0.0/8"]}
+    with _client(bundle_dir, peer="127.0.0.1", rate_limit=trusted) as client:
+        per_client = [
+            client.post(
+                "/v1/predict", content=jpeg, headers={"X-Forwarded-For": f"203.0.113.{i}"}
+            ).status_code
+            for i in range(3)
+        ]
+        assert per_client == [200, 200, 200]
+
+
+def _redis_available() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _redis_available(), reason="needs Redis on 127.0.0.1:6379")
+def test_rate_limit_shared_through_real_redis(bundle_dir: Path, jpeg: bytes) -> None:
+    shared = {
+        "limit": "4/minute",
+        "storage_uri": "redis://127.0.0.1:6379",
+        "key_prefix": f"apd-test-{uuid.uuid4().hex}",
+    }
+    common = {"environment": "production", "auth": {"keys": KEYS}, "rate_limit": shared}
+    headers = {"X-API-Key": PREDICT_KEY}
+    # two replicas of the service share one budget through Redis
+    with _client(bundle_dir, **common) as first, _client(bundle_dir, **common) as second:
+        statuses = [
+            (first if i % 2 else second)
+            .post("/v1/predict", content=jpeg, headers=headers)
+            .status_code
+            for i in range(5)
+        ]
+        assert statuses == [200, 200, 200, 200, 429]
+
+
+def test_keys_create_prints_a_key_and_its_hash() -> None:
+    result = CliRunner().invoke(cli, ["keys", "create", "--id", "shop", "--scope", "predict"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    key, entry = lines[0], json.loads(lines[-1])
+    assert entry == {"id": "shop", "sha256": hash_key(key), "scopes": ["predict"]}
+    assert key not in lines[-1]
