@@ -1,0 +1,180 @@
+"""HTTP load on loopback: throughput and latency percentiles against the in-process loop.
+
+Starts `ai-photo-detector serve` with the shipped model as a subprocess, measures start-to-ready
+time and resident memory, then drives it with a bounded async client at concurrency 1, 8 and 32
+using 1024x1024 and 3 MP JPEG photos. The baseline, measured in the same run, is the in-process
+decode + preprocess + infer loop on the same images. A last phase overloads a server with a tiny
+queue to show that refusals are fast 503s rather than growing latency.
+
+Target: HTTP throughput >= 75% of the in-process loop; start to ready <= 3 s.
+Run: .venv/bin/python -m benchmarks.http_load
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from ai_photo_detector.bundle import load_bundle
+from ai_photo_detector.imaging import preprocess_bytes
+from ai_photo_detector.inference import OnnxDetector
+from ai_photo_detector.settings import Settings
+from benchmarks.common import print_table, write_csv
+from benchmarks.photos import sample_photo
+
+REQUESTS_PER_LEVEL = 96
+SIZES = {"1024x1024": (1024, 1024), "3MP": (2048, 1536)}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(
+    port: int, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], float]:
+    env = {**os.environ, "APD_SERVER__PORT": str(port), "APD_RATE_LIMIT__ENABLED": "false"}
+    env.update(extra_env or {})
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ai_photo_detector.cli", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = started + 60
+    while time.perf_counter() < deadline:
+        try:
+            if (
+                httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=0.5).status_code
+                == 200
+            ):
+                return process, time.perf_counter() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    process.kill()
+    raise RuntimeError("the server did not become ready within 60 s")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def in_process_rate(photos: list[bytes], seconds: float = 5.0) -> float:
+    detector = OnnxDetector(load_bundle(Settings().model))
+    spec = detector.manifest.preprocessing
+    detector.warm_up()
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        array, _ = preprocess_bytes(photos[done % len(photos)], spec)
+        detector.run(array[None])
+        done += 1
+    return done / (time.perf_counter() - started)
+
+
+async def drive(port: int, photos: list[bytes], concurrency: int, total: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60
+    ) as client:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(total):
+            queue.put_nowait(i)
+
+        async def worker() -> None:
+            while True:
+                try:
+                    i = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                sent = time.perf_counter()
+                response = await client.post(
+                    "/v1/predict",
+                    content=photos[i % len(photos)],
+                    headers={"content-type": "image/jpeg"},
+                )
+                latencies.append(time.perf_counter() - sent)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    ms = np.asarray(latencies) * 1000
+    ok = statuses.get(200, 0)
+    return {
+        "ok_per_s": ok / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "status_counts": " ".join(f"{k}:{v}" for k, v in sorted(statuses.items())),
+    }
+
+
+def main() -> None:
+    rows: list[dict[str, Any]] = []
+    port = free_port()
+    process, ready_s = start_server(port)
+    try:
+        for size_name, (width, height) in SIZES.items():
+            photos = [sample_photo(width, height, i) for i in range(4)]
+            baseline = in_process_rate(photos)
+            for concurrency in (1, 8, 32):
+                result = asyncio.run(drive(port, photos, concurrency, REQUESTS_PER_LEVEL))
+                rows.append(
+                    {
+                        "phase": "load",
+                        "photo": size_name,
+                        "concurrency": concurrency,
+                        "in_process_per_s": baseline,
+                        **result,
+                        "ratio_to_in_process": result["ok_per_s"] / baseline,
+                    }
+                )
+        memory = rss_mb(process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    overload_port = free_port()
+    small_queue = {"APD_SERVER__MAX_QUEUE_SIZE": "4", "APD_SERVER__MAX_BATCH_SIZE": "4"}
+    process, _ = start_server(overload_port, small_queue)
+    try:
+        photos = [sample_photo(1024, 1024, i) for i in range(4)]
+        result = asyncio.run(drive(overload_port, photos, 64, 256))
+        rows.append(
+            {
+                "phase": "overload (queue 4)",
+                "photo": "1024x1024",
+                "concurrency": 64,
+                "in_process_per_s": float("nan"),
+                **result,
+                "ratio_to_in_process": float("nan"),
+            }
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    print_table(rows)
+    print(f"start to ready: {ready_s:.2f} s; resident memory after load: {memory:.0f} MiB")
+    write_csv("http_load", rows)
+    write_csv("server_start", [{"start_to_ready_s": ready_s, "rss_after_load_mib": memory}])
+
+
+if __name__ == "__main__":
+    main()
