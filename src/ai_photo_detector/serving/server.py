@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import uvicorn
 
 from ai_photo_detector.serving.api.app import create_app
@@ -15,6 +17,10 @@ def run_server(settings: Settings) -> None:
             "server.workers > 1 is not supported: run one process per container and scale with "
             "replicas (metrics are per process; see README)"
         )
+    # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal under the
+    # handler that was installed before it started; a no-op one lets the process exit with 0.
+    for captured in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(captured, lambda *_: None)
     uvicorn.run(
         create_app(settings),
         host=server.host,

@@ -1,0 +1,69 @@
+"""The real server process: start to ready, and graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from helpers import encode, smooth_image
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(bundle_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "APD_MODEL": str(bundle_dir), "APD_SERVER__PORT": str(port)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ai_photo_detector.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError("server never became ready")
+
+
+def test_sigterm_lets_in_flight_requests_finish(bundle_dir: Path) -> None:
+    port = _free_port()
+    process = _start(bundle_dir, port)
+    photo = encode(smooth_image(np.random.default_rng(0), 1500), "PNG")  # slow to decode
+    results: list[int] = []
+
+    def call() -> None:
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/predict", content=photo, timeout=60)
+        results.append(response.status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # the requests are in flight
+    process.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(timeout=60)
+    assert process.wait(timeout=60) == 0
+    assert results == [200] * 6
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=1)
+        refused = False
+    except httpx.ConnectError:
+        refused = True
+    assert refused
