@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
 from helpers import encode, smooth_image
 
 
