@@ -104,6 +104,12 @@ def _bad_inputs(jpeg: bytes) -> list[tuple[str, bytes, int, str]]:
         ),
         ("polyglot html with gif name", b"<html>GIF89a" + jpeg[:200], 415, "unsupported_format"),
         ("truncated", jpeg[: len(jpeg) // 2], 422, "truncated_image"),
+        (
+            "jpeg+html polyglot",
+            jpeg + b"<html><script>alert(1)</script></html>",
+            422,
+            "polyglot_file",
+        ),
         ("corrupt", b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4, 422, "corrupt_image"),
         ("bomb", _png_bomb(), 413, "image_too_large"),
         ("tiny", tiny, 422, "image_too_small"),
@@ -292,3 +298,20 @@ def test_webp_is_accepted(client: TestClient) -> None:
     buffer = io.BytesIO(data)
     assert Image.open(buffer).format == "WEBP"
     assert client.post("/v1/predict", content=data).status_code == 200
+
+
+def test_cors_is_off_by_default_and_configurable(bundle_dir: Path, client: TestClient) -> None:
+    preflight = {"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"}
+    closed = client.options("/v1/predict", headers=preflight)
+    assert "access-control-allow-origin" not in closed.headers
+    settings = Settings(model=str(bundle_dir), server={"cors_origins": ["https://shop.example"]})
+    with TestClient(create_app(settings)) as open_client:
+        allowed = open_client.options("/v1/predict", headers=preflight)
+        assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
+
+
+def test_several_workers_are_refused_one_process_per_container(bundle_dir: Path) -> None:
+    from ai_photo_detector.serving.server import run_server
+
+    with pytest.raises(SystemExit, match="one process per container"):
+        run_server(Settings(model=str(bundle_dir), server={"workers": 2}))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,9 @@ MAGIC_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"MM\x00*", 0, "TIFF"),
 )
 DEFAULT_ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+# Markup that has no business inside a photo: a file carrying it is an image/HTML polyglot,
+# dangerous wherever the upload is stored and later served. XMP metadata is XML, not these.
+_MARKUP = re.compile(rb"<(?:script|html|iframe|object|embed|\?php|!doctype)|javascript:", re.I)
 
 
 class PreprocessSpec(BaseModel):
@@ -56,6 +60,7 @@ class DecodeLimits:
     min_side: int = 1
     max_side: int = 100_000
     accepted_formats: frozenset[str] | None = None  # None: whatever Pillow can decode
+    reject_markup: bool = False  # refuse images that also carry HTML or script (polyglots)
 
 
 class ImageError(Exception):
@@ -135,6 +140,8 @@ def decode_image(
     if not data:
         raise ImageError("empty_body", "the image is empty (zero bytes)")
     sniffed = sniff_format(data)
+    if limits.reject_markup and sniffed is not None and _MARKUP.search(data):
+        raise ImageError("polyglot_file", "the image also carries HTML or script content")
     if limits.accepted_formats is not None:
         if sniffed is None:
             raise ImageError("unsupported_format", "not a recognised image format")

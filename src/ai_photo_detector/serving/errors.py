@@ -22,6 +22,7 @@ IMAGE_ERROR_STATUS = {
     "truncated_image": 422,
     "image_too_large": 413,
     "image_too_small": 422,
+    "polyglot_file": 422,
 }
 
 

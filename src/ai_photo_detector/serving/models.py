@@ -36,6 +36,7 @@ class ModelManager:
             min_side=imaging.min_side,
             max_side=imaging.max_side,
             accepted_formats=frozenset(settings.server.accepted_formats),
+            reject_markup=True,
         )
 
     def load(self, reference: str) -> LoadedModel:
