@@ -168,3 +168,24 @@ def test_multi_class_training_needs_no_code_change(tmp_path: Path) -> None:
     )
     verdict = verdicts(detector.run(array[None]).logits, manifest)[0]
     assert set(verdict.scores) == {"ai", "edited", "real"}
+
+
+def test_recalibrate_refits_bands_without_torch_or_retraining(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained.run_dir, run_dir)
+    before = load_bundle(run_dir / "bundle").manifest
+    config = tmp_path / "loose.yaml"
+    config.write_text(
+        "calibration: {target_fpr: 0.4, ai_band_fpr: 0.3, real_band_fnr: 0.3}\n"
+        "gates: {min_roc_auc: 0.5, max_ece: 1.0, max_robust_auc_drop: 1.0}\n"
+        "evaluation: {robustness: [jpeg75]}\n"
+    )
+    result = CliRunner().invoke(app, ["recalibrate", str(run_dir), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    after = load_bundle(run_dir / "bundle").manifest
+    assert after.calibration.target_fpr == 0.4
+    assert after.calibration.threshold <= before.calibration.threshold
+    assert after.training == before.training and after.version == before.version
+    assert after.metrics["roc_auc"] == pytest.approx(before.metrics["roc_auc"])

@@ -48,11 +48,16 @@ class Bands(Strict):
 
 
 class Calibration(Strict):
+    """Fitted on validation: the label threshold meets ``target_fpr`` on real photos; the 'ai'
+    band holds at most ``ai_band_fpr`` of real photos and the 'real' band at most
+    ``real_band_fnr`` of AI images; between them lies 'uncertain', the share for human review."""
+
     temperature: float = Field(gt=0)
     threshold: float = Field(ge=0, le=1, description="AI label when p >= threshold.")
     bands: Bands
     target_fpr: float
-    uncertain_fnr: float
+    ai_band_fpr: float
+    real_band_fnr: float
     validation_fpr: float = Field(description="FPR on validation at the threshold.")
     validation_tpr: float = Field(description="TPR on validation at the threshold.")
 

@@ -113,6 +113,32 @@ def train(
     console.print("[green]all quality gates passed: the bundle is deployable[/green]")
 
 
+@app.command()
+def recalibrate(
+    run_dir: Annotated[Path, typer.Argument(help="A training run folder (holds bundle/).")],
+    config: ConfigOption = None,
+) -> None:
+    """Re-fit temperature, threshold and bands on a run's validation split and re-evaluate.
+
+    Uses ONNX Runtime only: change calibration targets without retraining.
+    """
+    from ai_photo_detector.finalize import recalibrate_run
+
+    settings = _settings(config)
+    with _progress() as progress:
+        finished = recalibrate_run(run_dir, settings, progress)
+    calibration = finished.manifest.calibration
+    console.print(
+        f"threshold {calibration.threshold:.4f}, bands real < {calibration.bands.real_below:.4f}"
+        f" <= uncertain < {calibration.bands.ai_from:.4f} <= ai; test ECE "
+        f"{finished.report['overall']['ece']:.4f}"
+    )
+    for failure in finished.failures:
+        console.print(f"[red]quality gate failed:[/red] {failure}")
+    if finished.failures:
+        raise typer.Exit(1)
+
+
 def _open_detector(model: str | None, settings: Settings) -> Any:
     from ai_photo_detector.bundle import BundleError, load_bundle
     from ai_photo_detector.inference import OnnxDetector

@@ -12,7 +12,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ai_photo_detector.data.discovery import Sample
-from ai_photo_detector.inference import OnnxDetector, calibrated_probabilities, softmax, verdicts
+from ai_photo_detector.inference import (
+    OnnxDetector,
+    band_of,
+    calibrated_probabilities,
+    softmax,
+    verdicts,
+)
 from ai_photo_detector.metrics import detection_metrics, reliability_curve, safe_auc
 from ai_photo_detector.scoring import ScoredSet, score_samples
 from ai_photo_detector.settings import Settings
@@ -93,6 +99,7 @@ def evaluate(
     probs = calibrated_probabilities(scored.logits, manifest)
     targets = scored.targets(manifest.labels)
     return {
+        "band_table": _band_table(probs[:, manifest.ai_index], targets, detector),
         "model": {"name": manifest.name, "version": manifest.version},
         "threshold": manifest.calibration.threshold,
         "bands": manifest.calibration.bands.model_dump(),
@@ -107,6 +114,27 @@ def evaluate(
             "reliability": reliability_curve(probs, targets, bins),
         },
     }
+
+
+def _band_table(
+    p_ai: NDArray[np.floating], targets: NDArray[np.integer], detector: OnnxDetector
+) -> list[dict[str, Any]]:
+    """How test images spread over the bands, and how many of each band are really AI."""
+    manifest = detector.manifest
+    bands = np.asarray([band_of(float(p), manifest) for p in p_ai])
+    is_ai = targets == manifest.ai_index
+    rows = []
+    for band in ("real", "uncertain", "ai"):
+        mask = bands == band
+        rows.append(
+            {
+                "band": band,
+                "share": float(mask.mean()) if len(mask) else 0.0,
+                "count": int(mask.sum()),
+                "ai_share_in_band": float(is_ai[mask].mean()) if mask.any() else float("nan"),
+            }
+        )
+    return rows
 
 
 def _roc_points(y_true: NDArray[np.bool_], scores: NDArray[np.floating]) -> dict[str, list[float]]:
@@ -177,6 +205,13 @@ def markdown_report(report: dict[str, Any]) -> str:
     lines.append("|---" * (len(matrix["labels"]) + 1) + "|")
     for label, row in zip(matrix["labels"], matrix["matrix"], strict=True):
         lines.append(f"| **{label}** | " + " | ".join(str(v) for v in row) + " |")
+    lines += ["", "## Bands", "", "| band | share of images | count | share really AI |"]
+    lines.append("|---|---|---|---|")
+    for row in report["band_table"]:
+        lines.append(
+            f"| {row['band']} | {_fmt(row['share'])} | {row['count']} | "
+            f"{_fmt(row['ai_share_in_band'])} |"
+        )
     lines += ["", "## Per source", "", "| source | n | accuracy | ROC-AUC | FPR | recall | ECE |"]
     lines.append("|---|---|---|---|---|---|---|")
     for source, m in report["per_source"].items():

@@ -127,13 +127,13 @@ class TrainingSettings(Section):
 
 class CalibrationSettings(Section):
     target_fpr: float = Field(
-        0.02, gt=0, lt=1, description="Largest share of real photos called AI on validation."
+        0.02, gt=0, lt=1, description="Largest share of real photos labelled AI on validation."
     )
-    uncertain_fnr: float = Field(
-        0.05,
-        gt=0,
-        lt=1,
-        description="Largest share of AI images falling in the 'real' band on validation.",
+    ai_band_fpr: float = Field(
+        0.005, gt=0, lt=1, description="Largest share of real photos in the 'ai' band."
+    )
+    real_band_fnr: float = Field(
+        0.01, gt=0, lt=1, description="Largest share of AI images in the 'real' band."
     )
     ece_bins: int = Field(15, ge=2, description="Bins of the expected calibration error.")
 

@@ -14,29 +14,19 @@ import numpy as np
 import torch
 
 from ai_photo_detector import bundle as bundle_io
-from ai_photo_detector.calibration import fit_temperature, lower_band_for_fnr, threshold_for_fpr
 from ai_photo_detector.data.discovery import Sample, counts, discover, fingerprint, labels_of
 from ai_photo_detector.data.scan import scan
 from ai_photo_detector.data.splits import split_samples
 from ai_photo_detector.data.validate import build_report
 from ai_photo_detector.data.validate import write_report as write_data_report
-from ai_photo_detector.evaluation import evaluate, quality_gate_failures, write_report
+from ai_photo_detector.finalize import ProgressFactory, finish_bundle, no_progress
 from ai_photo_detector.imaging import PreprocessSpec, decode_image, to_model_input
-from ai_photo_detector.inference import OnnxDetector, decide_label, softmax
-from ai_photo_detector.scoring import ScoredSet, score_samples
 from ai_photo_detector.settings import Settings, TrainingSettings
 from ai_photo_detector.training.dataset import ImageDataset
 from ai_photo_detector.training.export import check_parity, export_onnx
 from ai_photo_detector.training.loop import EpochResult, TrainResult, train
 from ai_photo_detector.training.model import Detector, build_detector
 from ai_photo_detector.training.tracking import log_run
-
-# Progress hook: (phase name, total units) -> advance(units) callable.
-ProgressFactory = Callable[[str, int], Callable[[int], None]]
-
-
-def _no_progress(name: str, total: int) -> Callable[[int], None]:
-    return lambda units: None
 
 
 @dataclass
@@ -47,54 +37,6 @@ class TrainingOutcome:
     report: dict[str, Any]
     gate_failures: list[str]
     train_result: TrainResult
-
-
-def _calibration(
-    scored: ScoredSet, labels: list[str], ai_label: str, settings: Settings
-) -> dict[str, Any]:
-    targets = scored.targets(labels)
-    ai_index = labels.index(ai_label)
-    temperature = fit_temperature(scored.logits, targets)
-    p_ai = softmax(scored.logits, temperature)[:, ai_index]
-    real_mask = np.asarray([s.label == settings.data.real_label for s in scored.samples])
-    negatives = p_ai[real_mask] if real_mask.any() else p_ai[targets != ai_index]
-    positives = p_ai[targets == ai_index]
-    threshold = threshold_for_fpr(negatives, settings.calibration.target_fpr)
-    real_below = min(threshold, lower_band_for_fnr(positives, settings.calibration.uncertain_fnr))
-    return {
-        "temperature": temperature,
-        "threshold": threshold,
-        "bands": {"real_below": real_below, "ai_from": threshold},
-        "target_fpr": settings.calibration.target_fpr,
-        "uncertain_fnr": settings.calibration.uncertain_fnr,
-        "validation_fpr": float((negatives >= threshold).mean()) if negatives.size else 0.0,
-        "validation_tpr": float((positives >= threshold).mean()) if positives.size else 0.0,
-    }
-
-
-def _drift_reference(
-    scored: ScoredSet,
-    calibration: dict[str, Any],
-    labels: list[str],
-    ai_index: int,
-    size: int,
-    seed: int,
-) -> tuple[dict[str, Any], np.ndarray]:
-    rng = np.random.default_rng(seed)
-    count = len(scored.samples)
-    keep = np.sort(rng.choice(count, size=min(size, count), replace=False))
-    probs = softmax(scored.logits[keep], calibration["temperature"])
-    p_ai = probs[:, ai_index]
-    predicted = [decide_label(row, ai_index, calibration["threshold"], labels) for row in probs]
-    reference = {
-        "scores": [float(v) for v in p_ai],
-        "labels": predicted,
-        "image_stats": {
-            name: [float(v) for v in values[keep]] for name, values in scored.stats.items()
-        },
-        "size": len(keep),
-    }
-    return reference, scored.embeddings[keep].astype(np.float16)
 
 
 def _parity_batch(samples: list[Sample], spec: PreprocessSpec, count: int = 8) -> np.ndarray:
@@ -111,7 +53,7 @@ def run_training(
     name: str = "ai-photo-detector",
     version: str | None = None,
     out_dir: Path | None = None,
-    progress: ProgressFactory = _no_progress,
+    progress: ProgressFactory = no_progress,
     log: Callable[[str], None] = print,
 ) -> TrainingOutcome:
     version = version or datetime.now(UTC).strftime("%Y%m%d.%H%M%S")
@@ -179,26 +121,10 @@ def run_training(
     )
     log(f"ONNX parity with PyTorch: max abs difference {parity:.2e}")
 
-    # Calibrate on validation through the exported graph: the numbers serving will see.
-    provisional = _provisional_manifest(name, version, labels, ai_label, spec, model, tset)
-    detector = OnnxDetector(_as_bundle(bundle_dir, provisional))
-    advance = progress("scoring validation", len(splits["val"]))
-    val_scored = score_samples(detector, splits["val"], with_stats=True, on_progress=advance)
-    calibration = _calibration(val_scored, labels, ai_label, settings)
-    reference, embeddings = _drift_reference(
-        val_scored,
-        calibration,
-        labels,
-        labels.index(ai_label),
-        tset.drift_reference_size,
-        tset.seed,
-    )
-    np.savez_compressed(bundle_dir / bundle_io.DRIFT_FILE, embeddings=embeddings)
+    # Calibrate and evaluate through the exported graph: the numbers serving will see.
     digests = {img.sample.path: img.sha256 for img in images}
     fields = {
-        **provisional,
-        "calibration": calibration,
-        "drift_reference": reference,
+        **_provisional_manifest(name, version, labels, ai_label, spec, model, tset),
         "dataset": {
             "fingerprint": fingerprint(usable, digests),
             "sources": counts(usable),
@@ -211,30 +137,16 @@ def run_training(
             "onnx_parity_max_abs_diff": parity,
             "settings": tset.model_dump(mode="json"),
             "data_paths": [str(p) for p in data_paths],
+            "data_findings": data_report["findings"],
         },
     }
-    bundle_io.write_manifest(bundle_dir, fields)
-    detector = OnnxDetector(bundle_io.load_bundle(bundle_dir))
-    advance = progress(
-        "evaluating test", len(splits["test"]) * (1 + len(settings.evaluation.robustness))
-    )
-    report = evaluate(detector, splits["test"], settings, on_progress=advance)
-    report["data_findings"] = data_report["findings"]
-    failures = quality_gate_failures(report, settings)
-    report_files = write_report(report, bundle_dir)
-    metrics = {k: v for k, v in report["overall"].items() if k != "confusion_matrix"}
-    metrics["robustness"] = {r["condition"]: r["roc_auc"] for r in report["robustness"]}
-    metrics["per_source_roc_auc"] = {k: v["roc_auc"] for k, v in report["per_source"].items()}
-    fields.update(
-        metrics=metrics,
-        gates={"passed": not failures, "failures": failures},
-        deployable=not failures,
-    )
-    manifest = bundle_io.write_manifest(bundle_dir, fields)
-    bundle_io.load_bundle(bundle_dir)  # the final bundle must verify
+    finished = finish_bundle(bundle_dir, fields, splits["val"], splits["test"], settings, progress)
     if settings.mlflow.enabled:
-        log_run(settings, name, version, train_result, report, bundle_dir, report_files)
-    return TrainingOutcome(bundle_dir, run_dir, manifest, report, failures, train_result)
+        report, files = finished.report, finished.report_files
+        log_run(settings, name, version, train_result, report, bundle_dir, files)
+    return TrainingOutcome(
+        bundle_dir, run_dir, finished.manifest, finished.report, finished.failures, train_result
+    )
 
 
 def _provisional_manifest(
@@ -261,7 +173,8 @@ def _provisional_manifest(
             "threshold": 0.5,
             "bands": {"real_below": 0.5, "ai_from": 0.5},
             "target_fpr": 0.0,
-            "uncertain_fnr": 0.0,
+            "ai_band_fpr": 0.0,
+            "real_band_fnr": 0.0,
             "validation_fpr": 0.0,
             "validation_tpr": 0.0,
         },
@@ -278,8 +191,3 @@ def _provisional_manifest(
         "drift_reference": {"scores": [], "labels": [], "image_stats": {}, "size": 0},
         "files": {bundle_io.MODEL_FILE: ""},
     }
-
-
-def _as_bundle(folder: Path, fields: dict[str, Any]) -> bundle_io.Bundle:
-    """An in-memory bundle over a folder still being built (no checksums yet)."""
-    return bundle_io.Bundle(folder, bundle_io.Manifest.model_validate(fields))
