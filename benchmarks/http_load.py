@@ -89,6 +89,7 @@ def in_process_rate(photos: list[bytes], seconds: float = 5.0) -> float:
 
 async def drive(port: int, photos: list[bytes], concurrency: int, total: int) -> dict[str, Any]:
     latencies: list[float] = []
+    refusals: list[float] = []
     statuses: dict[int, int] = {}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(
@@ -110,7 +111,9 @@ async def drive(port: int, photos: list[bytes], concurrency: int, total: int) ->
                     content=photos[i % len(photos)],
                     headers={"content-type": "image/jpeg"},
                 )
-                latencies.append(time.perf_counter() - sent)
+                (refusals if response.status_code == 503 else latencies).append(
+                    time.perf_counter() - sent
+                )
                 statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
         started = time.perf_counter()
@@ -123,6 +126,8 @@ async def drive(port: int, photos: list[bytes], concurrency: int, total: int) ->
         "p50_ms": float(np.percentile(ms, 50)),
         "p95_ms": float(np.percentile(ms, 95)),
         "p99_ms": float(np.percentile(ms, 99)),
+        "p50_503_ms": float(np.percentile(refusals, 50) * 1000) if refusals else float("nan"),
+        "p99_503_ms": float(np.percentile(refusals, 99) * 1000) if refusals else float("nan"),
         "status_counts": " ".join(f"{k}:{v}" for k, v in sorted(statuses.items())),
     }
 

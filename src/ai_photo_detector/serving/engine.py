@@ -1,8 +1,9 @@
 """Micro-batching over an ONNX Runtime session.
 
 Concurrent requests are grouped into one inference call (up to ``max_batch_size`` images,
-waiting at most ``max_delay_s`` for company). The queue is bounded: when it is full a request is
-refused at once with :class:`Overloaded` (HTTP 503 + Retry-After) rather than left to time out.
+waiting at most ``max_delay_s`` for company). Admission is bounded: when ``max_queue`` images are
+already being decoded, queued or inferred, a request is refused at once with
+:class:`Overloaded` (HTTP 503 + Retry-After) rather than left to wait.
 Inference runs on one dedicated thread, so the event loop never blocks on it.
 """
 
@@ -31,10 +32,18 @@ class EngineResult:
 
 
 @dataclass
+class Ticket:
+    """One admitted image; released exactly once, by whoever finishes with it first."""
+
+    released: bool = False
+
+
+@dataclass
 class _Pending:
     array: NDArray[np.float32]
     future: asyncio.Future[EngineResult]
     enqueued: float
+    ticket: Ticket
 
 
 class MicroBatcher:
@@ -52,6 +61,28 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._task: asyncio.Task[None] | None = None
         self.batches_run = 0
+        self.max_pending = max_queue
+        self.pending = 0  # admitted images: decoding, queued or being inferred
+
+    @property
+    def saturated(self) -> bool:
+        return self.pending >= self.max_pending
+
+    def admit(self) -> Ticket:
+        """Reserve room for one image before any work is spent on it (decode included).
+
+        Refusing here, not at the queue, keeps an overloaded server from decoding images it
+        will refuse anyway: the 503 costs microseconds. Called on the event loop only.
+        """
+        if self.saturated:
+            raise Overloaded("the inference queue is full")
+        self.pending += 1
+        return Ticket()
+
+    def release(self, ticket: Ticket) -> None:
+        if not ticket.released:
+            ticket.released = True
+            self.pending -= 1
 
     @property
     def depth(self) -> int:
@@ -73,10 +104,10 @@ class MicroBatcher:
                 pending.future.set_exception(Overloaded("the model is shutting down"))
         self._executor.shutdown(wait=True)
 
-    async def submit(self, array: NDArray[np.float32]) -> EngineResult:
+    async def submit(self, array: NDArray[np.float32], ticket: Ticket) -> EngineResult:
         future: asyncio.Future[EngineResult] = asyncio.get_running_loop().create_future()
         try:
-            self.queue.put_nowait(_Pending(array, future, time.perf_counter()))
+            self.queue.put_nowait(_Pending(array, future, time.perf_counter(), ticket))
         except asyncio.QueueFull:
             raise Overloaded("the inference queue is full") from None
         return await future
@@ -90,6 +121,10 @@ class MicroBatcher:
                 continue
             except asyncio.QueueEmpty:
                 pass
+            # Wait for company only when admitted images are still decoding: a lone request
+            # goes straight to inference instead of paying the batching delay.
+            if self.pending <= len(batch):
+                break
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
@@ -112,12 +147,14 @@ class MicroBatcher:
                 output = await loop.run_in_executor(self._executor, self.detector.run, stacked)
             except Exception as exc:  # a failed run fails its requests, never the loop
                 for pending in live:
+                    self.release(pending.ticket)
                     if not pending.future.done():
                         pending.future.set_exception(exc)
                 continue
             inference_ms = (time.perf_counter() - started) * 1000
             self.batches_run += 1
             for i, pending in enumerate(live):
+                self.release(pending.ticket)  # answered: room for the next image right away
                 if not pending.future.done():
                     pending.future.set_result(
                         EngineResult(

@@ -27,6 +27,7 @@ from ai_photo_detector.serving.api.schemas import (
     error_responses,
 )
 from ai_photo_detector.serving.api.state import Services
+from ai_photo_detector.serving.engine import Ticket
 from ai_photo_detector.serving.errors import IMAGE_ERROR_STATUS, ApiError, Overloaded
 from ai_photo_detector.serving.models import LoadedModel
 
@@ -75,9 +76,32 @@ def _image_error(services: Services, exc: ImageError) -> ApiError:
 
 async def score_image(services: Services, model: LoadedModel, data: bytes) -> Prediction:
     """Decode off the event loop, infer through the micro-batcher, build the calibrated answer."""
+    loop = asyncio.get_running_loop()
+    try:
+        ticket = model.batcher.admit()
+    except Overloaded as exc:
+        raise _overloaded(services, exc) from exc
+    try:
+        return await _decode_and_infer(services, model, data, ticket, loop)
+    finally:
+        model.batcher.release(ticket)
+
+
+def _overloaded(services: Services, exc: Overloaded) -> ApiError:
+    services.metrics.overloaded.inc()
+    retry = str(services.settings.server.retry_after_s)
+    return ApiError(503, "overloaded", str(exc), {"Retry-After": retry})
+
+
+async def _decode_and_infer(
+    services: Services,
+    model: LoadedModel,
+    data: bytes,
+    ticket: Ticket,
+    loop: asyncio.AbstractEventLoop,
+) -> Prediction:
     metrics = services.metrics
     manifest = model.bundle.manifest
-    loop = asyncio.get_running_loop()
     started = time.perf_counter()
     try:
         array, decoded = await loop.run_in_executor(
@@ -91,11 +115,9 @@ async def score_image(services: Services, model: LoadedModel, data: bytes) -> Pr
         raise _image_error(services, exc) from exc
     preprocess_s = time.perf_counter() - started
     try:
-        result = await model.batcher.submit(array)
+        result = await model.batcher.submit(array, ticket)
     except Overloaded as exc:
-        metrics.overloaded.inc()
-        retry = str(services.settings.server.retry_after_s)
-        raise ApiError(503, "overloaded", str(exc), {"Retry-After": retry}) from exc
+        raise _overloaded(services, exc) from exc
     finally:
         metrics.queue_depth.labels(model.name).set(model.batcher.depth)
     verdict = verdicts(np.asarray(result.logits)[None, :], manifest)[0]
@@ -152,6 +174,8 @@ def _ready_model(services: Services, name: str | None) -> LoadedModel:
     model = services.models.get(name)
     if not model.ready:
         raise ApiError(503, "not_ready", f"model {model.name} is not ready")
+    if model.batcher.saturated:  # refuse before reading the body
+        raise _overloaded(services, Overloaded("the inference queue is full"))
     return model
 
 
