@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import struct
 import zlib
 from collections.abc import Iterator
@@ -276,6 +277,8 @@ def test_openapi_documents_routes_and_errors(client: TestClient) -> None:
     assert "multipart/form-data" in predict["requestBody"]["content"]
     assert {"200", "413", "415", "422", "503"} <= set(predict["responses"])
     assert "ErrorResponse" in schema["components"]["schemas"]
+    # every documented error uses the one error shape, not FastAPI's default validation body
+    assert "HTTPValidationError" not in json.dumps(schema["paths"])
     for path in (
         "/v1/predict/batch",
         "/v1/models",

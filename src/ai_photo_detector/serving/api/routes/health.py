@@ -21,7 +21,7 @@ router = APIRouter(tags=["health"], dependencies=[Depends(require("admin"))])
 NameParam = Path(max_length=128, description="Model name.")
 
 
-@router.get("/v2/health/live", response_model=Live)
+@router.get("/v2/health/live", response_model=Live, responses=error_responses(401, 403, 429))
 async def live() -> Live:
     return Live(live=True)
 
@@ -29,14 +29,21 @@ async def live() -> Live:
 @router.get(
     "/v2/health/ready",
     response_model=Ready,
-    responses={503: {"model": Ready, "description": "Not ready: no model loaded and warm."}},
+    responses={
+        **error_responses(401, 403, 429),
+        503: {"model": Ready, "description": "Not ready: no model loaded and warm."},
+    },
 )
 async def ready(services: ServicesDep) -> JSONResponse:
     is_ready = services.models.ready and not services.draining
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-@router.get("/v2/models/{name}", response_model=OipModelMetadata, responses=error_responses(404))
+@router.get(
+    "/v2/models/{name}",
+    response_model=OipModelMetadata,
+    responses=error_responses(401, 403, 404, 422, 429),
+)
 async def model_metadata(services: ServicesDep, name: str = NameParam) -> OipModelMetadata:
     model = services.models.get(name)
     manifest = model.bundle.manifest
@@ -58,7 +65,10 @@ async def model_metadata(services: ServicesDep, name: str = NameParam) -> OipMod
 @router.get(
     "/v2/models/{name}/ready",
     response_model=OipModelReady,
-    responses={**error_responses(404), 503: {"model": OipModelReady, "description": "Not ready."}},
+    responses={
+        **error_responses(401, 403, 404, 422, 429),
+        503: {"model": OipModelReady, "description": "Not ready."},
+    },
 )
 async def model_ready(services: ServicesDep, name: str = NameParam) -> JSONResponse:
     model = services.models.get(name)
@@ -70,7 +80,10 @@ async def model_ready(services: ServicesDep, name: str = NameParam) -> JSONRespo
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+    responses={
+        **error_responses(401, 403, 429),
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format."},
+    },
 )
 async def metrics(services: ServicesDep) -> Response:
     for model in services.models.models.values():

@@ -34,7 +34,7 @@ async def list_models(services: ServicesDep) -> ModelList:
 
 
 @router.get(
-    "/models/{name}", response_model=ModelDetail, responses=error_responses(401, 403, 404, 429)
+    "/models/{name}", response_model=ModelDetail, responses=error_responses(401, 403, 404, 422, 429)
 )
 async def model_detail(
     services: ServicesDep, name: str = Path(max_length=128, description="Model name.")
