@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,19 @@ def quick_settings(tmp: Path, **overrides: object) -> Settings:
         else:
             base[key] = value
     return Settings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def embedded_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Every app the tests start logs to a throw-away SQLite file, never to ./apd.db."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'apd.db'}"
+    previous = os.environ.get("APD_DATABASE_URL")
+    os.environ["APD_DATABASE_URL"] = url
+    yield url
+    if previous is None:
+        os.environ.pop("APD_DATABASE_URL", None)
+    else:
+        os.environ["APD_DATABASE_URL"] = previous
 
 
 @pytest.fixture(scope="session")

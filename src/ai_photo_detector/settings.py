@@ -242,6 +242,34 @@ class RateLimitSettings(Section):
         return value
 
 
+class PredictionLogSettings(Section):
+    enabled: bool = Field(True, description="Write every prediction to the store.")
+    queue_size: int = Field(
+        10_000, ge=1, description="Predictions waiting to be written; beyond it they are dropped."
+    )
+    batch_size: int = Field(256, ge=1, description="Rows written per database transaction.")
+    flush_interval_s: float = Field(0.5, gt=0, description="Longest wait before a write.")
+    store_images: bool = Field(False, description="Also keep the uploaded image files.")
+    image_dir: str = Field("data/images", description="Folder of stored images.")
+    retention_days: int = Field(30, ge=1, description="Days stored images are kept.")
+
+
+class MonitoringSettings(Section):
+    enabled: bool = Field(True, description="Run drift and live-accuracy checks in the background.")
+    interval_s: float = Field(300.0, gt=0, description="Seconds between background checks.")
+    window_count: int = Field(500, ge=10, description="Count window: the latest N predictions.")
+    window_hours: float = Field(24.0, gt=0, description="Time window: predictions of the last H h.")
+    min_window: int = Field(100, ge=10, description="Fewest predictions worth a drift test.")
+    max_window: int = Field(5000, ge=10, description="Most predictions read for a time window.")
+    alpha: float = Field(0.01, gt=0, lt=1, description="False-alarm level of a whole drift report.")
+    psi_critical: float = Field(0.25, gt=0, description="Score PSI that makes drift critical.")
+    pca_components: int = Field(16, ge=1, description="PCA dimensions of the embedding test.")
+    permutations: int = Field(200, ge=10, description="Permutations of the embedding MMD test.")
+    accuracy_window_hours: float = Field(
+        168.0, gt=0, description="Window of reviewed predictions behind live accuracy."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APD_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
@@ -249,6 +277,10 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "production"] = Field(
         "development", description="production requires API keys unless auth.mode says not."
+    )
+    database_url: str = Field(
+        "sqlite:///apd.db",
+        description="Store: SQLite file (embedded default) or postgresql+psycopg://… at scale.",
     )
     model: str = Field(
         default_factory=default_model_path,
@@ -276,6 +308,12 @@ class Settings(BaseSettings):
     )
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys and scopes.")
+    prediction_log: PredictionLogSettings = Field(
+        default_factory=PredictionLogSettings, description="Prediction log."
+    )
+    monitoring: MonitoringSettings = Field(
+        default_factory=MonitoringSettings, description="Drift and live accuracy."
+    )
     rate_limit: RateLimitSettings = Field(
         default_factory=RateLimitSettings, description="Per-client rate limits."
     )

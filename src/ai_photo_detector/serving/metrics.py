@@ -7,7 +7,12 @@ replicas, each scraped on its own (see README "Metrics").
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from ai_photo_detector.monitoring.prediction_log import PredictionLog
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 PHASE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -90,6 +95,96 @@ class ServiceMetrics:
             "apd_queue_depth", "Images waiting for inference.", ["model"], registry=r
         )
         self.model_info = Info("apd_model", "Loaded model.", ["model"], registry=r)
+        window = ["model", "version", "window"]
+        self.drift_detected = Gauge(
+            "apd_drift_detected", "1 when the last drift check found drift.", window, registry=r
+        )
+        self.drift_severity = Gauge(
+            "apd_drift_severity",
+            "Last drift severity: 0 none, 1 warning, 2 critical.",
+            window,
+            registry=r,
+        )
+        self.drift_window_size = Gauge(
+            "apd_drift_window_size", "Predictions in the last drift window.", window, registry=r
+        )
+        self.drift_p_value = Gauge(
+            "apd_drift_p_value",
+            "p-value per drift detector family.",
+            [*window, "detector"],
+            registry=r,
+        )
+        self.drift_feature_p_value = Gauge(
+            "apd_drift_feature_p_value",
+            "Holm-adjusted p-value per image statistic.",
+            [*window, "feature"],
+            registry=r,
+        )
+        self.drift_psi = Gauge(
+            "apd_drift_score_psi", "PSI of the score distribution.", window, registry=r
+        )
+        self.drift_wasserstein = Gauge(
+            "apd_drift_score_wasserstein", "Wasserstein distance of scores.", window, registry=r
+        )
+        self.drift_mmd = Gauge("apd_drift_embedding_mmd", "Embedding MMD².", window, registry=r)
+        self.drift_runs = Counter(
+            "apd_drift_runs_total",
+            "Drift checks by outcome.",
+            ["model", "window", "severity"],
+            registry=r,
+        )
+        version = ["model", "version"]
+        self.live_accuracy = Gauge(
+            "apd_live_accuracy", "Accuracy on reviewed predictions.", version, registry=r
+        )
+        self.live_precision = Gauge(
+            "apd_live_precision",
+            "Precision (AI positive) on reviewed predictions.",
+            version,
+            registry=r,
+        )
+        self.live_recall = Gauge(
+            "apd_live_recall", "Recall (AI positive) on reviewed predictions.", version, registry=r
+        )
+        self.live_reviewed = Gauge(
+            "apd_live_reviewed",
+            "Reviewed predictions behind the live metrics.",
+            version,
+            registry=r,
+        )
+        self.feedback = Counter(
+            "apd_feedback_total",
+            "Reviewer verdicts by agreement.",
+            ["source", "agreement"],
+            registry=r,
+        )
+        self.alerts_received = Counter(
+            "apd_alerts_received_total", "Alerts posted by Alertmanager.", ["status"], registry=r
+        )
         self.model_ready = Gauge(
             "apd_model_ready", "1 when the model is loaded and warmed up.", ["model"], registry=r
+        )
+
+
+class PredictionLogCollector:
+    """Reads the prediction log's own counters at scrape time (the log knows nothing of HTTP)."""
+
+    def __init__(self, log: PredictionLog) -> None:
+        self.log = log
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self.log.counters
+        yield CounterMetricFamily(
+            "apd_prediction_log_written", "Predictions written to the store.", counters.written
+        )
+        yield CounterMetricFamily(
+            "apd_prediction_log_dropped",
+            "Predictions dropped: queue full or database error.",
+            counters.dropped,
+        )
+        yield CounterMetricFamily(
+            "apd_prediction_log_errors", "Failed prediction-log writes.", counters.errors
+        )
+        yield GaugeMetricFamily(
+            "apd_prediction_log_queue_depth", "Predictions waiting to be written.", self.log.depth
         )

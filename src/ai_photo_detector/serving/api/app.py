@@ -11,13 +11,16 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from ai_photo_detector import __version__
+from ai_photo_detector.monitoring.prediction_log import PredictionLog
+from ai_photo_detector.monitoring.store import Store
 from ai_photo_detector.serving.api.errors import install_error_handlers
 from ai_photo_detector.serving.api.middleware import ServiceMiddleware
 from ai_photo_detector.serving.api.ratelimit import RateLimiter
-from ai_photo_detector.serving.api.routes import health, models, predict
+from ai_photo_detector.serving.api.routes import health, models, monitoring, predict
 from ai_photo_detector.serving.api.state import Services
-from ai_photo_detector.serving.metrics import ServiceMetrics
+from ai_photo_detector.serving.metrics import PredictionLogCollector, ServiceMetrics
 from ai_photo_detector.serving.models import ModelManager
+from ai_photo_detector.serving.monitor import Monitor
 from ai_photo_detector.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -37,7 +40,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 max_workers=settings.server.decode_threads, thread_name_prefix="decode"
             ),
             rate_limiter=RateLimiter(settings.rate_limit, metrics),
+            store=Store(settings.database_url),  # applies pending migrations
         )
+        if settings.prediction_log.enabled and services.store is not None:
+            services.prediction_log = PredictionLog(services.store, settings.prediction_log)
+            metrics.registry.register(PredictionLogCollector(services.prediction_log))
+        if services.store is not None:
+            services.monitor = Monitor(settings, services.store, services.models, metrics)
         app.state.services = services
         loaded = services.models.load(settings.model)
         manifest = loaded.bundle.manifest
@@ -49,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             }
         )
         services.models.start()
+        if services.monitor is not None:
+            services.monitor.start()
         metrics.model_ready.labels(loaded.name).set(1)
         logger.info("serving %s %s from %s", loaded.name, loaded.version, settings.model)
         try:
@@ -56,8 +67,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             services.draining = True
             metrics.model_ready.labels(loaded.name).set(0)
+            if services.monitor is not None:
+                await services.monitor.stop()
             await services.models.stop()
             services.decode_pool.shutdown(wait=True)
+            if services.prediction_log is not None:
+                services.prediction_log.close()
+            if services.store is not None:
+                services.store.close()
 
     app = FastAPI(
         title="AI Product Photo Detector",
@@ -69,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(models.router)
+    app.include_router(monitoring.router)
     app.include_router(health.router)
     if settings.server.cors_origins:
         app.add_middleware(

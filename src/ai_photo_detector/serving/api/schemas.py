@@ -37,6 +37,7 @@ class ImageMeta(BaseModel):
 
 
 class Prediction(BaseModel):
+    prediction_id: str = Field(description="Id of the logged prediction, for feedback.")
     label: str = Field(description="Predicted label.")
     band: str = Field(description="real, uncertain or ai: confidence band of the AI probability.")
     probability: float = Field(description="Calibrated probability that the image is AI-made.")
@@ -121,3 +122,73 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         503: "Overloaded or not ready; see Retry-After.",
     }
     return {s: {"model": ErrorResponse, "description": descriptions[s]} for s in statuses}
+
+
+class FeedbackIn(BaseModel):
+    prediction_id: str = Field(min_length=1, max_length=32, description="From a prediction.")
+    label: str = Field(min_length=1, max_length=64, description="The reviewer's verdict.")
+    source: str = Field("reviewer", min_length=1, max_length=64, description="Who reviewed.")
+
+
+class FeedbackOut(BaseModel):
+    prediction_id: str
+    label: str
+    source: str
+    created: bool = Field(description="False when this source had already given a verdict.")
+    updated: bool = Field(description="True when the source changed its verdict.")
+    predicted_label: str
+    model: ModelRef
+
+
+class LiveAccuracyItem(BaseModel):
+    model: ModelRef
+    count: int
+    accuracy: float
+    precision: float | None
+    recall: float | None
+    labels: list[str]
+    confusion: list[list[int]] = Field(description="Rows: reviewed label; columns: predicted.")
+
+
+class LiveAccuracyResponse(BaseModel):
+    window_hours: float
+    models: list[LiveAccuracyItem]
+
+
+class DriftEntry(BaseModel):
+    id: int
+    created_at: str
+    model: ModelRef
+    window: str
+    size: int
+    drift: bool
+    severity: str
+    report: dict[str, Any]
+
+
+class DriftResponse(BaseModel):
+    latest: list[DriftEntry] = Field(description="Newest report per model and window.")
+    history: list[DriftEntry]
+
+
+class DriftRunResponse(BaseModel):
+    reports: list[DriftEntry]
+
+
+class AlertmanagerAlert(BaseModel):
+    status: str = Field(max_length=16)
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    startsAt: str = Field("", max_length=64)
+    fingerprint: str = Field("", max_length=64)
+
+
+class AlertmanagerWebhook(BaseModel):
+    """Alertmanager's webhook payload (version 4); unknown fields are ignored."""
+
+    status: str = Field("firing", max_length=16)
+    alerts: list[AlertmanagerAlert] = Field(max_length=1000)
+
+
+class AlertsRecorded(BaseModel):
+    recorded: int

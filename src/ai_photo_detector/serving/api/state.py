@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from ai_photo_detector.monitoring.prediction_log import PredictionLog
+from ai_photo_detector.monitoring.store import Store
 from ai_photo_detector.serving.api.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from ai_photo_detector.serving.monitor import Monitor
 from ai_photo_detector.serving.metrics import ServiceMetrics
 from ai_photo_detector.serving.models import ModelManager
 from ai_photo_detector.settings import Settings
@@ -18,5 +24,8 @@ class Services:
     metrics: ServiceMetrics
     decode_pool: ThreadPoolExecutor
     rate_limiter: RateLimiter
+    store: Store | None = None
+    prediction_log: PredictionLog | None = None
+    monitor: Monitor | None = None
     draining: bool = False
     startup_error: str | None = field(default=None)

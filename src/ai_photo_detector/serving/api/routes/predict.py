@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
+from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from ai_photo_detector.imaging import DecodedImage, ImageError, preprocess_bytes
-from ai_photo_detector.inference import verdicts
-from ai_photo_detector.serving.api.auth import require
+from ai_photo_detector.serving.api.auth import Principal, require
 from ai_photo_detector.serving.api.body import Upload, read_uploads
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.middleware import request_id_of
@@ -19,19 +15,17 @@ from ai_photo_detector.serving.api.schemas import (
     BatchItem,
     BatchResponse,
     ErrorBody,
-    ImageMeta,
     ModelRef,
-    Prediction,
     PredictResponse,
-    Timing,
     error_responses,
 )
 from ai_photo_detector.serving.api.state import Services
-from ai_photo_detector.serving.engine import Ticket
-from ai_photo_detector.serving.errors import IMAGE_ERROR_STATUS, ApiError, Overloaded
+from ai_photo_detector.serving.errors import ApiError, Overloaded
 from ai_photo_detector.serving.models import LoadedModel
+from ai_photo_detector.serving.predictor import Caller, overloaded, score_image
 
-router = APIRouter(prefix="/v1", tags=["predict"], dependencies=[Depends(require("predict"))])
+router = APIRouter(prefix="/v1", tags=["predict"])
+PredictCaller = Annotated[Principal, Depends(require("predict"))]
 
 _IMAGE_BODY: dict[str, Any] = {
     "requestBody": {
@@ -69,100 +63,6 @@ _BATCH_BODY: dict[str, Any] = {
 ModelQuery = Query(None, description="Model name (default: the default model).", max_length=128)
 
 
-def _image_error(services: Services, exc: ImageError) -> ApiError:
-    services.metrics.input_errors.labels(exc.code).inc()
-    return ApiError(IMAGE_ERROR_STATUS.get(exc.code, 422), exc.code, exc.message)
-
-
-async def score_image(services: Services, model: LoadedModel, data: bytes) -> Prediction:
-    """Decode off the event loop, infer through the micro-batcher, build the calibrated answer."""
-    loop = asyncio.get_running_loop()
-    try:
-        ticket = model.batcher.admit()
-    except Overloaded as exc:
-        raise _overloaded(services, exc) from exc
-    try:
-        return await _decode_and_infer(services, model, data, ticket, loop)
-    finally:
-        model.batcher.release(ticket)
-
-
-def _overloaded(services: Services, exc: Overloaded) -> ApiError:
-    services.metrics.overloaded.inc()
-    retry = str(services.settings.server.retry_after_s)
-    return ApiError(503, "overloaded", str(exc), {"Retry-After": retry})
-
-
-async def _decode_and_infer(
-    services: Services,
-    model: LoadedModel,
-    data: bytes,
-    ticket: Ticket,
-    loop: asyncio.AbstractEventLoop,
-) -> Prediction:
-    metrics = services.metrics
-    manifest = model.bundle.manifest
-    started = time.perf_counter()
-    try:
-        array, decoded = await loop.run_in_executor(
-            services.decode_pool,
-            preprocess_bytes,
-            data,
-            manifest.preprocessing,
-            services.models.limits,
-        )
-    except ImageError as exc:
-        raise _image_error(services, exc) from exc
-    preprocess_s = time.perf_counter() - started
-    try:
-        result = await model.batcher.submit(array, ticket)
-    except Overloaded as exc:
-        raise _overloaded(services, exc) from exc
-    finally:
-        metrics.queue_depth.labels(model.name).set(model.batcher.depth)
-    verdict = verdicts(np.asarray(result.logits)[None, :], manifest)[0]
-    _observe(services, model, decoded, verdict.label, verdict.band, verdict.probability)
-    metrics.preprocess_seconds.observe(preprocess_s)
-    metrics.queue_seconds.observe(result.queue_ms / 1000)
-    metrics.inference_seconds.observe(result.inference_ms / 1000)
-    metrics.batch_size.observe(result.batch_size)
-    info = decoded.info
-    return Prediction(
-        label=verdict.label,
-        band=verdict.band,
-        probability=verdict.probability,
-        scores=verdict.scores,
-        model=ModelRef(name=model.name, version=model.version),
-        timing=Timing(
-            queue_ms=result.queue_ms,
-            preprocess_ms=preprocess_s * 1000,
-            inference_ms=result.inference_ms,
-        ),
-        image=ImageMeta(
-            width=info.width,
-            height=info.height,
-            format=info.format,
-            bytes=info.bytes,
-            sha256=info.sha256,
-        ),
-    )
-
-
-def _observe(
-    services: Services,
-    model: LoadedModel,
-    decoded: DecodedImage,
-    label: str,
-    band: str,
-    probability: float,
-) -> None:
-    metrics = services.metrics
-    metrics.predictions.labels(model.name, model.version, label, band).inc()
-    metrics.score.labels(model.name).observe(probability)
-    metrics.image_bytes.observe(decoded.info.bytes)
-    metrics.image_pixels.observe(decoded.info.width * decoded.info.height)
-
-
 def _no_store(response: Response) -> None:
     response.headers["Cache-Control"] = "no-store"
 
@@ -175,7 +75,7 @@ def _ready_model(services: Services, name: str | None) -> LoadedModel:
     if not model.ready:
         raise ApiError(503, "not_ready", f"model {model.name} is not ready")
     if model.batcher.saturated:  # refuse before reading the body
-        raise _overloaded(services, Overloaded("the inference queue is full"))
+        raise overloaded(services, Overloaded("the inference queue is full"))
     return model
 
 
@@ -189,19 +89,26 @@ def _ready_model(services: Services, name: str | None) -> LoadedModel:
     openapi_extra=_IMAGE_BODY,
 )
 async def predict(
-    request: Request, response: Response, services: ServicesDep, model: str | None = ModelQuery
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    principal: PredictCaller,
+    model: str | None = ModelQuery,
 ) -> PredictResponse:
     _no_store(response)
     loaded = _ready_model(services, model)
     server = services.settings.server
     uploads = await read_uploads(request, server.max_upload_bytes, 1, "file")
-    prediction = await score_image(services, loaded, uploads[0].data)
+    caller = Caller(request_id_of(request.scope), principal.key_id)
+    prediction = await score_image(services, loaded, uploads[0].data, caller)
     return PredictResponse(**prediction.model_dump(), request_id=request_id_of(request.scope))
 
 
-async def _batch_item(services: Services, model: LoadedModel, i: int, upload: Upload) -> BatchItem:
+async def _batch_item(
+    services: Services, model: LoadedModel, i: int, upload: Upload, caller: Caller
+) -> BatchItem:
     try:
-        result = await score_image(services, model, upload.data)
+        result = await score_image(services, model, upload.data, caller)
     except ApiError as exc:
         body = ErrorBody(code=exc.code, message=exc.message, request_id="")
         return BatchItem(index=i, filename=upload.filename, error=body)
@@ -218,15 +125,20 @@ async def _batch_item(services: Services, model: LoadedModel, i: int, upload: Up
     openapi_extra=_BATCH_BODY,
 )
 async def predict_batch(
-    request: Request, response: Response, services: ServicesDep, model: str | None = ModelQuery
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    principal: PredictCaller,
+    model: str | None = ModelQuery,
 ) -> BatchResponse:
     _no_store(response)
     loaded = _ready_model(services, model)
     server = services.settings.server
     limit = server.max_upload_bytes * server.max_batch_items
     uploads = await read_uploads(request, limit, server.max_batch_items, "files")
+    caller = Caller(request_id_of(request.scope), principal.key_id)
     items = await asyncio.gather(
-        *(_batch_item(services, loaded, i, upload) for i, upload in enumerate(uploads))
+        *(_batch_item(services, loaded, i, upload, caller) for i, upload in enumerate(uploads))
     )
     request_id = request_id_of(request.scope)
     for item in items:

@@ -1,0 +1,1 @@
+"""Monitoring: the store (prediction log, feedback, drift history, alerts), drift detection."""

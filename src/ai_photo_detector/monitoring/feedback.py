@@ -1,0 +1,160 @@
+"""Reviewer feedback: record verdicts, measure live accuracy, export a retraining dataset."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from ai_photo_detector.monitoring.schema import Feedback, Prediction
+from ai_photo_detector.monitoring.store import Store
+
+
+class PredictionNotFound(LookupError):
+    pass
+
+
+@dataclass
+class FeedbackResult:
+    created: bool
+    updated: bool
+    predicted_label: str
+    model_name: str
+    model_version: str
+
+
+def record_feedback(store: Store, prediction_id: str, label: str, source: str) -> FeedbackResult:
+    """Insert or update the verdict of ``source`` on a prediction: idempotent per pair."""
+    with store.session() as session, session.begin():
+        prediction = session.get(Prediction, prediction_id)
+        if prediction is None:
+            raise PredictionNotFound(prediction_id)
+        existing = session.scalars(
+            select(Feedback).where(
+                Feedback.prediction_id == prediction_id, Feedback.source == source
+            )
+        ).first()
+        created = updated = False
+        if existing is None:
+            session.add(
+                Feedback(
+                    prediction_id=prediction_id,
+                    label=label,
+                    source=source,
+                    created_at=datetime.now(UTC),
+                )
+            )
+            created = True
+        elif existing.label != label:
+            existing.label = label  # a reviewer may correct their own verdict
+            existing.created_at = datetime.now(UTC)
+            updated = True
+        return FeedbackResult(
+            created, updated, prediction.label, prediction.model_name, prediction.model_version
+        )
+
+
+@dataclass
+class LiveAccuracy:
+    model_name: str
+    model_version: str
+    count: int
+    accuracy: float
+    precision: float
+    recall: float
+    labels: list[str] = field(default_factory=list)
+    confusion: list[list[int]] = field(default_factory=list)  # rows: reviewed, cols: predicted
+
+
+def _reviewed(store: Store, since: datetime) -> list[tuple[str, str, str, str, str]]:
+    """(prediction id, model, version, predicted, reviewed) with the latest verdict each."""
+    query = (
+        select(
+            Prediction.id,
+            Prediction.model_name,
+            Prediction.model_version,
+            Prediction.label,
+            Feedback.label,
+        )
+        .join(Feedback, Feedback.prediction_id == Prediction.id)
+        .where(Feedback.created_at >= since)
+        .order_by(Feedback.created_at)
+    )
+    latest: dict[str, tuple[str, str, str, str, str]] = {}
+    with store.session() as session:
+        for row in session.execute(query):
+            latest[row[0]] = (row[0], row[1], row[2], row[3], row[4])
+    return list(latest.values())
+
+
+def live_accuracy(store: Store, since: datetime, ai_label: str) -> list[LiveAccuracy]:
+    """Accuracy, precision and recall (AI positive) per model version from reviewed predictions."""
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for _, model, version, predicted, reviewed in _reviewed(store, since):
+        groups.setdefault((model, version), []).append((predicted, reviewed))
+    results = []
+    for (model, version), pairs in sorted(groups.items()):
+        labels = sorted({label for pair in pairs for label in pair})
+        index = {label: i for i, label in enumerate(labels)}
+        confusion = [[0] * len(labels) for _ in labels]
+        for predicted, reviewed in pairs:
+            confusion[index[reviewed]][index[predicted]] += 1
+        tp = sum(p == ai_label and r == ai_label for p, r in pairs)
+        called_ai = sum(p == ai_label for p, _ in pairs)
+        really_ai = sum(r == ai_label for _, r in pairs)
+        results.append(
+            LiveAccuracy(
+                model_name=model,
+                model_version=version,
+                count=len(pairs),
+                accuracy=sum(p == r for p, r in pairs) / len(pairs),
+                precision=tp / called_ai if called_ai else float("nan"),
+                recall=tp / really_ai if really_ai else float("nan"),
+                labels=labels,
+                confusion=confusion,
+            )
+        )
+    return results
+
+
+def export_dataset(store: Store, out_dir: Path, since: datetime) -> dict[str, Any]:
+    """Reviewed predictions as a training dataset: images in label folders where stored, and
+    always a manifest CSV (path, label, source, sha256) that ``train --data`` reads."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    query = (
+        select(Prediction.id, Prediction.image_sha256, Prediction.image_path, Feedback.label)
+        .join(Feedback, Feedback.prediction_id == Prediction.id)
+        .where(Feedback.created_at >= since)
+        .order_by(Feedback.created_at)
+    )
+    latest: dict[str, tuple[str, str | None, str]] = {}
+    with store.session() as session:
+        for prediction_id, sha256, image_path, label in session.execute(query):
+            latest[prediction_id] = (sha256, image_path, label)
+    copied = missing = 0
+    manifest = out_dir / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "source", "sha256"])
+        for sha256, image_path, label in latest.values():
+            if image_path and Path(image_path).is_file():
+                target = out_dir / label / Path(image_path).name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(image_path, target)
+                writer.writerow([f"{label}/{target.name}", label, "feedback", sha256])
+                copied += 1
+            else:
+                missing += 1
+    unstored = out_dir / "unstored.csv"
+    with unstored.open("w", newline="") as handle:  # reviewed, but the image was not kept
+        writer = csv.writer(handle)
+        writer.writerow(["sha256", "label"])
+        for sha256, image_path, label in latest.values():
+            if not (image_path and Path(image_path).is_file()):
+                writer.writerow([sha256, label])
+    return {"reviewed": len(latest), "images_copied": copied, "images_not_stored": missing}

@@ -1,0 +1,167 @@
+"""The prediction log: rows queued on the request path, written in batches by one thread.
+
+A request only does ``queue.put_nowait``: it never waits for the database. When the queue is
+full the row is dropped and counted (``apd_prediction_log_dropped_total``), never blocking the
+request or crashing the service; a database error drops that batch and is counted too.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert
+
+from ai_photo_detector.monitoring.schema import Prediction
+from ai_photo_detector.monitoring.store import Store
+from ai_photo_detector.settings import PredictionLogSettings
+
+logger = logging.getLogger(__name__)
+_STOP = object()
+
+
+@dataclass
+class PredictionRecord:
+    id: str
+    created_at: datetime
+    request_id: str
+    api_key_id: str | None
+    model_name: str
+    model_version: str
+    route: str
+    label: str
+    band: str
+    score: float
+    queue_ms: float
+    preprocess_ms: float
+    inference_ms: float
+    image_sha256: str
+    width: int
+    height: int
+    format: str
+    bytes: int
+    brightness: float
+    contrast: float
+    saturation: float
+    sharpness: float
+    jpeg_quality: float
+    embedding: builtins.bytes
+    image_path: str | None = None
+    image_data: builtins.bytes | None = field(default=None, repr=False)  # kept only when asked
+
+
+@dataclass
+class LogCounters:
+    written: int = 0
+    dropped: int = 0
+    errors: int = 0
+
+
+class PredictionLog:
+    def __init__(self, store: Store, settings: PredictionLogSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_size)
+        self.counters = LogCounters()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._last_cleanup = 0.0
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+    def submit(self, record: PredictionRecord) -> bool:
+        """Queue a row; False (and counted) when the queue is full."""
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.counters.dropped += 1
+            return False
+        return True
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued row is written (or dropped); True when the queue drained."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def close(self, timeout: float = 10.0) -> None:
+        try:
+            self.queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            logger.warning("prediction log queue full at shutdown")
+        self._thread.join(timeout=timeout)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch: list[PredictionRecord] = []
+            deadline = time.monotonic() + self.settings.flush_interval_s
+            while len(batch) < self.settings.batch_size:
+                try:
+                    item = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    self.queue.task_done()
+                    stop = True
+                    break
+                batch.append(item)
+            if batch:
+                self._write(batch)
+                for _ in batch:
+                    self.queue.task_done()
+            self._cleanup_images()
+
+    def _write(self, batch: list[PredictionRecord]) -> None:
+        try:
+            rows = [self._row(record) for record in batch]
+            with self.store.session() as session, session.begin():
+                session.execute(insert(Prediction), rows)
+            self.counters.written += len(rows)
+        except Exception:  # the log must never take the service down
+            logger.exception("writing %d predictions failed; the batch is dropped", len(batch))
+            self.counters.errors += 1
+            self.counters.dropped += len(batch)
+
+    def _row(self, record: PredictionRecord) -> dict[str, Any]:
+        row = asdict(record)
+        data = row.pop("image_data")
+        if self.settings.store_images and data is not None:
+            row["image_path"] = str(self._save_image(record, data))
+        return row
+
+    def _save_image(self, record: PredictionRecord, data: bytes) -> Path:
+        folder = Path(self.settings.image_dir) / record.image_sha256[:2]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{record.image_sha256}.{record.format.lower()}"
+        if not path.exists():
+            path.write_bytes(data)
+        return path
+
+    def _cleanup_images(self) -> None:
+        """Delete stored images past their retention, at most once a minute."""
+        if not self.settings.store_images or time.monotonic() - self._last_cleanup < 60:
+            return
+        self._last_cleanup = time.monotonic()
+        cutoff = (datetime.now(UTC) - timedelta(days=self.settings.retention_days)).timestamp()
+        root = Path(self.settings.image_dir)
+        if not root.is_dir():
+            return
+        for path in root.glob("*/*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except OSError:
+                continue

@@ -1,0 +1,99 @@
+"""The store's tables (SQLAlchemy 2). Alembic migrations in ``migrations/`` create them."""
+
+from __future__ import annotations
+
+import builtins
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Prediction(Base):
+    __tablename__ = "predictions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    api_key_id: Mapped[str | None] = mapped_column(String(64))
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(64))
+    route: Mapped[str] = mapped_column(String(16))  # primary or shadow
+    label: Mapped[str] = mapped_column(String(64))
+    band: Mapped[str] = mapped_column(String(16))
+    score: Mapped[float] = mapped_column(Float)
+    queue_ms: Mapped[float] = mapped_column(Float)
+    preprocess_ms: Mapped[float] = mapped_column(Float)
+    inference_ms: Mapped[float] = mapped_column(Float)
+    image_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(16))
+    bytes: Mapped[int] = mapped_column(Integer)
+    brightness: Mapped[float] = mapped_column(Float)
+    contrast: Mapped[float] = mapped_column(Float)
+    saturation: Mapped[float] = mapped_column(Float)
+    sharpness: Mapped[float] = mapped_column(Float)
+    jpeg_quality: Mapped[float] = mapped_column(Float)
+    embedding: Mapped[builtins.bytes] = mapped_column(LargeBinary)  # float16, little-endian
+    image_path: Mapped[str | None] = mapped_column(String(512))
+
+    __table_args__ = (
+        Index("ix_predictions_model_time", "model_name", "model_version", "created_at"),
+    )
+
+
+class Feedback(Base):
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+    __table_args__ = (UniqueConstraint("prediction_id", "source", name="uq_feedback_source"),)
+
+
+class DriftReport(Base):
+    __tablename__ = "drift_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(64))
+    window: Mapped[str] = mapped_column(String(32))  # e.g. "count:500" or "time:3600"
+    size: Mapped[int] = mapped_column(Integer)
+    drift: Mapped[bool] = mapped_column(Boolean)
+    severity: Mapped[str] = mapped_column(String(16))  # none, warning, critical
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Alert(Base):
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    severity: Mapped[str] = mapped_column(String(32))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    starts_at: Mapped[str] = mapped_column(String(64))
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON)
+    annotations: Mapped[dict[str, Any]] = mapped_column(JSON)

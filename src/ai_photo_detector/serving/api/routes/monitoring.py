@@ -1,0 +1,197 @@
+"""Feedback, live accuracy, drift and the Alertmanager webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from ai_photo_detector.monitoring.feedback import (
+    PredictionNotFound,
+    live_accuracy,
+    record_feedback,
+)
+from ai_photo_detector.monitoring.history import history
+from ai_photo_detector.monitoring.schema import Alert
+from ai_photo_detector.monitoring.store import Store
+from ai_photo_detector.serving.api.auth import Principal, require
+from ai_photo_detector.serving.api.deps import ServicesDep
+from ai_photo_detector.serving.api.schemas import (
+    AlertmanagerWebhook,
+    AlertsRecorded,
+    DriftEntry,
+    DriftResponse,
+    DriftRunResponse,
+    FeedbackIn,
+    FeedbackOut,
+    LiveAccuracyItem,
+    LiveAccuracyResponse,
+    ModelRef,
+    error_responses,
+)
+from ai_photo_detector.serving.api.state import Services
+from ai_photo_detector.serving.errors import ApiError
+
+router = APIRouter(prefix="/v1", tags=["monitoring"])
+Reader = Annotated[Principal, Depends(require("predict"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+
+
+def _store(services: Services) -> Store:
+    if services.store is None:
+        raise ApiError(503, "store_unavailable", "the prediction store is not configured")
+    return services.store
+
+
+@router.post(
+    "/feedback",
+    response_model=FeedbackOut,
+    status_code=201,
+    responses={**error_responses(401, 403, 404, 422, 429, 503), 200: {"model": FeedbackOut}},
+    summary="Record a reviewer's verdict on a prediction (idempotent per prediction and source)",
+)
+async def post_feedback(
+    body: FeedbackIn, response: Response, services: ServicesDep, _: Reader
+) -> FeedbackOut:
+    store = _store(services)
+    known = {label for m in services.models.models.values() for label in m.bundle.manifest.labels}
+    if known and body.label not in known:
+        raise ApiError(422, "invalid_label", f"label must be one of {sorted(known)}")
+    try:
+        result = await asyncio.to_thread(record_feedback, store, *_args(body))
+    except PredictionNotFound:
+        # the log writes in batches: give a just-made prediction the time to land once
+        if services.prediction_log is not None:
+            await asyncio.to_thread(services.prediction_log.flush, 2.0)
+        try:
+            result = await asyncio.to_thread(record_feedback, store, *_args(body))
+        except PredictionNotFound as exc:
+            raise ApiError(404, "prediction_not_found", "no logged prediction has this id") from exc
+    if not result.created:
+        response.status_code = 200
+    agreement = "agree" if result.predicted_label == body.label else "disagree"
+    services.metrics.feedback.labels(body.source, agreement).inc()
+    return FeedbackOut(
+        prediction_id=body.prediction_id,
+        label=body.label,
+        source=body.source,
+        created=result.created,
+        updated=result.updated,
+        predicted_label=result.predicted_label,
+        model=ModelRef(name=result.model_name, version=result.model_version),
+    )
+
+
+def _args(body: FeedbackIn) -> tuple[str, str, str]:
+    return body.prediction_id, body.label, body.source
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+@router.get(
+    "/feedback/accuracy",
+    response_model=LiveAccuracyResponse,
+    responses=error_responses(401, 403, 422, 429, 503),
+    summary="Live accuracy per model version from reviewed predictions",
+)
+async def get_accuracy(
+    services: ServicesDep,
+    _: Reader,
+    window_hours: float = Query(None, gt=0, le=24 * 366, description="Default from settings."),
+) -> LiveAccuracyResponse:
+    store = _store(services)
+    hours = window_hours or services.settings.monitoring.accuracy_window_hours
+    since = datetime.now(UTC) - timedelta(hours=hours)
+    results = await asyncio.to_thread(live_accuracy, store, since, services.settings.data.ai_label)
+    return LiveAccuracyResponse(
+        window_hours=hours,
+        models=[
+            LiveAccuracyItem(
+                model=ModelRef(name=r.model_name, version=r.model_version),
+                count=r.count,
+                accuracy=r.accuracy,
+                precision=_finite(r.precision),
+                recall=_finite(r.recall),
+                labels=r.labels,
+                confusion=r.confusion,
+            )
+            for r in results
+        ],
+    )
+
+
+@router.get(
+    "/drift",
+    response_model=DriftResponse,
+    responses=error_responses(401, 403, 422, 429, 503),
+    summary="Latest drift reports and their history",
+)
+async def get_drift(
+    services: ServicesDep,
+    _: Reader,
+    model: str | None = Query(None, max_length=128),
+    limit: int = Query(50, ge=1, le=1000),
+) -> DriftResponse:
+    entries = await asyncio.to_thread(history, _store(services), model, limit)
+    latest: dict[tuple[str, str], DriftEntry] = {}
+    parsed = [DriftEntry(**entry) for entry in entries]
+    for entry in parsed:  # newest first: keep the first per model and window
+        latest.setdefault((entry.model.name, entry.window), entry)
+    return DriftResponse(latest=list(latest.values()), history=parsed)
+
+
+@router.post(
+    "/drift/run",
+    response_model=DriftRunResponse,
+    responses=error_responses(401, 403, 429, 503),
+    summary="Evaluate drift now (admin)",
+)
+async def run_drift(services: ServicesDep, _: Admin) -> DriftRunResponse:
+    if services.monitor is None:
+        raise ApiError(503, "store_unavailable", "monitoring needs the prediction store")
+    if services.prediction_log is not None:
+        await asyncio.to_thread(services.prediction_log.flush, 5.0)
+    await asyncio.to_thread(services.monitor.run_all)
+    entries = await asyncio.to_thread(
+        history, _store(services), None, 2 * max(1, len(services.models.models))
+    )
+    return DriftRunResponse(reports=[DriftEntry(**entry) for entry in entries])
+
+
+def _record_alerts(store: Store, payload: AlertmanagerWebhook) -> int:
+    now = datetime.now(UTC)
+    with store.session() as session, session.begin():
+        for alert in payload.alerts:
+            session.add(
+                Alert(
+                    received_at=now,
+                    status=alert.status,
+                    name=alert.labels.get("alertname", "unnamed")[:128],
+                    severity=alert.labels.get("severity", "none")[:32],
+                    fingerprint=alert.fingerprint,
+                    starts_at=alert.startsAt,
+                    labels=alert.labels,
+                    annotations=alert.annotations,
+                )
+            )
+    return len(payload.alerts)
+
+
+@router.post(
+    "/alerts",
+    response_model=AlertsRecorded,
+    responses=error_responses(401, 403, 422, 429, 503),
+    summary="Alertmanager webhook: record alerts in the store (admin)",
+)
+async def post_alerts(
+    payload: AlertmanagerWebhook, services: ServicesDep, _: Admin
+) -> AlertsRecorded:
+    count = await asyncio.to_thread(_record_alerts, _store(services), payload)
+    for alert in payload.alerts:
+        services.metrics.alerts_received.labels(alert.status[:16]).inc()
+    return AlertsRecorded(recorded=count)

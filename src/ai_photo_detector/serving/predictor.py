@@ -1,0 +1,177 @@
+"""Score one uploaded image: admission, decode off the loop, micro-batched inference, the
+calibrated answer, metrics and the prediction log row."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ai_photo_detector.image_stats import image_statistics
+from ai_photo_detector.imaging import (
+    DecodedImage,
+    DecodeLimits,
+    ImageError,
+    PreprocessSpec,
+    preprocess_bytes,
+)
+from ai_photo_detector.inference import verdicts
+from ai_photo_detector.monitoring.prediction_log import PredictionRecord
+from ai_photo_detector.serving.api.schemas import ImageMeta, ModelRef, Prediction, Timing
+from ai_photo_detector.serving.api.state import Services
+from ai_photo_detector.serving.engine import EngineResult, Ticket
+from ai_photo_detector.serving.errors import IMAGE_ERROR_STATUS, ApiError, Overloaded
+from ai_photo_detector.serving.models import LoadedModel
+
+
+@dataclass(frozen=True)
+class Caller:
+    request_id: str
+    api_key_id: str | None
+
+
+@dataclass
+class Prepared:
+    array: NDArray[np.float32]
+    decoded: DecodedImage
+    stats: dict[str, float]
+
+
+def prepare(data: bytes, spec: PreprocessSpec, limits: DecodeLimits) -> Prepared:
+    """Runs on the decode pool: decode, preprocess and the cheap drift statistics."""
+    array, decoded = preprocess_bytes(data, spec, limits)
+    return Prepared(array, decoded, image_statistics(decoded.image, decoded.info.jpeg_quality))
+
+
+def image_error(services: Services, exc: ImageError) -> ApiError:
+    services.metrics.input_errors.labels(exc.code).inc()
+    return ApiError(IMAGE_ERROR_STATUS.get(exc.code, 422), exc.code, exc.message)
+
+
+def overloaded(services: Services, exc: Overloaded) -> ApiError:
+    services.metrics.overloaded.inc()
+    retry = str(services.settings.server.retry_after_s)
+    return ApiError(503, "overloaded", str(exc), {"Retry-After": retry})
+
+
+async def score_image(
+    services: Services, model: LoadedModel, data: bytes, caller: Caller
+) -> Prediction:
+    try:
+        ticket = model.batcher.admit()
+    except Overloaded as exc:
+        raise overloaded(services, exc) from exc
+    try:
+        return await _decode_and_infer(services, model, data, ticket, caller)
+    finally:
+        model.batcher.release(ticket)
+
+
+async def _decode_and_infer(
+    services: Services, model: LoadedModel, data: bytes, ticket: Ticket, caller: Caller
+) -> Prediction:
+    manifest = model.bundle.manifest
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    try:
+        prepared = await loop.run_in_executor(
+            services.decode_pool, prepare, data, manifest.preprocessing, services.models.limits
+        )
+    except ImageError as exc:
+        raise image_error(services, exc) from exc
+    preprocess_ms = (time.perf_counter() - started) * 1000
+    try:
+        result = await model.batcher.submit(prepared.array, ticket)
+    except Overloaded as exc:
+        raise overloaded(services, exc) from exc
+    finally:
+        services.metrics.queue_depth.labels(model.name).set(model.batcher.depth)
+    verdict = verdicts(np.asarray(result.logits)[None, :], manifest)[0]
+    info = prepared.decoded.info
+    prediction = Prediction(
+        prediction_id=uuid.uuid4().hex,
+        label=verdict.label,
+        band=verdict.band,
+        probability=verdict.probability,
+        scores=verdict.scores,
+        model=ModelRef(name=model.name, version=model.version),
+        timing=Timing(
+            queue_ms=result.queue_ms,
+            preprocess_ms=preprocess_ms,
+            inference_ms=result.inference_ms,
+        ),
+        image=ImageMeta(
+            width=info.width,
+            height=info.height,
+            format=info.format,
+            bytes=info.bytes,
+            sha256=info.sha256,
+        ),
+    )
+    _observe(services, model, prediction, result)
+    _log(services, model, prediction, prepared, result, caller, data)
+    return prediction
+
+
+def _observe(
+    services: Services, model: LoadedModel, prediction: Prediction, result: EngineResult
+) -> None:
+    metrics = services.metrics
+    metrics.predictions.labels(model.name, model.version, prediction.label, prediction.band).inc()
+    metrics.score.labels(model.name).observe(prediction.probability)
+    metrics.image_bytes.observe(prediction.image.bytes)
+    metrics.image_pixels.observe(prediction.image.width * prediction.image.height)
+    metrics.preprocess_seconds.observe(prediction.timing.preprocess_ms / 1000)
+    metrics.queue_seconds.observe(result.queue_ms / 1000)
+    metrics.inference_seconds.observe(result.inference_ms / 1000)
+    metrics.batch_size.observe(result.batch_size)
+
+
+def _log(
+    services: Services,
+    model: LoadedModel,
+    prediction: Prediction,
+    prepared: Prepared,
+    result: EngineResult,
+    caller: Caller,
+    data: bytes,
+    route: str = "primary",
+) -> None:
+    log = services.prediction_log
+    if log is None:
+        return
+    stats = prepared.stats
+    log.submit(
+        PredictionRecord(
+            id=prediction.prediction_id,
+            created_at=datetime.now(UTC),
+            request_id=caller.request_id,
+            api_key_id=caller.api_key_id,
+            model_name=model.name,
+            model_version=model.version,
+            route=route,
+            label=prediction.label,
+            band=prediction.band,
+            score=prediction.probability,
+            queue_ms=prediction.timing.queue_ms,
+            preprocess_ms=prediction.timing.preprocess_ms,
+            inference_ms=prediction.timing.inference_ms,
+            image_sha256=prediction.image.sha256,
+            width=prediction.image.width,
+            height=prediction.image.height,
+            format=prediction.image.format,
+            bytes=prediction.image.bytes,
+            brightness=stats["brightness"],
+            contrast=stats["contrast"],
+            saturation=stats["saturation"],
+            sharpness=stats["sharpness"],
+            jpeg_quality=stats["jpeg_quality"],
+            embedding=np.asarray(result.embedding, dtype="<f2").tobytes(),
+            image_data=data if services.settings.prediction_log.store_images else None,
+        )
+    )
