@@ -7,13 +7,14 @@ whole report keeps its false-alarm rate near ``alpha``:
   Wasserstein distance, reported as effect sizes);
 - image statistics (brightness, contrast, saturation, sharpness, JPEG quality): one KS test
   each, Holm-corrected;
-- predicted-label share: chi-squared goodness of fit against the reference shares;
+- predicted-label share: chi-squared test of homogeneity against the reference counts;
 - embeddings: maximum mean discrepancy with an RBF kernel on a PCA projection fitted on the
   reference, p-value from a permutation test.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,13 +113,15 @@ def label_drift(reference: Sample, live: Sample) -> dict[str, Any]:
     live_counts = np.asarray([live.labels.count(label) for label in labels], dtype=float)
     if len(labels) < 2:
         return {"p_value": 1.0, "reference_share": {}, "live_share": {}}
-    shares = (ref_counts + 0.5) / (ref_counts + 0.5).sum()  # smoothed: no zero expectations
-    expected = shares * live_counts.sum()
-    result = stats.chisquare(live_counts, expected)
+    # Homogeneity of two samples (the reference is a sample too, not exact shares).
+    table = np.stack([ref_counts, live_counts]) + 0.5  # smoothed: no empty cells
+    result = stats.chi2_contingency(table, correction=False)
     return {
         "p_value": float(result.pvalue),
         "chi2": float(result.statistic),
-        "reference_share": {k: float(v) for k, v in zip(labels, shares, strict=True)},
+        "reference_share": {
+            k: float(v) for k, v in zip(labels, ref_counts / ref_counts.sum(), strict=True)
+        },
         "live_share": {
             k: float(v) for k, v in zip(labels, live_counts / live_counts.sum(), strict=True)
         },
@@ -155,32 +158,45 @@ def mmd_permutation_test(
     return observed, (1 + exceed) / (1 + permutations)
 
 
-def embedding_drift(reference: Sample, live: Sample, config: DriftConfig) -> dict[str, Any]:
+def embedding_drift(
+    reference: Sample, live: Sample, config: DriftConfig, threshold: float
+) -> dict[str, Any]:
     rng = np.random.default_rng(config.seed)
     ref = np.asarray(reference.embeddings, dtype=np.float64)
     cur = np.asarray(live.embeddings, dtype=np.float64)
     if len(ref) < 10 or len(cur) < 10:
         return {"p_value": 1.0, "mmd2": 0.0, "skipped": "too few embeddings"}
-    mean, basis = _pca(ref, config.pca_components)
+    # PCA on the pooled sample: fitted on the reference alone it would overfit the reference's
+    # own directions and make fresh samples look different; pooled, the permutation test stays
+    # exact because the projection treats both samples alike.
+    mean, basis = _pca(np.concatenate([ref, cur]), config.pca_components)
     ref_proj, cur_proj = (ref - mean) @ basis.T, (cur - mean) @ basis.T
     limit = config.mmd_max_samples
     if len(ref_proj) > limit:
         ref_proj = ref_proj[rng.choice(len(ref_proj), limit, replace=False)]
     if len(cur_proj) > limit:
         cur_proj = cur_proj[rng.choice(len(cur_proj), limit, replace=False)]
-    mmd2, p_value = mmd_permutation_test(ref_proj, cur_proj, config.permutations, rng)
-    return {"p_value": p_value, "mmd2": mmd2, "components": int(basis.shape[0])}
+    # A permutation p-value is never below 1/(P+1): take enough permutations to reach the
+    # family threshold, or this detector could never fire.
+    permutations = max(config.permutations, math.ceil(2 / threshold))
+    mmd2, p_value = mmd_permutation_test(ref_proj, cur_proj, permutations, rng)
+    return {
+        "p_value": p_value,
+        "mmd2": mmd2,
+        "components": int(basis.shape[0]),
+        "permutations": permutations,
+    }
 
 
 def detect(reference: Sample, live: Sample, config: DriftConfig) -> dict[str, Any]:
     """The full drift report of one live window against the reference."""
+    threshold = config.alpha / len(FAMILIES)  # Bonferroni over the four families
     families = {
         "score": score_drift(reference, live),
         "image_stats": image_stats_drift(reference, live),
         "labels": label_drift(reference, live),
-        "embedding": embedding_drift(reference, live, config),
+        "embedding": embedding_drift(reference, live, config, threshold),
     }
-    threshold = config.alpha / len(families)  # Bonferroni over the four families
     drifted = [name for name, result in families.items() if result["p_value"] < threshold]
     for name, result in families.items():
         result["drift"] = name in drifted

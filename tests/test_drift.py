@@ -1,0 +1,72 @@
+"""Drift detectors on synthetic data with known shifts (real shifts: benchmarks/drift_quality)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ai_photo_detector.monitoring.drift import DriftConfig, Sample, detect, holm, psi
+
+CONFIG = DriftConfig(permutations=100)
+
+
+def sample(
+    rng: np.random.Generator,
+    n: int,
+    score_shift: float = 0.0,
+    stat_shift: float = 0.0,
+    ai_share: float = 0.5,
+    embedding_shift: float = 0.0,
+) -> Sample:
+    scores = np.clip(rng.beta(2, 2, n) + score_shift, 0, 1)
+    labels = ["ai" if rng.random() < ai_share else "real" for _ in range(n)]
+    stats = {
+        "brightness": rng.normal(0.5 + stat_shift, 0.1, n),
+        "contrast": rng.normal(0.2, 0.05, n),
+        "saturation": rng.normal(0.3, 0.1, n),
+        "sharpness": rng.gamma(2, 0.01, n),
+        "jpeg_quality": rng.choice([90.0, 95.0], n),
+    }
+    embeddings = rng.normal(0, 1, (n, 32)).astype(np.float32)
+    embeddings[:, :4] += embedding_shift
+    return Sample(scores, labels, stats, embeddings)
+
+
+def test_same_distribution_rarely_alarms() -> None:
+    rng = np.random.default_rng(0)
+    reference = sample(rng, 400)
+    alarms = sum(detect(reference, sample(rng, 300), CONFIG)["drift"] for _ in range(20))
+    assert alarms <= 1
+
+
+@pytest.mark.parametrize(
+    ("shift", "family"),
+    [
+        ({"score_shift": 0.15}, "score"),
+        ({"stat_shift": 0.05}, "image_stats"),
+        ({"ai_share": 0.8}, "labels"),
+        ({"embedding_shift": 0.5}, "embedding"),
+    ],
+)
+def test_each_family_catches_its_shift(shift: dict[str, float], family: str) -> None:
+    rng = np.random.default_rng(1)
+    reference = sample(rng, 400)
+    report = detect(reference, sample(rng, 300, **shift), CONFIG)
+    assert report["drift"] and family in report["drifted"]
+    assert report["detectors"][family]["p_value"] < report["family_threshold"]
+    assert report["severity"] in {"warning", "critical"}
+
+
+def test_large_score_shift_is_critical() -> None:
+    rng = np.random.default_rng(2)
+    report = detect(sample(rng, 400), sample(rng, 300, score_shift=0.4), CONFIG)
+    assert report["severity"] == "critical"
+    assert report["detectors"]["score"]["psi"] > 0.25
+
+
+def test_holm_and_psi() -> None:
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    assert adjusted == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})
+    values = np.random.default_rng(3).normal(size=1000)
+    assert psi(values, values) == pytest.approx(0.0, abs=1e-9)
+    assert psi(values, values + 1) > 0.25

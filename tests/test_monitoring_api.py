@@ -1,0 +1,147 @@
+"""Prediction ids, feedback, live accuracy, drift runs and history, alerts, over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ai_photo_detector.serving.api.app import create_app
+from ai_photo_detector.serving.api.auth import hash_key
+from ai_photo_detector.settings import Settings
+
+ADMIN = "apd_monitoring_admin_key_0123456789"
+
+
+def _settings(bundle_dir: Path, database: Path, **extra: object) -> Settings:
+    return Settings(  # type: ignore[arg-type]
+        model=str(bundle_dir),
+        database_url=f"sqlite:///{database}",
+        prediction_log={"flush_interval_s": 0.05},
+        monitoring={"min_window": 10, "window_count": 40, "interval_s": 3600},
+        auth={"keys": [{"id": "ops", "sha256": hash_key(ADMIN), "scopes": ["admin"]}]},
+        **extra,
+    )
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    return tmp_path / "monitoring.db"
+
+
+@pytest.fixture
+def client(bundle_dir: Path, database: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(_settings(bundle_dir, database))) as test_client:
+        yield test_client
+
+
+def _predict_all(client: TestClient, folder: Path) -> list[dict[str, object]]:
+    return [
+        client.post("/v1/predict", content=path.read_bytes()).json()
+        for path in sorted(folder.iterdir())
+    ]
+
+
+def test_feedback_flow_and_live_accuracy(client: TestClient, tiny_dataset: Path) -> None:
+    answers = _predict_all(client, tiny_dataset / "ai")[:6]
+    ids = [str(answer["prediction_id"]) for answer in answers]
+    assert len(set(ids)) == 6
+    first = client.post("/v1/feedback", json={"prediction_id": ids[0], "label": "ai"})
+    assert first.status_code == 201 and first.json()["created"] is True
+    again = client.post("/v1/feedback", json={"prediction_id": ids[0], "label": "ai"})
+    assert again.status_code == 200 and again.json()["created"] is False
+    for prediction_id in ids[1:]:
+        assert (
+            client.post(
+                "/v1/feedback", json={"prediction_id": prediction_id, "label": "ai"}
+            ).status_code
+            == 201
+        )
+    unknown = client.post("/v1/feedback", json={"prediction_id": "0" * 32, "label": "ai"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "prediction_not_found"
+    bad_label = client.post("/v1/feedback", json={"prediction_id": ids[0], "label": "cat"})
+    assert bad_label.status_code == 422 and bad_label.json()["error"]["code"] == "invalid_label"
+    malformed = client.post("/v1/feedback", json={"label": "ai"})
+    assert malformed.status_code == 422 and malformed.json()["error"]["code"] == "invalid_request"
+
+    accuracy = client.get("/v1/feedback/accuracy").json()
+    [model] = accuracy["models"]
+    expected = sum(answer["label"] == "ai" for answer in answers) / 6
+    assert model["count"] == 6 and model["accuracy"] == pytest.approx(expected)
+    assert model["model"]["version"] == "test"
+    metrics = client.get("/metrics").text
+    assert "apd_feedback_total{" in metrics
+    assert "apd_prediction_log_written_total" in metrics
+
+
+def test_drift_run_history_gauges_and_restart(
+    bundle_dir: Path, database: Path, tiny_dataset: Path
+) -> None:
+    settings = _settings(bundle_dir, database)
+    with TestClient(create_app(settings)) as client:
+        for _ in range(2):
+            _predict_all(client, tiny_dataset / "ai")
+            _predict_all(client, tiny_dataset / "real")
+        refused = client.post("/v1/drift/run", headers={"X-API-Key": "apd_wrong"})
+        assert refused.status_code == 401
+        run = client.post("/v1/drift/run", headers={"X-API-Key": ADMIN})
+        assert run.status_code == 200, run.text
+        windows = {entry["window"] for entry in run.json()["reports"]}
+        assert windows == {"count:40", "time:24h"}
+        counted = next(e for e in run.json()["reports"] if e["window"] == "count:40")
+        assert counted["size"] == 40
+        assert set(counted["report"]["detectors"]) == {
+            "score",
+            "image_stats",
+            "labels",
+            "embedding",
+        }
+        metrics = client.get("/metrics").text
+        for name in (
+            "apd_drift_detected",
+            "apd_drift_p_value",
+            "apd_drift_score_psi",
+            "apd_drift_embedding_mmd",
+        ):
+            assert f"{name}{{" in metrics, name
+        assert 'detector="embedding"' in metrics
+    with TestClient(create_app(settings)) as client:  # restart: history is in the store
+        drift = client.get("/v1/drift").json()
+        assert len(drift["history"]) == 2
+        assert {entry["window"] for entry in drift["latest"]} == {"count:40", "time:24h"}
+
+
+def test_alertmanager_webhook_is_recorded(client: TestClient) -> None:
+    payload = {
+        "version": "4",
+        "status": "firing",
+        "receiver": "apd",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "APDDriftDetected", "severity": "warning"},
+                "annotations": {"summary": "drift"},
+                "startsAt": "2026-11-27T00:00:00Z",
+                "fingerprint": "abc123",
+            }
+        ],
+    }
+    response = client.post("/v1/alerts", json=payload, headers={"Authorization": f"Bearer {ADMIN}"})
+    assert response.status_code == 200 and response.json() == {"recorded": 1}
+    assert 'apd_alerts_received_total{status="firing"} 1.0' in client.get("/metrics").text
+    from sqlalchemy import select
+
+    from ai_photo_detector.monitoring.schema import Alert
+
+    store = client.app.state.services.store  # type: ignore[attr-defined]
+    with store.session() as session:
+        [alert] = session.scalars(select(Alert)).all()
+    assert alert.name == "APDDriftDetected" and alert.severity == "warning"
+
+
+def test_alerts_need_the_admin_scope_in_production(bundle_dir: Path, database: Path) -> None:
+    settings = _settings(bundle_dir, database, environment="production")
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v1/alerts", json={"alerts": []}).status_code == 401
