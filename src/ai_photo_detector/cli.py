@@ -217,6 +217,84 @@ def predict(
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
 app.add_typer(keys_app, name="keys")
+db_app = typer.Typer(no_args_is_help=True, help="The store (prediction log, drift history).")
+app.add_typer(db_app, name="db")
+feedback_app = typer.Typer(no_args_is_help=True, help="Reviewer feedback.")
+app.add_typer(feedback_app, name="feedback")
+drift_app = typer.Typer(no_args_is_help=True, help="Drift reports.")
+app.add_typer(drift_app, name="drift")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    config: ConfigOption = None,
+) -> None:
+    """Apply the store's migrations (the service also applies them on start)."""
+    from ai_photo_detector.monitoring.store import make_engine, tables, upgrade
+
+    settings = _settings(config)
+    engine = make_engine(settings.database_url)
+    upgrade(engine, revision)
+    console.print(f"{engine.url.render_as_string()} at {revision}: {sorted(tables(engine))}")
+    engine.dispose()
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, e.g. base.")],
+    config: ConfigOption = None,
+) -> None:
+    """Revert the store's migrations down to a revision."""
+    from ai_photo_detector.monitoring.store import downgrade, make_engine
+
+    settings = _settings(config)
+    engine = make_engine(settings.database_url)
+    downgrade(engine, revision)
+    console.print(f"{engine.url.render_as_string()} at {revision}")
+    engine.dispose()
+
+
+@feedback_app.command("export")
+def feedback_export(
+    out: Annotated[Path, typer.Option(help="Dataset folder to write.")],
+    days: Annotated[float, typer.Option(help="Feedback of the last N days.")] = 30.0,
+    config: ConfigOption = None,
+) -> None:
+    """Reviewed predictions as a training dataset (label folders where images were stored,
+    always a manifest.csv for ``train --data``)."""
+    from datetime import UTC, datetime, timedelta
+
+    from ai_photo_detector.monitoring.feedback import export_dataset
+    from ai_photo_detector.monitoring.store import Store
+
+    settings = _settings(config)
+    store = Store(settings.database_url)
+    summary = export_dataset(store, out, datetime.now(UTC) - timedelta(days=days))
+    store.close()
+    console.print(summary)
+
+
+@drift_app.command("report")
+def drift_report(
+    out: Annotated[Path, typer.Option(help="Report file (.md or .html).")] = Path(
+        "reports/drift.html"
+    ),
+    model: Annotated[str | None, typer.Option(help="Model name (default: all).")] = None,
+    hours: Annotated[float, typer.Option(help="History of the last N hours.")] = 168.0,
+    config: ConfigOption = None,
+) -> None:
+    """Write the drift history as an HTML or Markdown report with plots."""
+    from ai_photo_detector.monitoring.history import history
+    from ai_photo_detector.monitoring.report import write_drift_report
+    from ai_photo_detector.monitoring.store import Store
+
+    settings = _settings(config)
+    store = Store(settings.database_url)
+    entries = history(store, model, limit=10_000, hours=hours)
+    store.close()
+    written = write_drift_report(entries, out)
+    console.print(f"{len(entries)} drift reports written to {written}")
 
 
 @keys_app.command("create")
