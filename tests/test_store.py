@@ -160,9 +160,9 @@ class StalledStore(Store):
         super().__init__(url)
         self.gate = threading.Event()
 
-    def session(self):  # type: ignore[no-untyped-def]
+    def begin(self):  # type: ignore[no-untyped-def]
         self.gate.wait(30)
-        return super().session()
+        return super().begin()
 
 
 def test_full_log_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:

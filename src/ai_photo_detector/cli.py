@@ -225,6 +225,141 @@ drift_app = typer.Typer(no_args_is_help=True, help="Drift reports.")
 app.add_typer(drift_app, name="drift")
 
 
+models_app = typer.Typer(no_args_is_help=True, help="The model registry (MLflow).")
+app.add_typer(models_app, name="models")
+
+
+def _registry(config: Path | None) -> Any:
+    from ai_photo_detector.monitoring.store import Store
+    from ai_photo_detector.registry.registry import Registry
+
+    settings = _settings(config)
+    return Registry(settings, Store(settings.database_url))
+
+
+@models_app.command("register")
+def models_register(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Register a bundle as a new model version (metrics as tags)."""
+    from ai_photo_detector.bundle import BundleError
+
+    try:
+        version = _registry(config).register(bundle, reason=reason)
+    except BundleError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    typer.echo(version)
+
+
+@models_app.command("list")
+def models_list(config: ConfigOption = None) -> None:
+    """Versions, their aliases and main metrics."""
+    from rich.table import Table
+
+    registry = _registry(config)
+    table = Table("version", "aliases", "bundle", "ROC-AUC", "ECE", "deployable", "created")
+    for info in registry.versions():
+        table.add_row(
+            info.version,
+            ", ".join(info.aliases),
+            f"{info.tags.get('bundle.name', '')} {info.tags.get('bundle.version', '')}",
+            info.tags.get("metric.roc_auc", ""),
+            info.tags.get("metric.ece", ""),
+            info.tags.get("deployable", ""),
+            info.created_at[:19],
+        )
+    Console().print(table)
+
+
+def _compare_on_data(registry: Any, candidate: str, data: list[Path]) -> dict[str, Any] | None:
+    """Evaluate the candidate and the champion on the same data (the promotion gate)."""
+    from ai_photo_detector.data.discovery import discover
+    from ai_photo_detector.inference import OnnxDetector, calibrated_probabilities
+    from ai_photo_detector.metrics import safe_auc
+    from ai_photo_detector.registry.registry import CHAMPION
+    from ai_photo_detector.scoring import score_samples
+
+    champion = registry.alias_version(CHAMPION)
+    if champion is None or champion == candidate:
+        return None
+    samples = discover(list(data), registry.settings.data.extensions)
+    aucs = {}
+    for version in (candidate, champion):
+        detector = OnnxDetector(registry.download(version))
+        scored = score_samples(detector, samples)
+        manifest = detector.manifest
+        truth = (scored.targets(manifest.labels) == manifest.ai_index).astype(int)
+        probs = calibrated_probabilities(scored.logits, manifest)[:, manifest.ai_index]
+        aucs[version] = safe_auc(truth, probs)
+    tolerance = registry.settings.registry.auc_tolerance
+    return {
+        "better_or_equal": aucs[candidate] >= aucs[champion] - tolerance,
+        "why": f"ROC-AUC on {len(samples)} images: {aucs[candidate]:.4f} vs {aucs[champion]:.4f}",
+        "candidate_roc_auc": aucs[candidate],
+        "champion_roc_auc": aucs[champion],
+    }
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="Version number.")],
+    alias: Annotated[str, typer.Option(help="champion or challenger.")] = "champion",
+    data: Annotated[
+        list[Path] | None, typer.Option("--data", help="Evaluate both versions on this data.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Skip the promotion gate (needs --reason).")] = False,
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Point an alias at a version; a worse champion than the current one is refused."""
+    from ai_photo_detector.registry.registry import RegistryError
+
+    registry = _registry(config)
+    try:
+        comparison = _compare_on_data(registry, version, data) if data and not force else None
+        previous = registry.promote(
+            version, alias, force=force, reason=reason, comparison=comparison
+        )
+    except RegistryError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"{registry.name}@{alias}: {previous or '-'} -> {version}")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Champion back to the previous champion."""
+    from ai_photo_detector.registry.registry import RegistryError
+
+    registry = _registry(config)
+    try:
+        old, new = registry.rollback(reason=reason)
+    except RegistryError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"{registry.name}@champion: {old} -> {new}")
+
+
+@models_app.command("audit")
+def models_audit(
+    limit: Annotated[int, typer.Option(help="Newest N events.")] = 50,
+    config: ConfigOption = None,
+) -> None:
+    """The registry audit log: who changed what, when and why."""
+    from ai_photo_detector.monitoring.store import Store
+    from ai_photo_detector.registry.registry import audit_log
+
+    settings = _settings(config)
+    for event in audit_log(Store(settings.database_url), limit):
+        typer.echo(json.dumps(event))
+
+
 @db_app.command("upgrade")
 def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",

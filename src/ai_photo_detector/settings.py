@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -270,6 +270,44 @@ class MonitoringSettings(Section):
     )
 
 
+class RegistrySettings(Section):
+    model_name: str = Field("ai-photo-detector", description="MLflow registered model name.")
+    cache_dir: str = Field(".cache/models", description="Local cache of downloaded bundles.")
+    auc_tolerance: float = Field(
+        0.0, ge=0, description="How much lower a promoted version's ROC-AUC may be."
+    )
+
+
+class GuardSettings(Section):
+    min_requests: int = Field(50, ge=1, description="Canary requests before the guard judges.")
+    max_error_rate: float = Field(0.05, ge=0, le=1, description="Largest challenger error rate.")
+    max_p95_ms: float = Field(2000.0, gt=0, description="Largest challenger p95 latency.")
+    max_disagreement: float = Field(
+        0.3, ge=0, le=1, description="Largest label disagreement with the champion."
+    )
+    min_live_accuracy: float = Field(
+        0.8, ge=0, le=1, description="Lowest challenger live accuracy (with enough feedback)."
+    )
+    min_feedback: int = Field(20, ge=1, description="Reviewed predictions before accuracy counts.")
+
+
+class RolloutSettings(Section):
+    challenger: str = Field(
+        "", description="Challenger model: a bundle folder or models:/NAME@ALIAS (empty: none)."
+    )
+    shadow_fraction: float = Field(
+        0.0, ge=0, le=1, description="Share of traffic mirrored to the challenger."
+    )
+    shadow_queue: int = Field(64, ge=1, description="Mirror requests in flight before dropping.")
+    canary_weight: float = Field(
+        0.0, ge=0, le=1, description="Share of callers answered by the challenger."
+    )
+    sticky_header: str = Field(
+        "X-Canary-Key", description="Header that pins a caller to a side (else the API key)."
+    )
+    guard: GuardSettings = Field(default_factory=GuardSettings, description="Canary guard.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APD_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
@@ -314,6 +352,24 @@ class Settings(BaseSettings):
     monitoring: MonitoringSettings = Field(
         default_factory=MonitoringSettings, description="Drift and live accuracy."
     )
+    registry: RegistrySettings = Field(
+        default_factory=RegistrySettings, description="MLflow model registry."
+    )
+    rollout: RolloutSettings = Field(
+        default_factory=RolloutSettings, description="Shadow, canary and guard."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def mlflow_uri_from_env(cls, data: Any) -> Any:
+        """``APD_MLFLOW_TRACKING_URI`` is the documented short name of mlflow.tracking_uri."""
+        uri = os.environ.get("APD_MLFLOW_TRACKING_URI")
+        if uri and isinstance(data, dict):
+            section = dict(data.get("mlflow") or {})
+            section.setdefault("tracking_uri", uri)
+            data = {**data, "mlflow": section}
+        return data
+
     rate_limit: RateLimitSettings = Field(
         default_factory=RateLimitSettings, description="Per-client rate limits."
     )

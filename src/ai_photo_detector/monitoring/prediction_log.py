@@ -55,6 +55,7 @@ class PredictionRecord:
     jpeg_quality: float
     embedding: builtins.bytes
     image_path: str | None = None
+    paired_id: str | None = None  # a shadow row names the primary prediction it mirrors
     image_data: builtins.bytes | None = field(default=None, repr=False)  # kept only when asked
 
 
@@ -129,7 +130,7 @@ class PredictionLog:
         try:
             rows = [self._row(record) for record in batch]
             # Core insert on the table (not the ORM bulk path): far less Python per row.
-            with self.store.engine.begin() as connection:
+            with self.store.begin() as connection:
                 connection.execute(insert(PREDICTIONS), rows)
             self.counters.written += len(rows)
         except Exception:  # the log must never take the service down

@@ -53,6 +53,7 @@ class Prediction(Base):
     jpeg_quality: Mapped[float] = mapped_column(Float)
     embedding: Mapped[builtins.bytes] = mapped_column(LargeBinary)  # float16, little-endian
     image_path: Mapped[str | None] = mapped_column(String(512))
+    paired_id: Mapped[str | None] = mapped_column(String(32), index=True)  # shadow -> primary
 
     __table_args__ = (
         Index("ix_predictions_model_time", "model_name", "model_version", "created_at"),
@@ -97,3 +98,20 @@ class Alert(Base):
     starts_at: Mapped[str] = mapped_column(String(64))
     labels: Mapped[dict[str, Any]] = mapped_column(JSON)
     annotations: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class RegistryEvent(Base):
+    """Audit log of registry changes: who did what, when and why."""
+
+    __tablename__ = "registry_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    model_name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    alias: Mapped[str] = mapped_column(String(64))
+    previous_version: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(1000))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)

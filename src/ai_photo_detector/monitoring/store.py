@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -69,6 +70,10 @@ class Store:
 
     def session(self) -> Session:
         return self.sessions()
+
+    def begin(self) -> AbstractContextManager[Connection]:
+        """A connection in a transaction, for bulk Core statements."""
+        return self.engine.begin()
 
     def close(self) -> None:
         self.engine.dispose()

@@ -94,7 +94,7 @@ class ServiceMetrics:
         self.queue_depth = Gauge(
             "apd_queue_depth", "Images waiting for inference.", ["model"], registry=r
         )
-        self.model_info = Info("apd_model", "Loaded model.", ["model"], registry=r)
+        self.model_info = Info("apd_model", "Loaded model.", ["role", "model"], registry=r)
         window = ["model", "version", "window"]
         self.drift_detected = Gauge(
             "apd_drift_detected", "1 when the last drift check found drift.", window, registry=r
@@ -161,8 +161,32 @@ class ServiceMetrics:
         self.alerts_received = Counter(
             "apd_alerts_received_total", "Alerts posted by Alertmanager.", ["status"], registry=r
         )
+        self.shadow_pairs = Counter(
+            "apd_shadow_pairs_total", "Champion/challenger pairs scored.", ["agreement"], registry=r
+        )
+        self.shadow_dropped = Counter(
+            "apd_shadow_dropped_total", "Mirror requests dropped or failed.", registry=r
+        )
+        self.shadow_disagreement = Gauge(
+            "apd_shadow_disagreement", "Label disagreement of recent pairs.", registry=r
+        )
+        self.shadow_correlation = Gauge(
+            "apd_shadow_score_correlation", "Score correlation of recent pairs.", registry=r
+        )
+        self.canary_weight = Gauge(
+            "apd_canary_weight", "Share of callers answered by the challenger.", registry=r
+        )
+        self.canary_rollbacks = Counter(
+            "apd_canary_rollbacks_total", "Canaries stopped by the guard.", registry=r
+        )
+        self.reloads = Counter(
+            "apd_model_reloads_total", "Model reloads by outcome.", ["outcome"], registry=r
+        )
         self.model_ready = Gauge(
-            "apd_model_ready", "1 when the model is loaded and warmed up.", ["model"], registry=r
+            "apd_model_ready",
+            "1 when the model is loaded and warmed up.",
+            ["role", "model"],
+            registry=r,
         )
 
 

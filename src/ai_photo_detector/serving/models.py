@@ -1,15 +1,26 @@
-"""Loaded models by name: bundle, ONNX Runtime session and micro-batcher."""
+"""Loaded models by role (champion, challenger) and name, with hot reload.
+
+A reload builds and warms the new model off the event loop, then swaps it in; requests already
+holding the old model finish on it, and its batcher stops once they are done. A failed load
+(bad checksum, wrong schema, unreadable file, unknown alias) leaves the old model serving.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 
-from ai_photo_detector.bundle import Bundle, load_bundle
+from ai_photo_detector.bundle import Bundle
 from ai_photo_detector.imaging import DecodeLimits
 from ai_photo_detector.inference import OnnxDetector
+from ai_photo_detector.registry.registry import resolve_bundle
 from ai_photo_detector.serving.engine import MicroBatcher
 from ai_photo_detector.serving.errors import ApiError
 from ai_photo_detector.settings import Settings
+
+logger = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
 
 
 @dataclass
@@ -18,18 +29,29 @@ class LoadedModel:
     bundle: Bundle
     detector: OnnxDetector
     batcher: MicroBatcher
+    reference: str
+    role: str
     ready: bool = False
 
     @property
     def version(self) -> str:
         return self.bundle.manifest.version
 
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class ReloadError(Exception):
+    """A model that could not be loaded; the one serving before keeps serving."""
+
 
 class ModelManager:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.models: dict[str, LoadedModel] = {}
-        self.default_name: str | None = None
+        self.roles: dict[str, LoadedModel] = {}
+        self.started = False
+        self._retiring: set[asyncio.Task[None]] = set()
         imaging = settings.imaging
         self.limits = DecodeLimits(
             max_pixels=imaging.max_pixels,
@@ -39,9 +61,53 @@ class ModelManager:
             reject_markup=True,
         )
 
-    def load(self, reference: str) -> LoadedModel:
-        """Load, warm up and register a bundle; the first one loaded is the default."""
-        bundle = load_bundle(reference)
+    # --- lookup ----------------------------------------------------------------------------
+
+    @property
+    def models(self) -> dict[str, LoadedModel]:
+        """Loaded models by public name (``name@version`` when two share a name)."""
+        named: dict[str, LoadedModel] = {}
+        for role in (CHAMPION, CHALLENGER):
+            model = self.roles.get(role)
+            if model is not None:
+                named[model.name if model.name not in named else model.key] = model
+        return named
+
+    @property
+    def default_name(self) -> str | None:
+        champion = self.roles.get(CHAMPION)
+        return champion.name if champion else None
+
+    def get(self, name: str | None) -> LoadedModel:
+        if name is None or name == CHAMPION:
+            model = self.roles.get(CHAMPION)
+        elif name == CHALLENGER:
+            model = self.roles.get(CHALLENGER)
+        else:
+            model = self.models.get(name) or next(
+                (m for m in self.roles.values() if m.key == name), None
+            )
+        if model is None:
+            raise ApiError(404, "model_not_found", f"no model named {name!r} is loaded")
+        return model
+
+    @property
+    def champion(self) -> LoadedModel | None:
+        return self.roles.get(CHAMPION)
+
+    @property
+    def challenger(self) -> LoadedModel | None:
+        return self.roles.get(CHALLENGER)
+
+    @property
+    def ready(self) -> bool:
+        return CHAMPION in self.roles and all(m.ready for m in self.roles.values())
+
+    # --- loading ---------------------------------------------------------------------------
+
+    def build(self, reference: str, role: str) -> LoadedModel:
+        """Resolve, verify, open and warm up a model (blocking: call it off the event loop)."""
+        bundle = resolve_bundle(reference, self.settings)
         inference = self.settings.inference
         detector = OnnxDetector(bundle, inference.intra_op_threads, inference.inter_op_threads)
         detector.warm_up()
@@ -52,28 +118,66 @@ class ModelManager:
             max_delay_s=server.max_queue_delay_ms / 1000,
             max_queue=server.max_queue_size,
         )
-        loaded = LoadedModel(bundle.manifest.name, bundle, detector, batcher)
-        self.models[loaded.name] = loaded
-        if self.default_name is None:
-            self.default_name = loaded.name
-        return loaded
+        return LoadedModel(bundle.manifest.name, bundle, detector, batcher, reference, role)
+
+    def load(self, reference: str, role: str = CHAMPION) -> LoadedModel:
+        """Load at start-up (before the event loop serves requests)."""
+        model = self.build(reference, role)
+        self.roles[role] = model
+        return model
 
     def start(self) -> None:
-        for model in self.models.values():
+        self.started = True
+        for model in self.roles.values():
             model.batcher.start()
             model.ready = True
 
     async def stop(self) -> None:
-        for model in self.models.values():
+        for model in self.roles.values():
+            model.ready = False
+            await model.batcher.stop()
+        for task in list(self._retiring):
+            task.cancel()
+
+    async def swap(self, role: str, reference: str) -> tuple[str | None, str]:
+        """Load ``reference`` for ``role`` and swap it in; returns (old version, new version)."""
+        try:
+            model = await asyncio.to_thread(self.build, reference, role)
+        except Exception as exc:  # any failure keeps the old model serving
+            raise ReloadError(f"{role} {reference}: {exc}") from exc
+        old = self.roles.get(role)
+        model.batcher.start()
+        model.ready = True
+        self.roles[role] = model
+        if old is not None:
+            self._retire(old)
+        return (old.version if old else None), model.version
+
+    def remove(self, role: str) -> LoadedModel | None:
+        old = self.roles.pop(role, None)
+        if old is not None:
+            self._retire(old)
+        return old
+
+    def _retire(self, model: LoadedModel) -> None:
+        """Stop an old model's batcher once the requests already holding it are answered."""
+
+        async def drain() -> None:
+            for _ in range(600):
+                if model.batcher.pending == 0:
+                    break
+                await asyncio.sleep(0.05)
             model.ready = False
             await model.batcher.stop()
 
-    def get(self, name: str | None) -> LoadedModel:
-        key = name or self.default_name
-        if key is None or key not in self.models:
-            raise ApiError(404, "model_not_found", f"no model named {name!r} is loaded")
-        return self.models[key]
+        task = asyncio.get_running_loop().create_task(drain())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
-    @property
-    def ready(self) -> bool:
-        return bool(self.models) and all(m.ready for m in self.models.values())
+    async def reload(self) -> dict[str, dict[str, str | None]]:
+        """Re-resolve every role's reference (aliases may have moved) and swap what changed."""
+        changes: dict[str, dict[str, str | None]] = {}
+        for role, model in list(self.roles.items()):
+            old, new = await self.swap(role, model.reference)
+            changes[role] = {"from": old, "to": new}
+        return changes

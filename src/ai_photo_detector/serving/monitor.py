@@ -9,7 +9,7 @@ import contextlib
 import logging
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ai_photo_detector.monitoring.drift import DriftConfig, Sample, detect
 from ai_photo_detector.monitoring.feedback import live_accuracy
@@ -18,6 +18,9 @@ from ai_photo_detector.monitoring.store import Store
 from ai_photo_detector.serving.metrics import ServiceMetrics
 from ai_photo_detector.serving.models import LoadedModel, ModelManager
 from ai_photo_detector.settings import Settings
+
+if TYPE_CHECKING:
+    from ai_photo_detector.serving.rollout import Rollout
 
 logger = logging.getLogger(__name__)
 SEVERITY_LEVEL = {"none": 0, "warning": 1, "critical": 2}
@@ -33,6 +36,7 @@ class Monitor:
         self.metrics = metrics
         self._references: dict[tuple[str, str], Sample] = {}
         self._task: asyncio.Task[None] | None = None
+        self.rollout: Rollout | None = None  # set by the app: the guard also watches accuracy
         config = settings.monitoring
         self.config = DriftConfig(
             alpha=config.alpha,
@@ -131,6 +135,13 @@ class Monitor:
             labels = (result.model_name, result.model_version)
             self.metrics.live_reviewed.labels(*labels).set(result.count)
             self.metrics.live_accuracy.labels(*labels).set(result.accuracy)
+            challenger = self.models.challenger
+            if (
+                self.rollout is not None
+                and challenger is not None
+                and (challenger.name, challenger.version) == labels
+            ):
+                self.rollout.check((result.accuracy, result.count))
             for gauge, value in (
                 (self.metrics.live_precision, result.precision),
                 (self.metrics.live_recall, result.recall),

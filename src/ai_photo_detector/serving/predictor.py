@@ -60,20 +60,31 @@ def overloaded(services: Services, exc: Overloaded) -> ApiError:
 
 
 async def score_image(
-    services: Services, model: LoadedModel, data: bytes, caller: Caller
+    services: Services,
+    model: LoadedModel,
+    data: bytes,
+    caller: Caller,
+    route: str = "primary",
+    paired_id: str | None = None,
 ) -> Prediction:
     try:
         ticket = model.batcher.admit()
     except Overloaded as exc:
         raise overloaded(services, exc) from exc
     try:
-        return await _decode_and_infer(services, model, data, ticket, caller)
+        return await _decode_and_infer(services, model, data, ticket, caller, route, paired_id)
     finally:
         model.batcher.release(ticket)
 
 
 async def _decode_and_infer(
-    services: Services, model: LoadedModel, data: bytes, ticket: Ticket, caller: Caller
+    services: Services,
+    model: LoadedModel,
+    data: bytes,
+    ticket: Ticket,
+    caller: Caller,
+    route: str,
+    paired_id: str | None,
 ) -> Prediction:
     manifest = model.bundle.manifest
     loop = asyncio.get_running_loop()
@@ -113,8 +124,9 @@ async def _decode_and_infer(
             sha256=info.sha256,
         ),
     )
-    _observe(services, model, prediction, result)
-    _log(services, model, prediction, prepared, result, caller, data)
+    if route == "primary":  # shadow work is kept out of the client-facing metrics
+        _observe(services, model, prediction, result)
+    _log(services, model, prediction, prepared, result, caller, data, route, paired_id)
     return prediction
 
 
@@ -140,7 +152,8 @@ def _log(
     result: EngineResult,
     caller: Caller,
     data: bytes,
-    route: str = "primary",
+    route: str,
+    paired_id: str | None,
 ) -> None:
     log = services.prediction_log
     if log is None:
@@ -173,5 +186,6 @@ def _log(
             jpeg_quality=stats["jpeg_quality"],
             embedding=np.asarray(result.embedding, dtype="<f2").tobytes(),
             image_data=data if services.settings.prediction_log.store_images else None,
+            paired_id=paired_id,
         )
     )

@@ -16,14 +16,34 @@ from ai_photo_detector.monitoring.store import Store
 from ai_photo_detector.serving.api.errors import install_error_handlers
 from ai_photo_detector.serving.api.middleware import ServiceMiddleware
 from ai_photo_detector.serving.api.ratelimit import RateLimiter
-from ai_photo_detector.serving.api.routes import health, models, monitoring, predict
+from ai_photo_detector.serving.api.routes import admin, health, models, monitoring, predict
 from ai_photo_detector.serving.api.state import Services
 from ai_photo_detector.serving.metrics import PredictionLogCollector, ServiceMetrics
-from ai_photo_detector.serving.models import ModelManager
+from ai_photo_detector.serving.models import CHALLENGER, CHAMPION, ModelManager
 from ai_photo_detector.serving.monitor import Monitor
+from ai_photo_detector.serving.rollout import Rollout
 from ai_photo_detector.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+def publish_models(services: Services) -> None:
+    """Model info and readiness gauges, per role; called at start, reload and stop."""
+    metrics = services.metrics
+    for role in (CHAMPION, CHALLENGER):
+        model = services.models.roles.get(role)
+        if model is None:
+            continue
+        manifest = model.bundle.manifest
+        metrics.model_info.labels(role, model.name).info(
+            {
+                "version": manifest.version,
+                "backbone": manifest.backbone,
+                "labels": ",".join(manifest.labels),
+            }
+        )
+        metrics.model_ready.labels(role, model.name).set(float(model.ready))
+    metrics.canary_weight.set(services.rollout.canary_weight if services.rollout else 0.0)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,28 +68,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if services.store is not None:
             services.monitor = Monitor(settings, services.store, services.models, metrics)
         app.state.services = services
-        loaded = services.models.load(settings.model)
-        manifest = loaded.bundle.manifest
-        metrics.model_info.labels(loaded.name).info(
-            {
-                "version": manifest.version,
-                "backbone": manifest.backbone,
-                "labels": ",".join(manifest.labels),
-            }
-        )
+        services.models.load(settings.model, CHAMPION)
+        if settings.rollout.challenger:
+            services.models.load(settings.rollout.challenger, CHALLENGER)
+        services.rollout = Rollout(services)
+        if services.monitor is not None:
+            services.monitor.rollout = services.rollout
         services.models.start()
+        publish_models(services)
         if services.monitor is not None:
             services.monitor.start()
-        metrics.model_ready.labels(loaded.name).set(1)
-        logger.info("serving %s %s from %s", loaded.name, loaded.version, settings.model)
+        for model in services.models.roles.values():
+            logger.info("serving %s %s as %s", model.name, model.version, model.role)
         try:
             yield
         finally:
             services.draining = True
-            metrics.model_ready.labels(loaded.name).set(0)
+            if services.rollout is not None:
+                await services.rollout.drain()
             if services.monitor is not None:
                 await services.monitor.stop()
             await services.models.stop()
+            publish_models(services)
             services.decode_pool.shutdown(wait=True)
             if services.prediction_log is not None:
                 services.prediction_log.close()
@@ -87,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(models.router)
     app.include_router(monitoring.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     if settings.server.cors_origins:
         app.add_middleware(

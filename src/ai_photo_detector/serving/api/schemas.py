@@ -192,3 +192,32 @@ class AlertmanagerWebhook(BaseModel):
 
 class AlertsRecorded(BaseModel):
     recorded: int
+
+
+class ReloadResponse(BaseModel):
+    reloaded: dict[str, dict[str, str | None]] = Field(
+        description="Per role: the version before and after."
+    )
+
+
+class RolloutUpdate(BaseModel):
+    canary_weight: float | None = Field(None, ge=0, le=1)
+    shadow_fraction: float | None = Field(None, ge=0, le=1)
+    challenger: str | None = Field(
+        None,
+        max_length=1000,
+        description="Load this challenger (bundle or models:/…); '' removes it.",
+    )
+
+
+class RolloutStatus(BaseModel):
+    champion: dict[str, str] | None
+    challenger: dict[str, str] | None
+    canary: dict[str, Any]
+    shadow: dict[str, Any]
+    challenger_stats: dict[str, Any]
+
+
+class ShadowReport(BaseModel):
+    window_hours: float
+    pairs: list[dict[str, Any]]

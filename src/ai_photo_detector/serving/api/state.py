@@ -12,6 +12,7 @@ from ai_photo_detector.serving.api.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
     from ai_photo_detector.serving.monitor import Monitor
+    from ai_photo_detector.serving.rollout import Rollout
 from ai_photo_detector.serving.metrics import ServiceMetrics
 from ai_photo_detector.serving.models import ModelManager
 from ai_photo_detector.settings import Settings
@@ -27,5 +28,6 @@ class Services:
     store: Store | None = None
     prediction_log: PredictionLog | None = None
     monitor: Monitor | None = None
+    rollout: Rollout | None = None
     draining: bool = False
     startup_error: str | None = field(default=None)

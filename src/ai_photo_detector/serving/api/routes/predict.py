@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -16,6 +17,7 @@ from ai_photo_detector.serving.api.schemas import (
     BatchResponse,
     ErrorBody,
     ModelRef,
+    Prediction,
     PredictResponse,
     error_responses,
 )
@@ -67,11 +69,10 @@ def _no_store(response: Response) -> None:
     response.headers["Cache-Control"] = "no-store"
 
 
-def _ready_model(services: Services, name: str | None) -> LoadedModel:
+def _ready_model(services: Services, model: LoadedModel) -> LoadedModel:
     if services.draining:
         retry = str(services.settings.server.retry_after_s)
         raise ApiError(503, "shutting_down", "the server is shutting down", {"Retry-After": retry})
-    model = services.models.get(name)
     if not model.ready:
         raise ApiError(503, "not_ready", f"model {model.name} is not ready")
     if model.batcher.saturated:  # refuse before reading the body
@@ -96,19 +97,50 @@ async def predict(
     model: str | None = ModelQuery,
 ) -> PredictResponse:
     _no_store(response)
-    loaded = _ready_model(services, model)
+    loaded = _ready_model(services, _pick(services, request, principal, model))
     server = services.settings.server
     uploads = await read_uploads(request, server.max_upload_bytes, 1, "file")
     caller = Caller(request_id_of(request.scope), principal.key_id)
-    prediction = await score_image(services, loaded, uploads[0].data, caller)
+    prediction = await _score_routed(services, loaded, uploads[0].data, caller)
     return PredictResponse(**prediction.model_dump(), request_id=request_id_of(request.scope))
+
+
+def _pick(
+    services: Services, request: Request, principal: Principal, name: str | None
+) -> LoadedModel:
+    """An explicitly named model, else the canary router's choice for this caller."""
+    if name is not None or services.rollout is None:
+        return services.models.get(name)
+    sticky = request.headers.get(services.settings.rollout.sticky_header, "")[:256]
+    client = request.client.host if request.client else ""
+    return services.rollout.choose(sticky or principal.key_id or client)
+
+
+async def _score_routed(
+    services: Services, model: LoadedModel, data: bytes, caller: Caller
+) -> Prediction:
+    """Score, feed the canary guard, and mirror to the other model when rollout asks."""
+    started = time.perf_counter()
+    failed = True
+    try:
+        prediction = await score_image(services, model, data, caller)
+        failed = False
+    except ApiError as exc:
+        failed = exc.status >= 500 and exc.code not in ("overloaded", "shutting_down")
+        raise
+    finally:
+        if services.rollout is not None:
+            services.rollout.answered(model, (time.perf_counter() - started) * 1000, failed)
+    if services.rollout is not None:
+        services.rollout.maybe_mirror(model, data, prediction, caller)
+    return prediction
 
 
 async def _batch_item(
     services: Services, model: LoadedModel, i: int, upload: Upload, caller: Caller
 ) -> BatchItem:
     try:
-        result = await score_image(services, model, upload.data, caller)
+        result = await _score_routed(services, model, upload.data, caller)
     except ApiError as exc:
         body = ErrorBody(code=exc.code, message=exc.message, request_id="")
         return BatchItem(index=i, filename=upload.filename, error=body)
@@ -132,7 +164,7 @@ async def predict_batch(
     model: str | None = ModelQuery,
 ) -> BatchResponse:
     _no_store(response)
-    loaded = _ready_model(services, model)
+    loaded = _ready_model(services, _pick(services, request, principal, model))
     server = services.settings.server
     limit = server.max_upload_bytes * server.max_batch_items
     uploads = await read_uploads(request, limit, server.max_batch_items, "files")

@@ -1,0 +1,1 @@
+"""Model registry (MLflow): register, promote, roll back, resolve models:/ references."""

@@ -1,0 +1,294 @@
+"""The MLflow model registry: versions carry bundles, aliases name champion and challenger.
+
+MLflow is imported only here, and this module only at start, reload or from the command line,
+never per request. Every change is written to the store's audit log with who, when and why.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ai_photo_detector.bundle import Bundle, BundleError, load_bundle
+from ai_photo_detector.monitoring.schema import RegistryEvent
+from ai_photo_detector.monitoring.store import Store
+from ai_photo_detector.settings import Settings
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_TAG = "champion_history"  # JSON list of past champions, newest last
+REFERENCE_PREFIX = "models:/"
+
+
+class RegistryError(Exception):
+    """A registry action that cannot be done, with the reason."""
+
+
+@dataclass
+class VersionInfo:
+    version: str
+    aliases: list[str]
+    tags: dict[str, str]
+    created_at: str
+
+
+def parse_reference(reference: str) -> tuple[str, str]:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (name, alias or version)."""
+    body = reference[len(REFERENCE_PREFIX) :]
+    if "@" in body:
+        name, alias = body.split("@", 1)
+    elif "/" in body:
+        name, alias = body.rsplit("/", 1)
+    else:
+        raise RegistryError(f"{reference!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
+    if not name or not alias:
+        raise RegistryError(f"{reference!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
+    return name, alias
+
+
+class Registry:
+    def __init__(self, settings: Settings, store: Store | None = None, name: str | None = None):
+        import mlflow
+        from mlflow import MlflowClient
+
+        self._mlflow = mlflow
+        self.settings = settings
+        self.name = name or settings.registry.model_name
+        mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+        self.client = MlflowClient(tracking_uri=settings.mlflow.tracking_uri)
+        self.store = store
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _model(self) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_registered_model(self.name)
+        except MlflowException:
+            return None
+
+    def versions(self) -> list[VersionInfo]:
+        model = self._model()
+        if model is None:
+            return []
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (model.aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        found = self.client.search_model_versions(f"name='{self.name}'")
+        return sorted(
+            (
+                VersionInfo(
+                    version=str(v.version),
+                    aliases=sorted(aliases.get(str(v.version), [])),
+                    tags=dict(v.tags or {}),
+                    created_at=datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(),
+                )
+                for v in found
+            ),
+            key=lambda info: int(info.version),
+        )
+
+    def alias_version(self, alias: str) -> str | None:
+        model = self._model()
+        if model is None:
+            return None
+        version = (model.aliases or {}).get(alias)
+        return str(version) if version is not None else None
+
+    def resolve(self, alias_or_version: str) -> str:
+        if alias_or_version.isdigit():
+            return alias_or_version
+        version = self.alias_version(alias_or_version)
+        if version is None:
+            raise RegistryError(f"{self.name} has no version with alias {alias_or_version!r}")
+        return version
+
+    def download(self, version: str) -> Bundle:
+        """The bundle of a version, from the local cache or MLflow, checksums verified."""
+        cache = Path(self.settings.registry.cache_dir) / self.name / version
+        if (cache / "manifest.json").is_file():
+            try:
+                return load_bundle(cache)
+            except BundleError:
+                shutil.rmtree(cache)  # a damaged cache is fetched again
+        source = self.client.get_model_version(self.name, version).source
+        staging = cache.with_name(f"{version}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        path = Path(
+            self._mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(staging))
+        )
+        load_bundle(path)  # verify before it can enter the cache
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.move(str(path), str(cache))
+        shutil.rmtree(staging, ignore_errors=True)
+        return load_bundle(cache)
+
+    # --- changing ------------------------------------------------------------------------
+
+    def register(self, bundle_dir: Path, actor: str | None = None, reason: str = "") -> str:
+        bundle = load_bundle(bundle_dir)
+        manifest = bundle.manifest
+        if self._model() is None:
+            self.client.create_registered_model(self.name)
+        self._mlflow.set_experiment(f"{self.name}-registry")
+        with self._mlflow.start_run(run_name=f"register {manifest.name} {manifest.version}") as run:
+            self._mlflow.log_artifacts(str(bundle.path), artifact_path="bundle")
+        tags = {
+            "bundle.name": manifest.name,
+            "bundle.version": manifest.version,
+            "deployable": str(manifest.deployable).lower(),
+            "dataset.fingerprint": manifest.dataset.fingerprint,
+        }
+        for key, value in manifest.metrics.items():
+            if isinstance(value, int | float):
+                tags[f"metric.{key}"] = f"{value:.6g}"
+        created = self.client.create_model_version(
+            self.name, source=f"runs:/{run.info.run_id}/bundle", run_id=run.info.run_id, tags=tags
+        )
+        version = str(created.version)
+        self._audit("register", version, "", None, actor, reason, {"bundle": str(bundle.path)})
+        return version
+
+    def _history(self) -> list[str]:
+        model = self._model()
+        raw = (model.tags or {}).get(HISTORY_TAG, "[]") if model is not None else "[]"
+        return [str(v) for v in json.loads(raw)]
+
+    def _set_history(self, history: list[str]) -> None:
+        self.client.set_registered_model_tag(self.name, HISTORY_TAG, json.dumps(history[-50:]))
+
+    def promote(
+        self,
+        version: str,
+        alias: str = CHAMPION,
+        *,
+        force: bool = False,
+        reason: str = "",
+        actor: str | None = None,
+        comparison: dict[str, Any] | None = None,
+    ) -> str | None:
+        """Point ``alias`` at ``version`` after the promotion gate; returns the previous one."""
+        if version not in {v.version for v in self.versions()}:
+            raise RegistryError(f"{self.name} has no version {version}")
+        if force and not reason.strip():
+            raise RegistryError("a forced promotion needs a reason")
+        previous = self.alias_version(alias)
+        details: dict[str, Any] = {"forced": force, "comparison": comparison or {}}
+        if alias == CHAMPION and previous is not None and previous != version and not force:
+            verdict = comparison or self.compare_stored(version, previous)
+            details["comparison"] = verdict
+            if not verdict["better_or_equal"]:
+                raise RegistryError(
+                    f"version {version} is worse than champion {previous}: {verdict['why']} "
+                    "(use --force --reason to override)"
+                )
+        self.client.set_registered_model_alias(self.name, alias, version)
+        if alias == CHAMPION and previous is not None and previous != version:
+            self._set_history([*self._history(), previous])
+        self._audit("promote", version, alias, previous, actor, reason, details)
+        return previous
+
+    def compare_stored(self, candidate: str, champion: str) -> dict[str, Any]:
+        """Compare offline metrics stored with two versions evaluated on the same data."""
+        tags = {v.version: v.tags for v in self.versions()}
+        a, b = tags[candidate], tags[champion]
+        if a.get("dataset.fingerprint") != b.get("dataset.fingerprint"):
+            return {
+                "better_or_equal": False,
+                "why": "they were evaluated on different data; pass --data to evaluate both",
+            }
+        auc_a, auc_b = float(a.get("metric.roc_auc", "nan")), float(b.get("metric.roc_auc", "nan"))
+        ok = auc_a >= auc_b - self.settings.registry.auc_tolerance
+        return {
+            "better_or_equal": ok,
+            "why": f"test ROC-AUC {auc_a:.4f} vs {auc_b:.4f}",
+            "candidate_roc_auc": auc_a,
+            "champion_roc_auc": auc_b,
+        }
+
+    def rollback(self, reason: str = "", actor: str | None = None) -> tuple[str, str]:
+        """Champion back to the previous champion; returns (from, to)."""
+        history = self._history()
+        current = self.alias_version(CHAMPION)
+        if not history or current is None:
+            raise RegistryError("there is no previous champion to roll back to")
+        target = history.pop()
+        self.client.set_registered_model_alias(self.name, CHAMPION, target)
+        self._set_history(history)
+        self._audit("rollback", target, CHAMPION, current, actor, reason, {})
+        return current, target
+
+    def remove_alias(self, alias: str, reason: str, actor: str | None = None) -> str | None:
+        previous = self.alias_version(alias)
+        if previous is not None:
+            self.client.delete_registered_model_alias(self.name, alias)
+            self._audit("remove_alias", previous, alias, previous, actor, reason, {})
+        return previous
+
+    def _audit(
+        self,
+        action: str,
+        version: str,
+        alias: str,
+        previous: str | None,
+        actor: str | None,
+        reason: str,
+        details: dict[str, Any],
+    ) -> None:
+        if self.store is None:
+            return
+        with self.store.session() as session, session.begin():
+            session.add(
+                RegistryEvent(
+                    created_at=datetime.now(UTC),
+                    action=action,
+                    model_name=self.name,
+                    version=version,
+                    alias=alias,
+                    previous_version=previous,
+                    actor=actor or getpass.getuser(),
+                    reason=reason[:1000],
+                    details=details,
+                )
+            )
+
+
+def audit_log(store: Store, limit: int = 100) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    query = select(RegistryEvent).order_by(RegistryEvent.id.desc()).limit(limit)
+    with store.session() as session:
+        return [
+            {
+                "at": e.created_at.isoformat(),
+                "action": e.action,
+                "model": e.model_name,
+                "version": e.version,
+                "alias": e.alias,
+                "previous": e.previous_version,
+                "actor": e.actor,
+                "reason": e.reason,
+                "details": e.details,
+            }
+            for e in session.scalars(query)
+        ]
+
+
+def resolve_bundle(reference: str, settings: Settings) -> Bundle:
+    """A bundle folder or a ``models:/`` reference -> a verified local bundle."""
+    if not reference.startswith(REFERENCE_PREFIX):
+        return load_bundle(reference)
+    try:
+        name, alias = parse_reference(reference)
+        registry = Registry(settings, name=name)
+        return registry.download(registry.resolve(alias))
+    except ImportError as exc:
+        raise BundleError("models:/ references need MLflow: pip install '.[registry]'") from exc
+    except RegistryError as exc:
+        raise BundleError(str(exc)) from exc

@@ -1,0 +1,116 @@
+"""Hot reload and rollout control (admin scope), rollout status and the shadow report."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from ai_photo_detector.monitoring.shadow import shadow_report
+from ai_photo_detector.serving.api.auth import Principal, require
+from ai_photo_detector.serving.api.deps import ServicesDep
+from ai_photo_detector.serving.api.schemas import (
+    ReloadResponse,
+    RolloutStatus,
+    RolloutUpdate,
+    ShadowReport,
+    error_responses,
+)
+from ai_photo_detector.serving.api.state import Services
+from ai_photo_detector.serving.errors import ApiError
+from ai_photo_detector.serving.models import CHALLENGER, ReloadError
+from ai_photo_detector.serving.rollout import Rollout
+
+router = APIRouter(prefix="/v1", tags=["rollout"])
+Admin = Annotated[Principal, Depends(require("admin"))]
+Reader = Annotated[Principal, Depends(require("predict"))]
+
+
+def _rollout(services: Services) -> Rollout:
+    if services.rollout is None:
+        raise ApiError(503, "not_ready", "the service is starting")
+    return services.rollout
+
+
+def _publish(services: Services) -> None:
+    from ai_photo_detector.serving.api.app import publish_models
+
+    publish_models(services)
+
+
+@router.post(
+    "/admin/reload",
+    response_model=ReloadResponse,
+    responses=error_responses(401, 403, 422, 429, 503),
+    summary="Reload every model from its reference (aliases re-resolved); old ones keep "
+    "serving if a load fails",
+)
+async def reload(services: ServicesDep, _: Admin) -> ReloadResponse:
+    try:
+        changes = await services.models.reload()
+    except ReloadError as exc:
+        services.metrics.reloads.labels("failed").inc()
+        raise ApiError(422, "reload_failed", f"reload failed, previous model kept: {exc}") from exc
+    services.metrics.reloads.labels("ok").inc()
+    if CHALLENGER in changes and changes[CHALLENGER]["from"] != changes[CHALLENGER]["to"]:
+        _rollout(services).reset()
+    _publish(services)
+    return ReloadResponse(reloaded=changes)
+
+
+@router.post(
+    "/admin/rollout",
+    response_model=RolloutStatus,
+    responses=error_responses(401, 403, 422, 429, 503),
+    summary="Load or remove the challenger, set the canary weight and shadow fraction",
+)
+async def update_rollout(body: RolloutUpdate, services: ServicesDep, _: Admin) -> RolloutStatus:
+    rollout = _rollout(services)
+    if body.challenger is not None:
+        if body.challenger == "":
+            services.models.remove(CHALLENGER)
+        else:
+            try:
+                await services.models.swap(CHALLENGER, body.challenger)
+            except ReloadError as exc:
+                raise ApiError(422, "reload_failed", f"challenger not loaded: {exc}") from exc
+        rollout.reset()
+    if body.canary_weight is not None:
+        rollout.canary_weight = body.canary_weight
+        rollout.tripped = None if body.canary_weight > 0 else rollout.tripped
+    if body.shadow_fraction is not None:
+        rollout.shadow_fraction = body.shadow_fraction
+    _publish(services)
+    return RolloutStatus(**rollout.status())
+
+
+@router.get(
+    "/rollout",
+    response_model=RolloutStatus,
+    responses=error_responses(401, 403, 429, 503),
+    summary="Champion, challenger, canary and shadow state, and the guard's statistics",
+)
+async def rollout_status(services: ServicesDep, _: Reader) -> RolloutStatus:
+    return RolloutStatus(**_rollout(services).status())
+
+
+@router.get(
+    "/shadow",
+    response_model=ShadowReport,
+    responses=error_responses(401, 403, 422, 429, 503),
+    summary="Paired champion/challenger predictions: disagreement, correlation, accuracy",
+)
+async def shadow(
+    services: ServicesDep,
+    _: Reader,
+    window_hours: float = Query(24.0, gt=0, le=24 * 366),
+) -> ShadowReport:
+    if services.store is None:
+        raise ApiError(503, "store_unavailable", "the prediction store is not configured")
+    if services.prediction_log is not None:
+        await asyncio.to_thread(services.prediction_log.flush, 5.0)
+    since = datetime.now(UTC) - timedelta(hours=window_hours)
+    pairs = await asyncio.to_thread(shadow_report, services.store, since)
+    return ShadowReport(window_hours=window_hours, pairs=pairs)
