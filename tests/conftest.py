@@ -74,3 +74,36 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path):  # ty
 @pytest.fixture(scope="session")
 def bundle_dir(trained) -> Path:  # type: ignore[no-untyped-def]
     return Path(trained.bundle_dir)
+
+
+@pytest.fixture(scope="session")
+def second_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Path:
+    """Another model of the same data (other seed, one epoch): a realistic challenger."""
+    pytest.importorskip("torch")
+    from ai_photo_detector.training.pipeline import run_training
+
+    tmp = tmp_path_factory.mktemp("train2")
+    settings = quick_settings(
+        tmp,
+        training={"seed": 1, "epochs": 1},
+        mlflow={"enabled": False},
+        evaluation={"robustness": ["jpeg75"]},
+    )
+    outcome = run_training([tiny_dataset], settings, version="test2", log=lambda _: None)
+    return Path(outcome.bundle_dir)
+
+
+def broken_copy(bundle: Path, target: Path, version: str = "broken") -> Path:
+    """A bundle that always says 'ai': its threshold is 0 (checksums rewritten, so it loads)."""
+    import json
+    import shutil
+
+    from ai_photo_detector.bundle import MANIFEST_FILE, write_manifest
+
+    shutil.copytree(bundle, target)
+    fields = json.loads((target / MANIFEST_FILE).read_text())
+    fields["version"] = version
+    fields["calibration"]["threshold"] = 0.0
+    fields["calibration"]["bands"] = {"real_below": 0.0, "ai_from": 0.0}
+    write_manifest(target, fields)
+    return target

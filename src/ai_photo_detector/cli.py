@@ -271,7 +271,7 @@ def models_list(config: ConfigOption = None) -> None:
             info.tags.get("deployable", ""),
             info.created_at[:19],
         )
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 def _compare_on_data(registry: Any, candidate: str, data: list[Path]) -> dict[str, Any] | None:
@@ -344,6 +344,49 @@ def models_rollback(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     console.print(f"{registry.name}@champion: {old} -> {new}")
+
+
+@models_app.command("shadow-report")
+def models_shadow_report(
+    hours: Annotated[float, typer.Option(help="Pairs of the last N hours.")] = 24.0,
+    config: ConfigOption = None,
+) -> None:
+    """Champion vs challenger on the same images: disagreement, correlation, accuracy."""
+    from datetime import UTC, datetime, timedelta
+
+    from rich.table import Table
+
+    from ai_photo_detector.monitoring.shadow import shadow_report
+    from ai_photo_detector.monitoring.store import Store
+
+    settings = _settings(config)
+    pairs = shadow_report(Store(settings.database_url), datetime.now(UTC) - timedelta(hours=hours))
+    table = Table(
+        "answered",
+        "mirrored",
+        "pairs",
+        "disagreement",
+        "score corr.",
+        "reviewed",
+        "answered acc.",
+        "mirrored acc.",
+    )
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    for row in pairs:
+        table.add_row(
+            f"{row['primary']['name']} {row['primary']['version']}",
+            f"{row['shadow']['name']} {row['shadow']['version']}",
+            str(row["pairs"]),
+            fmt(row["disagreement"]),
+            fmt(row["score_correlation"]),
+            str(row["reviewed"]),
+            fmt(row["primary_accuracy"]),
+            fmt(row["shadow_accuracy"]),
+        )
+    Console(width=160).print(table)
 
 
 @models_app.command("audit")

@@ -276,6 +276,9 @@ class RegistrySettings(Section):
     auc_tolerance: float = Field(
         0.0, ge=0, description="How much lower a promoted version's ROC-AUC may be."
     )
+    poll_interval_s: float = Field(
+        0.0, ge=0, description="Seconds between alias checks that reload moved aliases (0: off)."
+    )
 
 
 class GuardSettings(Section):

@@ -174,6 +174,30 @@ class ModelManager:
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
+    def _moved(self) -> list[str]:
+        """Roles whose models:/ alias now points at another version than the one loaded."""
+        from ai_photo_detector.registry.registry import REFERENCE_PREFIX, Registry, parse_reference
+
+        moved = []
+        for role, model in self.roles.items():
+            if not model.reference.startswith(REFERENCE_PREFIX):
+                continue
+            name, alias = parse_reference(model.reference)
+            current = Registry(self.settings, name=name).resolve(alias)
+            if current != model.bundle.path.name:  # the cache folder is named by version
+                moved.append(role)
+        return moved
+
+    async def poll_aliases(self, interval_s: float) -> None:
+        """Reload a role when its registry alias moves (``registry.poll_interval_s``)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                for role in await asyncio.to_thread(self._moved):
+                    await self.swap(role, self.roles[role].reference)
+            except Exception:  # a failed poll keeps the current models and tries again
+                logger.exception("alias polling failed")
+
     async def reload(self) -> dict[str, dict[str, str | None]]:
         """Re-resolve every role's reference (aliases may have moved) and swap what changed."""
         changes: dict[str, dict[str, str | None]] = {}

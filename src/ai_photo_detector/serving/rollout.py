@@ -184,6 +184,8 @@ class Rollout:
         """Trip the guard when the challenger breaks a limit; returns the reason if tripped."""
         if self.tripped is not None or self.services.models.challenger is None:
             return self.tripped
+        if self.canary_weight <= 0:  # shadow only observes: nothing to stop
+            return None
         guard = self.services.settings.rollout.guard
         stats = self.stats
         reason = None
@@ -212,7 +214,6 @@ class Rollout:
         assert challenger is not None
         self.tripped = reason
         self.canary_weight = 0.0
-        self.shadow_fraction = 0.0
         self.services.metrics.canary_rollbacks.inc()
         self.services.metrics.canary_weight.set(0.0)
         logger.warning("canary guard tripped for %s: %s", challenger.key, reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -78,12 +79,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         publish_models(services)
         if services.monitor is not None:
             services.monitor.start()
+        poller = None
+        if settings.registry.poll_interval_s > 0:
+            poller = asyncio.get_running_loop().create_task(
+                services.models.poll_aliases(settings.registry.poll_interval_s)
+            )
         for model in services.models.roles.values():
             logger.info("serving %s %s as %s", model.name, model.version, model.role)
         try:
             yield
         finally:
             services.draining = True
+            if poller is not None:
+                poller.cancel()
             if services.rollout is not None:
                 await services.rollout.drain()
             if services.monitor is not None:

@@ -1,0 +1,203 @@
+"""The MLflow registry: register, promotion gate, rollback, audit; serving from aliases."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from conftest import broken_copy
+
+pytest.importorskip("mlflow")
+
+from ai_photo_detector.bundle import MANIFEST_FILE, write_manifest
+from ai_photo_detector.cli import app as cli
+from ai_photo_detector.monitoring.store import Store
+from ai_photo_detector.registry.registry import Registry, audit_log
+from ai_photo_detector.serving.api.app import create_app
+from ai_photo_detector.settings import Settings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # MLflow artifacts and the bundle cache land here
+    monkeypatch.setenv("APD_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("APD_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.setenv("APD_REGISTRY__CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def _worse_copy(bundle: Path, target: Path) -> Path:
+    shutil.copytree(bundle, target)
+    fields = json.loads((target / MANIFEST_FILE).read_text())
+    fields["version"] = "worse"
+    fields["metrics"]["roc_auc"] = fields["metrics"]["roc_auc"] - 0.2
+    write_manifest(target, fields)
+    return target
+
+
+def _invoke(*args: str) -> str:
+    result = runner.invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_register_promote_gate_rollback_and_audit(
+    env: Path, bundle_dir: Path, second_bundle: Path
+) -> None:
+    first = _invoke("models", "register", str(bundle_dir), "--reason", "first model").strip()
+    worse = _invoke("models", "register", str(_worse_copy(bundle_dir, env / "worse"))).strip()
+    second = _invoke("models", "register", str(second_bundle)).strip()
+    assert (first, worse, second) == ("1", "2", "3")
+    _invoke("models", "promote", first, "--reason", "launch")
+
+    refused = runner.invoke(cli, ["models", "promote", worse])
+    assert refused.exit_code == 1 and "worse than champion" in refused.output
+    no_reason = runner.invoke(cli, ["models", "promote", worse, "--force"])
+    assert no_reason.exit_code == 1 and "needs a reason" in no_reason.output
+    _invoke("models", "promote", worse, "--force", "--reason", "hotfix for a known issue")
+    _invoke("models", "promote", second, "--alias", "challenger", "--reason", "try it")
+
+    registry = Registry(Settings())
+    assert registry.alias_version("champion") == "2"
+    assert registry.alias_version("challenger") == "3"
+    listing = _invoke("models", "list")
+    assert "champion" in listing and "challenger" in listing
+
+    _invoke("models", "rollback", "--reason", "worse in production")
+    assert registry.alias_version("champion") == "1"
+    no_more = runner.invoke(cli, ["models", "rollback"])
+    assert no_more.exit_code == 1
+
+    events = [json.loads(line) for line in _invoke("models", "audit").splitlines()]
+    actions = [e["action"] for e in reversed(events)]
+    assert actions == [
+        "register",
+        "register",
+        "register",
+        "promote",
+        "promote",
+        "promote",
+        "rollback",
+    ]
+    forced = next(e for e in events if e["reason"] == "hotfix for a known issue")
+    assert forced["details"]["forced"] is True and forced["previous"] == "1"
+    assert all(e["actor"] for e in events)
+
+
+def test_promotion_gate_with_data_evaluates_both(
+    env: Path, bundle_dir: Path, tiny_dataset: Path
+) -> None:
+    _invoke("models", "register", str(bundle_dir))
+    broken = broken_copy(bundle_dir, env / "broken")
+    fields = json.loads((broken / MANIFEST_FILE).read_text())
+    fields["dataset"]["fingerprint"] = "elsewhere"  # stored metrics can't be compared
+    write_manifest(broken, fields)
+    _invoke("models", "register", str(broken))
+    _invoke("models", "promote", "1")
+    refused = runner.invoke(cli, ["models", "promote", "2"])
+    assert refused.exit_code == 1 and "different data" in refused.output
+    evaluated = runner.invoke(cli, ["models", "promote", "2", "--data", str(tiny_dataset)])
+    # same ranking of scores (only the threshold differs): equal AUC passes the gate
+    assert evaluated.exit_code == 0, evaluated.output
+
+
+def test_service_follows_aliases_and_reloads_under_load(
+    env: Path, bundle_dir: Path, second_bundle: Path, tiny_dataset: Path
+) -> None:
+    registry = Registry(Settings(), Store(Settings().database_url))
+    first = registry.register(bundle_dir)
+    second = registry.register(second_bundle)
+    registry.promote(first)
+    settings = Settings(model="models:/ai-photo-detector@champion", rate_limit={"enabled": False})
+    app = create_app(settings)
+    data = sorted((tiny_dataset / "ai").iterdir())[0].read_bytes()
+
+    async def scenario() -> tuple[list[int], set[str], dict[str, object]]:
+        transport = httpx.ASGITransport(app=app)
+        client = httpx.AsyncClient(transport=transport, base_url="http://t")
+        async with app.router.lifespan_context(app), client:
+            first_answer = await client.post("/v1/predict", content=data)
+            assert first_answer.json()["model"]["version"] == "test"
+            registry.promote(second, force=True, reason="newer")  # the alias moves
+            stop = asyncio.Event()
+            statuses: list[int] = []
+            versions: set[str] = set()
+
+            async def load() -> None:
+                while not stop.is_set():
+                    response = await client.post("/v1/predict", content=data)
+                    statuses.append(response.status_code)
+                    versions.add(response.json()["model"]["version"])
+
+            workers = [asyncio.create_task(load()) for _ in range(4)]
+            await asyncio.sleep(0.3)
+            reloaded = (await client.post("/v1/admin/reload")).json()
+            await asyncio.sleep(0.5)
+            stop.set()
+            await asyncio.gather(*workers)
+            return statuses, versions, reloaded
+
+    statuses, versions, reloaded = asyncio.run(scenario())
+    assert statuses and all(status == 200 for status in statuses)  # no failed request
+    assert versions == {"test", "test2"}
+    assert reloaded == {"reloaded": {"champion": {"from": "test", "to": "test2"}}}
+    assert (env / "cache" / "ai-photo-detector" / second / "manifest.json").is_file()
+
+
+def test_guard_removes_the_registry_challenger_alias(
+    env: Path, bundle_dir: Path, tiny_dataset: Path
+) -> None:
+    store = Store(Settings().database_url)
+    registry = Registry(Settings(), store)
+    registry.promote(registry.register(bundle_dir))
+    bad = registry.register(broken_copy(bundle_dir, env / "broken"))
+    registry.promote(bad, "challenger")
+    settings = Settings(
+        model="models:/ai-photo-detector@champion",
+        rate_limit={"enabled": False},
+        rollout={
+            "challenger": "models:/ai-photo-detector@challenger",
+            "canary_weight": 1.0,
+            "guard": {"min_requests": 8},
+        },
+    )
+    with TestClient(create_app(settings)) as client:
+        for path in sorted((tiny_dataset / "real").iterdir()):
+            client.post("/v1/predict", content=path.read_bytes())
+            time.sleep(0.02)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and registry.alias_version("challenger") is not None:
+            time.sleep(0.1)
+    assert registry.alias_version("challenger") is None
+    assert registry.alias_version("champion") == "1"
+    removal = next(e for e in audit_log(store) if e["action"] == "remove_alias")
+    assert removal["actor"] == "canary-guard" and "disagreement" in removal["reason"]
+
+
+def test_polling_follows_a_moved_alias(env: Path, bundle_dir: Path, second_bundle: Path) -> None:
+    registry = Registry(Settings(), Store(Settings().database_url))
+    first = registry.register(bundle_dir)
+    second = registry.register(second_bundle)
+    registry.promote(first)
+    settings = Settings(
+        model="models:/ai-photo-detector@champion", registry={"poll_interval_s": 0.2}
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/models").json()["models"][0]["version"] == "test"
+        registry.promote(second, force=True, reason="newer")
+        deadline = time.monotonic() + 20
+        version = "test"
+        while time.monotonic() < deadline and version == "test":
+            time.sleep(0.2)
+            version = client.get("/v1/models").json()["models"][0]["version"]
+        assert version == "test2"

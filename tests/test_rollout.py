@@ -1,0 +1,184 @@
+"""Shadow traffic, canary routing and the guard that rolls a broken challenger back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from ai_photo_detector.monitoring.schema import Alert, RegistryEvent
+from ai_photo_detector.serving.api.app import create_app
+from ai_photo_detector.settings import Settings
+from conftest import broken_copy
+
+
+def _settings(
+    champion: Path, tmp_path: Path, max_disagreement: float = 0.3, **rollout: object
+) -> Settings:
+    return Settings(  # type: ignore[arg-type]
+        model=str(champion),
+        database_url=f"sqlite:///{tmp_path / 'rollout.db'}",
+        prediction_log={"flush_interval_s": 0.05},
+        rate_limit={"enabled": False},
+        rollout={"guard": {"min_requests": 10, "max_disagreement": max_disagreement}, **rollout},
+    )
+
+
+def _images(tiny_dataset: Path) -> list[bytes]:
+    return [
+        p.read_bytes() for label in ("real", "ai") for p in sorted((tiny_dataset / label).iterdir())
+    ]
+
+
+def _wait(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not condition():
+        time.sleep(0.05)
+
+
+def test_shadow_mirrors_every_request_without_changing_answers(
+    bundle_dir: Path, second_bundle: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    settings = _settings(bundle_dir, tmp_path, challenger=str(second_bundle), shadow_fraction=1.0)
+    with TestClient(create_app(settings)) as client:
+        images = _images(tiny_dataset)[:20]
+        answers = [client.post("/v1/predict", content=data).json() for data in images]
+        assert {a["model"]["version"] for a in answers} == {"test"}  # the champion answers
+        _wait(lambda: client.get("/v1/rollout").json()["shadow"]["mirrored"] == 20)
+        status = client.get("/v1/rollout").json()
+        assert status["challenger"]["version"] == "test2"
+        assert status["challenger_stats"]["pairs"] == 20
+        for answer in answers[:5]:
+            client.post(
+                "/v1/feedback", json={"prediction_id": answer["prediction_id"], "label": "real"}
+            )
+        report = client.get("/v1/shadow").json()["pairs"]
+        [pair] = report
+        assert pair["primary"]["version"] == "test" and pair["shadow"]["version"] == "test2"
+        assert pair["pairs"] == 20 and 0 <= pair["disagreement"] <= 1
+        assert pair["reviewed"] == 5
+        assert pair["primary_accuracy"] is not None and pair["shadow_accuracy"] is not None
+        from typer.testing import CliRunner
+
+        from ai_photo_detector.cli import app as cli
+
+        cli_report = CliRunner().invoke(
+            cli, ["models", "shadow-report"], env={"APD_DATABASE_URL": settings.database_url}
+        )
+        assert cli_report.exit_code == 0 and "test2" in cli_report.stdout
+        metrics = client.get("/metrics").text
+        assert "apd_shadow_pairs_total" in metrics and "apd_shadow_disagreement" in metrics
+        # shadow rows do not count as client predictions
+        counted = [
+            line for line in metrics.splitlines() if line.startswith("apd_predictions_total")
+        ]
+        assert counted and not any('version="test2"' in line for line in counted)
+
+
+def test_canary_is_weighted_and_sticky(
+    bundle_dir: Path, second_bundle: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    settings = _settings(
+        bundle_dir, tmp_path, 1.0, challenger=str(second_bundle), canary_weight=0.5
+    )
+    with TestClient(create_app(settings)) as client:
+        data = _images(tiny_dataset)[0]
+        versions = {}
+        for i in range(40):
+            answer = client.post(
+                "/v1/predict", content=data, headers={"X-Canary-Key": f"seller-{i}"}
+            )
+            versions[i] = answer.json()["model"]["version"]
+        assert 8 <= list(versions.values()).count("test2") <= 32
+        for i in range(5):  # the same caller always lands on the same side
+            again = client.post(
+                "/v1/predict", content=data, headers={"X-Canary-Key": f"seller-{i}"}
+            )
+            assert again.json()["model"]["version"] == versions[i]
+
+
+def test_broken_challenger_trips_the_guard_and_is_rolled_back(
+    bundle_dir: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    broken = broken_copy(bundle_dir, tmp_path / "broken")
+    settings = _settings(bundle_dir, tmp_path)
+    headers = {"X-Canary-Key": "everyone"}
+    with TestClient(create_app(settings)) as client:
+        update = client.post(
+            "/v1/admin/rollout", json={"challenger": str(broken), "canary_weight": 1.0}
+        )
+        assert update.status_code == 200, update.text
+        assert update.json()["challenger"]["version"] == "broken"
+        real = [p.read_bytes() for p in sorted((tiny_dataset / "real").iterdir())]
+        answered = []
+        for data in real:
+            answered.append(
+                client.post("/v1/predict", content=data, headers=headers).json()["model"]["version"]
+            )
+            time.sleep(0.02)
+        assert answered[0] == "broken"  # the canary really served the challenger
+        _wait(lambda: client.get("/v1/rollout").json()["canary"]["tripped"] is not None)
+        status = client.get("/v1/rollout").json()
+        assert "disagreement" in status["canary"]["tripped"]
+        assert status["canary"]["weight"] == 0.0
+        after = client.post("/v1/predict", content=real[0], headers=headers).json()
+        assert after["model"]["version"] == "test"  # back on the champion
+        assert "apd_canary_rollbacks_total 1.0" in client.get("/metrics").text
+        store = client.app.state.services.store  # type: ignore[attr-defined]
+
+        def recorded() -> bool:
+            with store.session() as session:
+                return (
+                    session.scalars(
+                        select(Alert).where(Alert.name == "APDCanaryRolledBack")
+                    ).first()
+                    is not None
+                )
+
+        _wait(recorded)
+        with store.session() as session:
+            event = session.scalars(select(RegistryEvent)).one()
+        assert event.action == "canary_rollback" and event.actor == "canary-guard"
+        assert "disagreement" in event.reason
+
+
+def test_admin_routes_need_the_admin_scope(bundle_dir: Path, tmp_path: Path) -> None:
+    from ai_photo_detector.serving.api.auth import hash_key
+
+    settings = _settings(bundle_dir, tmp_path)
+    settings.environment = "production"
+    settings.auth.keys = [
+        {"id": "shop", "sha256": hash_key("apd_shop_key_123456789"), "scopes": ["predict"]}
+    ]  # type: ignore[list-item]
+    with TestClient(create_app(settings)) as client:
+        headers = {"X-API-Key": "apd_shop_key_123456789"}
+        assert client.post("/v1/admin/reload", headers=headers).status_code == 403
+        assert client.post("/v1/admin/rollout", json={}, headers=headers).status_code == 403
+        assert client.get("/v1/rollout", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("damage", ["truncate", "manifest"])
+def test_a_corrupted_bundle_never_replaces_a_healthy_one(
+    bundle_dir: Path, tiny_dataset: Path, tmp_path: Path, damage: str
+) -> None:
+    import shutil
+
+    served = tmp_path / "served"
+    shutil.copytree(bundle_dir, served)
+    with TestClient(create_app(_settings(served, tmp_path))) as client:
+        data = _images(tiny_dataset)[0]
+        assert client.post("/v1/predict", content=data).status_code == 200
+        if damage == "truncate":
+            model = served / "model.onnx"
+            model.write_bytes(model.read_bytes()[:5000])
+        else:
+            (served / "manifest.json").write_text("{not json")
+        response = client.post("/v1/admin/reload")
+        assert response.status_code == 422
+        assert response.json()["error"]["code"] == "reload_failed"
+        answer = client.post("/v1/predict", content=data)
+        assert answer.status_code == 200 and answer.json()["model"]["version"] == "test"
+        assert 'apd_model_reloads_total{outcome="failed"} 1.0' in client.get("/metrics").text
