@@ -145,3 +145,36 @@ def test_alerts_need_the_admin_scope_in_production(bundle_dir: Path, database: P
     settings = _settings(bundle_dir, database, environment="production")
     with TestClient(create_app(settings)) as client:
         assert client.post("/v1/alerts", json={"alerts": []}).status_code == 401
+
+
+def test_stored_images_are_exported_as_a_training_dataset(
+    bundle_dir: Path,
+    database: Path,
+    tiny_dataset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from ai_photo_detector.cli import app as cli
+
+    images = tmp_path / "kept"
+    settings = _settings(bundle_dir, database)
+    settings.prediction_log.store_images = True
+    settings.prediction_log.image_dir = str(images)
+    with TestClient(create_app(settings)) as client:
+        answers = _predict_all(client, tiny_dataset / "ai")[:4]
+        for answer, label in zip(answers, ["ai", "ai", "real", "ai"], strict=True):
+            client.post(
+                "/v1/feedback", json={"prediction_id": answer["prediction_id"], "label": label}
+            )
+    assert len(list(images.glob("*/*.jpeg"))) == 24  # every prediction's image kept
+    monkeypatch.setenv("APD_DATABASE_URL", f"sqlite:///{database}")
+    out = tmp_path / "dataset"
+    result = CliRunner().invoke(cli, ["feedback", "export", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(list((out / "ai").iterdir())) == 3 and len(list((out / "real").iterdir())) == 1
+    from ai_photo_detector.data.discovery import discover
+
+    samples = discover([out / "manifest.csv"], [".jpeg"])  # train --data reads it as is
+    assert sorted(s.label for s in samples) == ["ai", "ai", "ai", "real"]

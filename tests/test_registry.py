@@ -201,3 +201,61 @@ def test_polling_follows_a_moved_alias(env: Path, bundle_dir: Path, second_bundl
             time.sleep(0.2)
             version = client.get("/v1/models").json()["models"][0]["version"]
         assert version == "test2"
+
+
+def test_end_to_end_register_shadow_canary_and_automatic_rollback(
+    env: Path, bundle_dir: Path, second_bundle: Path, tiny_dataset: Path
+) -> None:
+    """Two trained models registered; champion served, challenger shadowed then canaried; a
+    broken challenger takes its place and the guard rolls it back on its own."""
+    store = Store(Settings().database_url)
+    registry = Registry(Settings(), store)
+    champion = registry.register(bundle_dir)
+    challenger = registry.register(second_bundle)
+    registry.promote(champion)
+    registry.promote(challenger, "challenger")
+    settings = Settings(
+        model="models:/ai-photo-detector@champion",
+        rate_limit={"enabled": False},
+        prediction_log={"flush_interval_s": 0.05},
+        rollout={
+            "challenger": "models:/ai-photo-detector@challenger",
+            "shadow_fraction": 1.0,
+            "guard": {"min_requests": 8, "max_disagreement": 0.6},
+        },
+    )
+    images = [p.read_bytes() for p in sorted((tiny_dataset / "real").iterdir())]
+    with TestClient(create_app(settings)) as client:
+        for data in images[:10]:  # shadow: the champion answers, the challenger is mirrored
+            assert client.post("/v1/predict", content=data).json()["model"]["version"] == "test"
+        deadline = time.monotonic() + 20
+        while (
+            time.monotonic() < deadline
+            and client.get("/v1/rollout").json()["shadow"]["mirrored"] < 10
+        ):
+            time.sleep(0.05)
+        assert client.get("/v1/shadow").json()["pairs"][0]["pairs"] == 10
+
+        start = client.post(
+            "/v1/admin/rollout", json={"canary_weight": 1.0, "shadow_fraction": 0.0}
+        )
+        assert start.json()["canary"]["weight"] == 1.0
+        canary = client.post("/v1/predict", content=images[0], headers={"X-Canary-Key": "k"})
+        assert canary.json()["model"]["version"] == "test2"
+
+        broken = registry.register(broken_copy(bundle_dir, env / "broken"))
+        registry.promote(broken, "challenger", reason="a bad build")
+        assert client.post("/v1/admin/reload").json()["reloaded"]["challenger"]["to"] == "broken"
+        client.post("/v1/admin/rollout", json={"canary_weight": 1.0})
+        for i, data in enumerate(images):
+            client.post("/v1/predict", content=data, headers={"X-Canary-Key": f"k{i}"})
+            time.sleep(0.02)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and registry.alias_version("challenger") is not None:
+            time.sleep(0.1)
+        status = client.get("/v1/rollout").json()
+        assert status["canary"]["tripped"] and status["canary"]["weight"] == 0.0
+        after = client.post("/v1/predict", content=images[0], headers={"X-Canary-Key": "k1"})
+        assert after.json()["model"]["version"] == "test"
+    assert registry.alias_version("challenger") is None
+    assert registry.alias_version("champion") == champion
