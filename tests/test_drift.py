@@ -70,3 +70,49 @@ def test_holm_and_psi() -> None:
     values = np.random.default_rng(3).normal(size=1000)
     assert psi(values, values) == pytest.approx(0.0, abs=1e-9)
     assert psi(values, values + 1) > 0.25
+
+
+DATASETS = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.mark.skipif(not DATASETS.is_dir(), reason="needs ../shared/datasets")
+def test_real_recompression_shift_is_detected_with_the_shipped_reference(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Real photos re-saved at JPEG 50 (a platform starting to recompress uploads) drift away
+    from the shipped model's validation reference (false alarms: benchmarks/drift_quality)."""
+    from PIL import Image
+
+    from ai_photo_detector.bundle import load_bundle
+    from ai_photo_detector.data.discovery import Sample as DataSample
+    from ai_photo_detector.inference import OnnxDetector, decide_label, softmax
+    from ai_photo_detector.monitoring.history import reference_sample
+    from ai_photo_detector.scoring import score_samples
+    from conftest import SHIPPED_MODEL
+
+    bundle = load_bundle(SHIPPED_MODEL)
+    detector = OnnxDetector(bundle)
+    manifest = bundle.manifest
+    originals = []
+    for source in ("shoes-midjourney", "diffusiondb-coco"):
+        for label in ("real", "ai"):
+            for path in sorted((DATASETS / source / label).iterdir())[-40:]:
+                originals.append(DataSample(path, label, source))
+    recompressed = []
+    for i, sample in enumerate(originals):
+        target = tmp_path / f"{i}.jpg"
+        Image.open(sample.path).convert("RGB").save(target, format="JPEG", quality=50)
+        recompressed.append(DataSample(target, sample.label, "recompressed"))
+
+    def window(samples: list[DataSample]) -> Sample:
+        scored = score_samples(detector, samples, with_stats=True)
+        probs = softmax(scored.logits, manifest.calibration.temperature)
+        labels = [
+            decide_label(p, manifest.ai_index, manifest.calibration.threshold, manifest.labels)
+            for p in probs
+        ]
+        return Sample(probs[:, manifest.ai_index], labels, scored.stats, scored.embeddings)
+
+    reference = reference_sample(bundle)
+    shifted = detect(reference, window(recompressed), CONFIG)
+    assert shifted["drift"] and "image_stats" in shifted["drifted"]
+    quality = shifted["detectors"]["image_stats"]["per_stat"]["jpeg_quality"]
+    assert quality["live_median"] == 50 and quality["p_adjusted"] < 1e-6
