@@ -17,7 +17,9 @@ def fit_temperature(logits: NDArray[np.floating], targets: NDArray[np.integer]) 
         picked = probs[np.arange(len(targets)), targets]
         return float(-np.log(np.clip(picked, 1e-12, 1.0)).mean())
 
-    result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    # On perfectly separable validation data the likelihood keeps rising as T -> 0; the lower
+    # bound stops calibration from turning a lucky split into absolute certainty.
+    result = minimize_scalar(nll, bounds=(np.log(0.5), np.log(20.0)), method="bounded")
     return float(np.exp(result.x))
 
 
@@ -40,3 +42,27 @@ def lower_band_for_fnr(positive_scores: NDArray[np.floating], target_fnr: float)
         return 0.0
     allowed = int(np.floor(target_fnr * scores.size))
     return float(scores[min(allowed, scores.size - 1)])
+
+
+def _log_odds(p: float) -> float:
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return float(np.log(p / (1 - p)))
+
+
+def decision_threshold(
+    negative_scores: NDArray[np.floating], positive_scores: NDArray[np.floating], target_fpr: float
+) -> float:
+    """The threshold meeting ``target_fpr`` with the most recall, centred in its margin.
+
+    Every threshold between the lowest one meeting the FPR target and the lowest positive score
+    above it gives the same validation FPR and recall; taking the middle of that gap (in
+    log-odds) rather than its edge keeps the operating point stable on new data.
+    """
+    low = threshold_for_fpr(negative_scores, target_fpr)
+    above = np.asarray(positive_scores, dtype=np.float64)
+    above = above[above >= low]
+    if above.size == 0:
+        return low
+    high = float(above.min())
+    middle = (_log_odds(low) + _log_odds(high)) / 2
+    return float(1 / (1 + np.exp(-middle)))

@@ -17,7 +17,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ai_photo_detector import bundle as bundle_io
-from ai_photo_detector.calibration import fit_temperature, lower_band_for_fnr, threshold_for_fpr
+from ai_photo_detector.calibration import (
+    decision_threshold,
+    fit_temperature,
+    lower_band_for_fnr,
+    threshold_for_fpr,
+)
 from ai_photo_detector.data.discovery import Sample, discover
 from ai_photo_detector.evaluation import evaluate, quality_gate_failures, write_report
 from ai_photo_detector.inference import OnnxDetector, decide_label, softmax
@@ -52,7 +57,7 @@ def fit_calibration(
     real_mask = np.asarray([s.label == settings.data.real_label for s in scored.samples])
     negatives = p_ai[real_mask] if real_mask.any() else p_ai[targets != ai_index]
     positives = p_ai[targets == ai_index]
-    threshold = threshold_for_fpr(negatives, config.target_fpr)
+    threshold = decision_threshold(negatives, positives, config.target_fpr)
     ai_from = max(threshold, threshold_for_fpr(negatives, config.ai_band_fpr))
     real_below = min(threshold, lower_band_for_fnr(positives, config.real_band_fnr))
     return {
