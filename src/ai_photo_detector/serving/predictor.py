@@ -39,13 +39,14 @@ class Caller:
 class Prepared:
     array: NDArray[np.float32]
     decoded: DecodedImage
-    stats: dict[str, float]
+    stats: dict[str, float] | None  # only computed when the prediction log will keep them
 
 
-def prepare(data: bytes, spec: PreprocessSpec, limits: DecodeLimits) -> Prepared:
+def prepare(data: bytes, spec: PreprocessSpec, limits: DecodeLimits, with_stats: bool) -> Prepared:
     """Runs on the decode pool: decode, preprocess and the cheap drift statistics."""
     array, decoded = preprocess_bytes(data, spec, limits)
-    return Prepared(array, decoded, image_statistics(decoded.image, decoded.info.jpeg_quality))
+    stats = image_statistics(decoded.image, decoded.info.jpeg_quality) if with_stats else None
+    return Prepared(array, decoded, stats)
 
 
 def image_error(services: Services, exc: ImageError) -> ApiError:
@@ -91,7 +92,12 @@ async def _decode_and_infer(
     started = time.perf_counter()
     try:
         prepared = await loop.run_in_executor(
-            services.decode_pool, prepare, data, manifest.preprocessing, services.models.limits
+            services.decode_pool,
+            prepare,
+            data,
+            manifest.preprocessing,
+            services.models.limits,
+            services.prediction_log is not None,
         )
     except ImageError as exc:
         raise image_error(services, exc) from exc
@@ -156,9 +162,9 @@ def _log(
     paired_id: str | None,
 ) -> None:
     log = services.prediction_log
-    if log is None:
-        return
     stats = prepared.stats
+    if log is None or stats is None:
+        return
     log.submit(
         PredictionRecord(
             id=prediction.prediction_id,

@@ -7,8 +7,9 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request, Response
+from fastapi import Depends, Request, Response
 
 from ai_photo_detector.serving.api.deps import get_services
 from ai_photo_detector.serving.errors import ApiError
@@ -82,3 +83,8 @@ def require(scope: str) -> Callable[[Request, Response], Awaitable[Principal]]:
         return principal
 
     return dependency
+
+
+# The callers each route accepts; one definition each so every router means the same.
+PredictCaller = Annotated[Principal, Depends(require("predict"))]
+AdminCaller = Annotated[Principal, Depends(require("admin"))]

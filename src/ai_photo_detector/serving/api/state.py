@@ -31,3 +31,11 @@ class Services:
     rollout: Rollout | None = None
     draining: bool = False
     startup_error: str | None = field(default=None)
+
+    def require_store(self) -> Store:
+        """The store, or a clear 503 where the service runs without one."""
+        if self.store is None:
+            from ai_photo_detector.serving.errors import ApiError
+
+            raise ApiError(503, "store_unavailable", "the prediction store is not configured")
+        return self.store

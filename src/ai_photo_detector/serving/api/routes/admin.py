@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
 from ai_photo_detector.monitoring.shadow import shadow_report
-from ai_photo_detector.serving.api.auth import Principal, require
+from ai_photo_detector.serving.api.auth import AdminCaller, PredictCaller
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.schemas import (
     ReloadResponse,
@@ -24,8 +23,6 @@ from ai_photo_detector.serving.models import CHALLENGER, ReloadError
 from ai_photo_detector.serving.rollout import Rollout
 
 router = APIRouter(prefix="/v1", tags=["rollout"])
-Admin = Annotated[Principal, Depends(require("admin"))]
-Reader = Annotated[Principal, Depends(require("predict"))]
 
 
 def _rollout(services: Services) -> Rollout:
@@ -47,7 +44,7 @@ def _publish(services: Services) -> None:
     summary="Reload every model from its reference (aliases re-resolved); old ones keep "
     "serving if a load fails",
 )
-async def reload(services: ServicesDep, _: Admin) -> ReloadResponse:
+async def reload(services: ServicesDep, _: AdminCaller) -> ReloadResponse:
     try:
         changes = await services.models.reload()
     except ReloadError as exc:
@@ -66,7 +63,9 @@ async def reload(services: ServicesDep, _: Admin) -> ReloadResponse:
     responses=error_responses(401, 403, 422, 429, 503),
     summary="Load or remove the challenger, set the canary weight and shadow fraction",
 )
-async def update_rollout(body: RolloutUpdate, services: ServicesDep, _: Admin) -> RolloutStatus:
+async def update_rollout(
+    body: RolloutUpdate, services: ServicesDep, _: AdminCaller
+) -> RolloutStatus:
     rollout = _rollout(services)
     if body.challenger is not None:
         if body.challenger == "":
@@ -92,7 +91,7 @@ async def update_rollout(body: RolloutUpdate, services: ServicesDep, _: Admin) -
     responses=error_responses(401, 403, 429, 503),
     summary="Champion, challenger, canary and shadow state, and the guard's statistics",
 )
-async def rollout_status(services: ServicesDep, _: Reader) -> RolloutStatus:
+async def rollout_status(services: ServicesDep, _: PredictCaller) -> RolloutStatus:
     return RolloutStatus(**_rollout(services).status())
 
 
@@ -104,13 +103,12 @@ async def rollout_status(services: ServicesDep, _: Reader) -> RolloutStatus:
 )
 async def shadow(
     services: ServicesDep,
-    _: Reader,
+    _: PredictCaller,
     window_hours: float = Query(24.0, gt=0, le=24 * 366),
 ) -> ShadowReport:
-    if services.store is None:
-        raise ApiError(503, "store_unavailable", "the prediction store is not configured")
+    store = services.require_store()
     if services.prediction_log is not None:
         await asyncio.to_thread(services.prediction_log.flush, 5.0)
     since = datetime.now(UTC) - timedelta(hours=window_hours)
-    pairs = await asyncio.to_thread(shadow_report, services.store, since)
+    pairs = await asyncio.to_thread(shadow_report, store, since)
     return ShadowReport(window_hours=window_hours, pairs=pairs)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from ai_photo_detector.monitoring.feedback import (
     PredictionNotFound,
@@ -17,7 +16,7 @@ from ai_photo_detector.monitoring.feedback import (
 from ai_photo_detector.monitoring.history import history
 from ai_photo_detector.monitoring.schema import Alert
 from ai_photo_detector.monitoring.store import Store
-from ai_photo_detector.serving.api.auth import Principal, require
+from ai_photo_detector.serving.api.auth import AdminCaller, PredictCaller
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.schemas import (
     AlertmanagerWebhook,
@@ -32,18 +31,9 @@ from ai_photo_detector.serving.api.schemas import (
     ModelRef,
     error_responses,
 )
-from ai_photo_detector.serving.api.state import Services
 from ai_photo_detector.serving.errors import ApiError
 
 router = APIRouter(prefix="/v1", tags=["monitoring"])
-Reader = Annotated[Principal, Depends(require("predict"))]
-Admin = Annotated[Principal, Depends(require("admin"))]
-
-
-def _store(services: Services) -> Store:
-    if services.store is None:
-        raise ApiError(503, "store_unavailable", "the prediction store is not configured")
-    return services.store
 
 
 @router.post(
@@ -54,9 +44,9 @@ def _store(services: Services) -> Store:
     summary="Record a reviewer's verdict on a prediction (idempotent per prediction and source)",
 )
 async def post_feedback(
-    body: FeedbackIn, response: Response, services: ServicesDep, _: Reader
+    body: FeedbackIn, response: Response, services: ServicesDep, _: PredictCaller
 ) -> FeedbackOut:
-    store = _store(services)
+    store = services.require_store()
     known = {label for m in services.models.models.values() for label in m.bundle.manifest.labels}
     if known and body.label not in known:
         raise ApiError(422, "invalid_label", f"label must be one of {sorted(known)}")
@@ -101,10 +91,10 @@ def _finite(value: float) -> float | None:
 )
 async def get_accuracy(
     services: ServicesDep,
-    _: Reader,
+    _: PredictCaller,
     window_hours: float = Query(None, gt=0, le=24 * 366, description="Default from settings."),
 ) -> LiveAccuracyResponse:
-    store = _store(services)
+    store = services.require_store()
     hours = window_hours or services.settings.monitoring.accuracy_window_hours
     since = datetime.now(UTC) - timedelta(hours=hours)
     results = await asyncio.to_thread(live_accuracy, store, since, services.settings.data.ai_label)
@@ -133,11 +123,11 @@ async def get_accuracy(
 )
 async def get_drift(
     services: ServicesDep,
-    _: Reader,
+    _: PredictCaller,
     model: str | None = Query(None, max_length=128),
     limit: int = Query(50, ge=1, le=1000),
 ) -> DriftResponse:
-    entries = await asyncio.to_thread(history, _store(services), model, limit)
+    entries = await asyncio.to_thread(history, services.require_store(), model, limit)
     latest: dict[tuple[str, str], DriftEntry] = {}
     parsed = [DriftEntry(**entry) for entry in entries]
     for entry in parsed:  # newest first: keep the first per model and window
@@ -151,15 +141,15 @@ async def get_drift(
     responses=error_responses(401, 403, 429, 503),
     summary="Evaluate drift now (admin)",
 )
-async def run_drift(services: ServicesDep, _: Admin) -> DriftRunResponse:
-    if services.monitor is None:
-        raise ApiError(503, "store_unavailable", "monitoring needs the prediction store")
+async def run_drift(services: ServicesDep, _: AdminCaller) -> DriftRunResponse:
+    store = services.require_store()
+    monitor = services.monitor
+    if monitor is None:
+        raise ApiError(503, "not_ready", "the service is starting")
     if services.prediction_log is not None:
         await asyncio.to_thread(services.prediction_log.flush, 5.0)
-    await asyncio.to_thread(services.monitor.run_all)
-    entries = await asyncio.to_thread(
-        history, _store(services), None, 2 * max(1, len(services.models.models))
-    )
+    await asyncio.to_thread(monitor.run_all)
+    entries = await asyncio.to_thread(history, store, None, 2 * max(1, len(services.models.models)))
     return DriftRunResponse(reports=[DriftEntry(**entry) for entry in entries])
 
 
@@ -189,9 +179,9 @@ def _record_alerts(store: Store, payload: AlertmanagerWebhook) -> int:
     summary="Alertmanager webhook: record alerts in the store (admin)",
 )
 async def post_alerts(
-    payload: AlertmanagerWebhook, services: ServicesDep, _: Admin
+    payload: AlertmanagerWebhook, services: ServicesDep, _: AdminCaller
 ) -> AlertsRecorded:
-    count = await asyncio.to_thread(_record_alerts, _store(services), payload)
+    count = await asyncio.to_thread(_record_alerts, services.require_store(), payload)
     for alert in payload.alerts:
         services.metrics.alerts_received.labels(alert.status[:16]).inc()
     return AlertsRecorded(recorded=count)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from ai_photo_detector.serving.api.auth import Principal, require
+from ai_photo_detector.serving.api.auth import PredictCaller, Principal
 from ai_photo_detector.serving.api.body import Upload, read_uploads
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.middleware import request_id_of
@@ -27,7 +27,6 @@ from ai_photo_detector.serving.models import LoadedModel
 from ai_photo_detector.serving.predictor import Caller, overloaded, score_image
 
 router = APIRouter(prefix="/v1", tags=["predict"])
-PredictCaller = Annotated[Principal, Depends(require("predict"))]
 
 _IMAGE_BODY: dict[str, Any] = {
     "requestBody": {
