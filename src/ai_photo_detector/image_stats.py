@@ -21,7 +21,11 @@ def image_statistics(image: Image.Image, jpeg_quality: int | None) -> dict[str, 
         thumb.thumbnail((_STATS_SIDE, _STATS_SIDE), Image.Resampling.BILINEAR)
     rgb = np.asarray(thumb, dtype=np.float32) / 255.0
     gray = rgb @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
-    high, low = rgb.max(axis=2), rgb.min(axis=2)
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    # Element-wise over the three planes: a max/min reduction along a length-3 axis is ~50x
+    # slower in NumPy, and this runs on every request.
+    high = np.maximum(np.maximum(red, green), blue)
+    low = np.minimum(np.minimum(red, green), blue)
     saturation = np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)
     laplacian = (
         -4 * gray[1:-1, 1:-1] + gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:]

@@ -88,7 +88,7 @@ def verdicts(logits: NDArray[np.floating], manifest: Manifest) -> list[Verdict]:
 
 
 def make_session(
-    model_path: str, intra_op_threads: int = 0, inter_op_threads: int = 1
+    model_path: str, intra_op_threads: int = 0, inter_op_threads: int = 1, spinning: bool = True
 ) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -96,16 +96,27 @@ def make_session(
         options.intra_op_num_threads = intra_op_threads
     if inter_op_threads:
         options.inter_op_num_threads = inter_op_threads
+    if not spinning:
+        # Idle ORT workers otherwise spin on the cores the decode threads need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
 
 
 class OnnxDetector:
     """One loaded bundle and its ONNX Runtime session."""
 
-    def __init__(self, bundle: Bundle, intra_op_threads: int = 0, inter_op_threads: int = 1):
+    def __init__(
+        self,
+        bundle: Bundle,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 1,
+        spinning: bool = True,
+    ):
         self.bundle = bundle
         self.manifest = bundle.manifest
-        self.session = make_session(str(bundle.model_path), intra_op_threads, inter_op_threads)
+        self.session = make_session(
+            str(bundle.model_path), intra_op_threads, inter_op_threads, spinning
+        )
         self.input_name = self.manifest.onnx.input
 
     def run(self, batch: NDArray[np.float32], with_features: bool = False) -> BatchOutput:

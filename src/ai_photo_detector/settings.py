@@ -164,6 +164,10 @@ class InferenceSettings(Section):
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: auto).")
     inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads.")
     batch_size: int = Field(16, ge=1, description="Images per inference call in the CLI.")
+    spinning: bool = Field(
+        False,
+        description="Let idle ONNX Runtime threads spin (faster alone, costly beside decode).",
+    )
 
 
 class ServerSettings(Section):

@@ -109,7 +109,9 @@ class ModelManager:
         """Resolve, verify, open and warm up a model (blocking: call it off the event loop)."""
         bundle = resolve_bundle(reference, self.settings)
         inference = self.settings.inference
-        detector = OnnxDetector(bundle, inference.intra_op_threads, inference.inter_op_threads)
+        detector = OnnxDetector(
+            bundle, inference.intra_op_threads, inference.inter_op_threads, inference.spinning
+        )
         detector.warm_up()
         server = self.settings.server
         batcher = MicroBatcher(
