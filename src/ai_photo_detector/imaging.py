@@ -11,8 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,7 +28,6 @@ MAGIC_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"II*\x00", 0, "TIFF"),
     (b"MM\x00*", 0, "TIFF"),
 )
-DEFAULT_ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 # Markup that has no business inside a photo: a file carrying it is an image/HTML polyglot,
 # dangerous wherever the upload is stored and later served. XMP metadata is XML, not these.
 _MARKUP = (
@@ -101,7 +99,6 @@ class ImageInfo:
 class DecodedImage:
     image: Image.Image  # RGB, orientation applied, possibly DCT-downscaled
     info: ImageInfo
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -238,10 +235,6 @@ def preprocess_bytes(
     """The full inference preprocessing: decode, then :func:`to_model_input`."""
     decoded = decode_image(data, spec, limits)
     return to_model_input(decoded.image, spec), decoded
-
-
-def read_file(path: str | Path) -> bytes:
-    return Path(path).read_bytes()
 
 
 # --- JPEG quality estimate -------------------------------------------------------------------
