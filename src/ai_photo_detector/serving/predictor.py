@@ -15,9 +15,7 @@ from numpy.typing import NDArray
 from ai_photo_detector.image_stats import image_statistics
 from ai_photo_detector.imaging import (
     DecodedImage,
-    DecodeLimits,
     ImageError,
-    PreprocessSpec,
     preprocess_bytes,
 )
 from ai_photo_detector.inference import verdicts
@@ -39,14 +37,7 @@ class Caller:
 class Prepared:
     array: NDArray[np.float32]
     decoded: DecodedImage
-    stats: dict[str, float] | None  # only computed when the prediction log will keep them
-
-
-def prepare(data: bytes, spec: PreprocessSpec, limits: DecodeLimits, with_stats: bool) -> Prepared:
-    """Runs on the decode pool: decode, preprocess and the cheap drift statistics."""
-    array, decoded = preprocess_bytes(data, spec, limits)
-    stats = image_statistics(decoded.image, decoded.info.jpeg_quality) if with_stats else None
-    return Prepared(array, decoded, stats)
+    stats: dict[str, float] | None = None  # only when the prediction log will keep them
 
 
 def image_error(services: Services, exc: ImageError) -> ApiError:
@@ -91,23 +82,31 @@ async def _decode_and_infer(
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     try:
-        prepared = await loop.run_in_executor(
+        array, decoded = await loop.run_in_executor(
             services.decode_pool,
-            prepare,
+            preprocess_bytes,
             data,
             manifest.preprocessing,
             services.models.limits,
-            services.prediction_log is not None,
         )
     except ImageError as exc:
         raise image_error(services, exc) from exc
     preprocess_ms = (time.perf_counter() - started) * 1000
+    prepared = Prepared(array, decoded)
+    # The log's drift statistics are computed while the model runs, not before it.
+    stats = None
+    if services.prediction_log is not None:
+        stats = loop.run_in_executor(
+            services.decode_pool, image_statistics, decoded.image, decoded.info.jpeg_quality
+        )
     try:
-        result = await model.batcher.submit(prepared.array, ticket)
+        result = await model.batcher.submit(array, ticket)
     except Overloaded as exc:
         raise overloaded(services, exc) from exc
     finally:
         services.metrics.queue_depth.labels(model.name).set(model.batcher.depth)
+        if stats is not None:
+            prepared.stats = await stats
     verdict = verdicts(np.asarray(result.logits)[None, :], manifest)[0]
     info = prepared.decoded.info
     prediction = Prediction(
