@@ -13,21 +13,30 @@ from typing import Any
 RESULTS = Path(__file__).parent / "results"
 
 
-def best_rate(
-    fn: Callable[[], Any], items_per_call: int, repeats: int = 5, min_time: float = 1.0
-) -> float:
-    """Items per second: the best of ``repeats`` timed rounds, each at least ``min_time`` long."""
-    fn()  # warm-up
-    best = 0.0
-    for _ in range(repeats):
-        calls, started = 0, time.perf_counter()
-        while True:
-            fn()
-            calls += 1
-            elapsed = time.perf_counter() - started
-            if elapsed >= min_time:
-                break
-        best = max(best, calls * items_per_call / elapsed)
+def best_rates(
+    contenders: dict[str, Callable[[], Any]],
+    items_per_call: int,
+    rounds: int = 7,
+    min_time: float = 0.7,
+) -> dict[str, float]:
+    """Items per second of each contender: the best of ``rounds`` timed rounds.
+
+    Rounds alternate between contenders, so a burst of noise from the machine's neighbours
+    hits them alike instead of deciding the ratio.
+    """
+    for fn in contenders.values():
+        fn()  # warm-up
+    best = dict.fromkeys(contenders, 0.0)
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            calls, started = 0, time.perf_counter()
+            while True:
+                fn()
+                calls += 1
+                elapsed = time.perf_counter() - started
+                if elapsed >= min_time:
+                    break
+            best[name] = max(best[name], calls * items_per_call / elapsed)
     return best
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ai_photo_detector.imaging import PreprocessSpec, preprocess_bytes
-from benchmarks.common import best_rate, print_table, write_csv
+from benchmarks.common import best_rates, print_table, write_csv
 from benchmarks.photos import sample_photo
 
 
@@ -28,8 +28,14 @@ def main() -> None:
     spec = PreprocessSpec(input_size=224)
     for width, height in ((2048, 1536), (1024, 1024)):
         data = sample_photo(width, height)
-        naive_rate = best_rate(lambda data=data: naive(data, 224), 1)
-        shared_rate = best_rate(lambda data=data: preprocess_bytes(data, spec), 1)
+        rates = best_rates(
+            {
+                "naive": lambda data=data: naive(data, 224),
+                "shared": lambda data=data: preprocess_bytes(data, spec),
+            },
+            1,
+        )
+        naive_rate, shared_rate = rates["naive"], rates["shared"]
         rows.append(
             {
                 "image": f"{width}x{height} JPEG q90",

@@ -16,7 +16,7 @@ from ai_photo_detector.imaging import PreprocessSpec, preprocess_bytes
 from ai_photo_detector.inference import make_session
 from ai_photo_detector.training.export import export_onnx
 from ai_photo_detector.training.model import build_detector
-from benchmarks.common import best_rate, print_table, write_csv
+from benchmarks.common import best_rates, print_table, write_csv
 from benchmarks.photos import sample_photo
 
 
@@ -40,8 +40,8 @@ def main() -> None:
             def engine(batch: np.ndarray = batch) -> None:
                 session.run(["logits", "embedding"], {"image": batch})
 
-            torch_rate = best_rate(eager, batch_size)
-            onnx_rate = best_rate(engine, batch_size)
+            rates = best_rates({"torch": eager, "onnx": engine}, batch_size)
+            torch_rate, onnx_rate = rates["torch"], rates["onnx"]
             rows.append(
                 {
                     "batch_size": batch_size,

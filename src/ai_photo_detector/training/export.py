@@ -10,6 +10,7 @@ import torch
 from numpy.typing import NDArray
 
 from ai_photo_detector.inference import make_session
+from ai_photo_detector.training.graph import optimize_file
 from ai_photo_detector.training.model import Detector
 
 OUTPUT_NAMES = ["logits", "features", "embedding"]
@@ -19,7 +20,12 @@ class ExportError(Exception):
     """The exported graph disagrees with the PyTorch model."""
 
 
-def export_onnx(model: Detector, path: Path, input_size: int, opset: int) -> None:
+def export_onnx(model: Detector, path: Path, input_size: int, opset: int) -> int:
+    """Export with a dynamic batch axis, then fold the backbone's shape-computed padding.
+
+    The parity check that follows compares the rewritten graph with PyTorch. Returns how
+    many padding computations were folded.
+    """
     model.eval()
     example = torch.zeros(2, 3, input_size, input_size)
     with warnings.catch_warnings():
@@ -34,6 +40,7 @@ def export_onnx(model: Detector, path: Path, input_size: int, opset: int) -> Non
             opset_version=opset,
             dynamo=False,
         )
+    return optimize_file(path, "image", input_size)
 
 
 def parity_difference(model: Detector, path: Path, batch: NDArray[np.float32]) -> float:

@@ -115,7 +115,7 @@ def run_training(
     )
 
     model_path = bundle_dir / bundle_io.MODEL_FILE
-    export_onnx(model, model_path, spec.input_size, tset.onnx_opset)
+    folded = export_onnx(model, model_path, spec.input_size, tset.onnx_opset)
     parity = check_parity(
         model, model_path, _parity_batch(splits["val"], spec), tset.parity_tolerance
     )
@@ -135,6 +135,7 @@ def run_training(
             "best_val_auc": train_result.best_val_auc,
             "epochs_run": len(train_result.history),
             "onnx_parity_max_abs_diff": parity,
+            "graph_rewrites": {"same_padding_folded": folded},
             "settings": tset.model_dump(mode="json"),
             "data_paths": [str(p) for p in data_paths],
             "data_findings": data_report["findings"],
