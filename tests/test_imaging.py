@@ -16,6 +16,7 @@ from ai_photo_detector.imaging import (
     estimate_jpeg_quality,
     preprocess_bytes,
     sniff_format,
+    to_model_input,
 )
 from helpers import encode, smooth_image
 
@@ -31,6 +32,19 @@ def test_output_shape_and_normalisation() -> None:
     assert array.shape == (3, 64, 64) and array.dtype == np.float32
     assert array.min() >= -1.0 and array.max() <= 1.0
     assert decoded.info.width == 80 and decoded.info.format == "PNG"
+
+
+def test_model_input_is_the_plain_normalisation_bit_for_bit() -> None:
+    """The in-place, planes-first arithmetic gives exactly (x / 255 - mean) / std."""
+    spec = PreprocessSpec(input_size=64, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    image = _rgb((64, 64))
+    pixels = np.asarray(image, dtype=np.float32) * np.float32(1 / 255)
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    expected = ((pixels - mean) / std).transpose(2, 0, 1)
+    actual = to_model_input(image, spec)
+    assert actual.flags["C_CONTIGUOUS"] and actual.dtype == np.float32
+    np.testing.assert_array_equal(actual, expected)
 
 
 @pytest.mark.parametrize("mode", ["L", "CMYK", "P", "RGBA", "LA", "I;16"])

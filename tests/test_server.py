@@ -23,8 +23,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start(bundle_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def _start(
+    bundle_dir: Path, port: int, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "APD_MODEL": str(bundle_dir), "APD_SERVER__PORT": str(port)}
+    env.update(extra_env or {})
     process = subprocess.Popen(
         [sys.executable, "-m", "ai_photo_detector.cli", "serve"],
         env=env,
@@ -68,3 +71,23 @@ def test_sigterm_lets_in_flight_requests_finish(bundle_dir: Path) -> None:
     except httpx.ConnectError:
         refused = True
     assert refused
+
+
+def test_forwarded_for_from_an_untrusted_peer_is_ignored(bundle_dir: Path) -> None:
+    """Per-address limits hold against a local client that claims other addresses: only
+    rate_limit.trusted_proxies (empty by default) may name the client, not the HTTP server."""
+    port = _free_port()
+    process = _start(bundle_dir, port, {"APD_RATE_LIMIT__LIMIT": "2/minute"})
+    try:
+        statuses = [
+            httpx.get(
+                f"http://127.0.0.1:{port}/v1/models",
+                headers={"X-Forwarded-For": f"203.0.113.{i}"},
+                timeout=10,
+            ).status_code
+            for i in range(3)
+        ]
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    assert statuses == [200, 200, 429]

@@ -11,6 +11,7 @@ from PIL import Image
 
 STAT_NAMES = ("brightness", "contrast", "saturation", "sharpness", "jpeg_quality")
 _STATS_SIDE = 256  # measured on a bounded thumbnail so the cost does not grow with image size
+_LUMA = np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def image_statistics(image: Image.Image, jpeg_quality: int | None) -> dict[str, float]:
@@ -19,17 +20,24 @@ def image_statistics(image: Image.Image, jpeg_quality: int | None) -> dict[str, 
     if max(image.size) > _STATS_SIDE:
         thumb = image.copy()
         thumb.thumbnail((_STATS_SIDE, _STATS_SIDE), Image.Resampling.BILINEAR)
-    rgb = np.asarray(thumb, dtype=np.float32) / 255.0
-    gray = rgb @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32)
-    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    # Element-wise over the three planes: a max/min reduction along a length-3 axis is ~50x
-    # slower in NumPy, and this runs on every request.
-    high = np.maximum(np.maximum(red, green), blue)
-    low = np.minimum(np.minimum(red, green), blue)
-    saturation = np.where(high > 0, (high - low) / np.maximum(high, 1e-6), 0.0)
-    laplacian = (
-        -4 * gray[1:-1, 1:-1] + gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:]
-    )
+    # Few and small temporaries, element-wise over contiguous planes: this runs on every
+    # request, and each fresh float image costs page faults (measured 2.2 ms -> 0.55 ms a call
+    # in a worker thread); a max/min along a length-3 axis is also ~50x slower in NumPy.
+    pixels = np.asarray(thumb)
+    gray = pixels @ _LUMA
+    gray *= np.float32(1 / 255)
+    red, green, blue = np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    high = np.maximum(red, green)
+    np.maximum(high, blue, out=high)
+    low = np.minimum(red, green)
+    np.minimum(low, blue, out=low)
+    # (high - low) / high is the same on 0-255 as on 0-1; where high is 0 the spread is 0 too.
+    saturation = (high - low).astype(np.float32)
+    saturation /= np.maximum(high, 1).astype(np.float32)
+    laplacian = gray[:-2, 1:-1] + gray[2:, 1:-1]
+    laplacian += gray[1:-1, :-2]
+    laplacian += gray[1:-1, 2:]
+    laplacian -= 4 * gray[1:-1, 1:-1]
     sharpness = float(laplacian.var()) if laplacian.size else 0.0
     return {
         "brightness": float(gray.mean()),

@@ -164,9 +164,10 @@ class InferenceSettings(Section):
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: auto).")
     inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads.")
     batch_size: int = Field(16, ge=1, description="Images per inference call in the CLI.")
-    spinning: bool = Field(
-        False,
-        description="Let idle ONNX Runtime threads spin (faster alone, costly beside decode).",
+    spinning: Literal["during_run", "always", "never"] = Field(
+        "during_run",
+        description="When idle ONNX Runtime threads busy-wait for work: during a run only "
+        "(fast single images, cores free for decoding between runs), always, or never.",
     )
 
 
@@ -190,6 +191,7 @@ class ServerSettings(Section):
     max_queue_size: int = Field(256, ge=1, description="Queued images before answering 503.")
     decode_threads: int = Field(2, ge=1, description="Threads decoding and preprocessing images.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds on 503 and 429.")
+    access_log: bool = Field(True, description="Log one line per request (uvicorn access log).")
     graceful_timeout_s: float = Field(
         20.0, ge=0, description="Seconds in-flight requests get to finish on shutdown."
     )

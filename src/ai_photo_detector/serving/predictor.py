@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -15,8 +16,14 @@ from numpy.typing import NDArray
 from ai_photo_detector.image_stats import image_statistics
 from ai_photo_detector.imaging import (
     DecodedImage,
+    DecodeLimits,
     ImageError,
-    preprocess_bytes,
+    PreprocessSpec,
+    carries_markup,
+    decode_image,
+    polyglot_error,
+    sniff_format,
+    to_model_input,
 )
 from ai_photo_detector.inference import verdicts
 from ai_photo_detector.monitoring.prediction_log import PredictionRecord
@@ -37,7 +44,41 @@ class Caller:
 class Prepared:
     array: NDArray[np.float32]
     decoded: DecodedImage
-    stats: dict[str, float] | None = None  # only when the prediction log will keep them
+    stats: Future[dict[str, float]] | None  # only when the prediction log will keep them
+
+
+def _refuse_markup(scan: Future[bool] | None) -> None:
+    if scan is not None and scan.result():
+        raise polyglot_error()
+
+
+def prepare(
+    data: bytes,
+    spec: PreprocessSpec,
+    limits: DecodeLimits,
+    side_pool: Executor,
+    with_stats: bool,
+) -> Prepared:
+    """Runs on a decode thread while the side thread takes the other core.
+
+    The side thread scans for markup while this one decodes (the markup verdict still comes
+    first, as in :func:`decode_image`), then measures the log's drift statistics while this
+    one resizes: neither adds to the request's time nor competes with the model's threads.
+    """
+    scan = None
+    if limits.reject_markup and sniff_format(data) is not None:
+        scan = side_pool.submit(carries_markup, data)
+        limits = replace(limits, reject_markup=False)
+    try:
+        decoded = decode_image(data, spec, limits)
+    except ImageError:
+        _refuse_markup(scan)
+        raise
+    _refuse_markup(scan)
+    stats = None
+    if with_stats:
+        stats = side_pool.submit(image_statistics, decoded.image, decoded.info.jpeg_quality)
+    return Prepared(to_model_input(decoded.image, spec), decoded, stats)
 
 
 def image_error(services: Services, exc: ImageError) -> ApiError:
@@ -82,31 +123,27 @@ async def _decode_and_infer(
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     try:
-        array, decoded = await loop.run_in_executor(
+        prepared = await loop.run_in_executor(
             services.decode_pool,
-            preprocess_bytes,
+            prepare,
             data,
             manifest.preprocessing,
             services.models.limits,
+            services.side_pool,
+            services.prediction_log is not None,
         )
     except ImageError as exc:
         raise image_error(services, exc) from exc
     preprocess_ms = (time.perf_counter() - started) * 1000
-    prepared = Prepared(array, decoded)
-    # The log's drift statistics are computed while the model runs, not before it.
     stats = None
-    if services.prediction_log is not None:
-        stats = loop.run_in_executor(
-            services.decode_pool, image_statistics, decoded.image, decoded.info.jpeg_quality
-        )
     try:
-        result = await model.batcher.submit(array, ticket)
+        result = await model.batcher.submit(prepared.array, ticket)
     except Overloaded as exc:
         raise overloaded(services, exc) from exc
     finally:
         services.metrics.queue_depth.labels(model.name).set(model.batcher.depth)
-        if stats is not None:
-            prepared.stats = await stats
+        if prepared.stats is not None:
+            stats = await asyncio.wrap_future(prepared.stats)
     verdict = verdicts(np.asarray(result.logits)[None, :], manifest)[0]
     info = prepared.decoded.info
     prediction = Prediction(
@@ -131,7 +168,8 @@ async def _decode_and_infer(
     )
     if route == "primary":  # shadow work is kept out of the client-facing metrics
         _observe(services, model, prediction, result)
-    _log(services, model, prediction, prepared, result, caller, data, route, paired_id)
+    if stats is not None:
+        _log(services, model, prediction, stats, result, caller, data, route, paired_id)
     return prediction
 
 
@@ -153,7 +191,7 @@ def _log(
     services: Services,
     model: LoadedModel,
     prediction: Prediction,
-    prepared: Prepared,
+    stats: dict[str, float],
     result: EngineResult,
     caller: Caller,
     data: bytes,
@@ -161,8 +199,7 @@ def _log(
     paired_id: str | None,
 ) -> None:
     log = services.prediction_log
-    stats = prepared.stats
-    if log is None or stats is None:
+    if log is None:
         return
     log.submit(
         PredictionRecord(

@@ -27,4 +27,8 @@ def run_server(settings: Settings) -> None:
         port=server.port,
         timeout_graceful_shutdown=int(server.graceful_timeout_s),
         log_level="info",
+        access_log=server.access_log,
+        # The rate limiter decides which proxies to believe (rate_limit.trusted_proxies): uvicorn's
+        # own default would take X-Forwarded-For from any local peer before it looks.
+        proxy_headers=False,
     )

@@ -60,6 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             decode_pool=ThreadPoolExecutor(
                 max_workers=settings.server.decode_threads, thread_name_prefix="decode"
             ),
+            side_pool=ThreadPoolExecutor(
+                max_workers=settings.server.decode_threads, thread_name_prefix="beside-decode"
+            ),
             rate_limiter=RateLimiter(settings.rate_limit, metrics),
             store=Store(settings.database_url),  # applies pending migrations
         )
@@ -99,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await services.models.stop()
             publish_models(services)
             services.decode_pool.shutdown(wait=True)
+            services.side_pool.shutdown(wait=True)
             if services.prediction_log is not None:
                 services.prediction_log.close()
             if services.store is not None:

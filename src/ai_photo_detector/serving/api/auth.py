@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Response
 
-from ai_photo_detector.serving.api.deps import get_services
+from ai_photo_detector.serving.api.deps import services_of
 from ai_photo_detector.serving.errors import ApiError
 from ai_photo_detector.settings import Settings
 
@@ -58,7 +58,7 @@ def require(scope: str) -> Callable[[Request, Response], Awaitable[Principal]]:
     """Dependency: the caller holds ``scope`` (or the path is open), then rate limits apply."""
 
     async def dependency(request: Request, response: Response) -> Principal:
-        services = get_services(request)
+        services = services_of(request)
         settings = services.settings
         key = presented_key(request)
         principal = authenticate(settings, key)

@@ -24,6 +24,7 @@ class Services:
     models: ModelManager
     metrics: ServiceMetrics
     decode_pool: ThreadPoolExecutor
+    side_pool: ThreadPoolExecutor  # work beside each decode: markup scan, drift statistics
     rate_limiter: RateLimiter
     store: Store | None = None
     prediction_log: PredictionLog | None = None

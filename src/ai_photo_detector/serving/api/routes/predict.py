@@ -64,8 +64,11 @@ _BATCH_BODY: dict[str, Any] = {
 ModelQuery = Query(None, description="Model name (default: the default model).", max_length=128)
 
 
+NO_STORE = {"Cache-Control": "no-store"}
+
+
 def _no_store(response: Response) -> None:
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(NO_STORE)
 
 
 def _ready_model(services: Services, model: LoadedModel) -> LoadedModel:
@@ -94,14 +97,17 @@ async def predict(
     services: ServicesDep,
     principal: PredictCaller,
     model: str | None = ModelQuery,
-) -> PredictResponse:
-    _no_store(response)
+) -> Response:
     loaded = _ready_model(services, _pick(services, request, principal, model))
     server = services.settings.server
     uploads = await read_uploads(request, server.max_upload_bytes, 1, "file")
     caller = Caller(request_id_of(request.scope), principal.key_id)
     prediction = await _score_routed(services, loaded, uploads[0].data, caller)
-    return PredictResponse(**prediction.model_dump(), request_id=request_id_of(request.scope))
+    body = PredictResponse(**prediction.model_dump(), request_id=request_id_of(request.scope))
+    # Serialized here, once: returning the model would have FastAPI validate it all again.
+    # A returned Response does not get the headers dependencies set (rate limits): copy them.
+    headers = {**response.headers, **NO_STORE}
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)
 
 
 def _pick(

@@ -1,0 +1,38 @@
+"""ONNX Runtime session options built from the inference settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ai_photo_detector.inference import make_session
+from ai_photo_detector.settings import Settings
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "default" / "model.onnx"
+
+
+@pytest.mark.parametrize(
+    ("spinning", "expected"),
+    [
+        ("always", {}),
+        ("during_run", {"session.force_spinning_stop": "1"}),
+        ("never", {"session.intra_op.allow_spinning": "0"}),
+    ],
+)
+def test_spinning_modes_set_onnx_runtime_options(spinning: str, expected: dict[str, str]) -> None:
+    session = make_session(str(SHIPPED), spinning=spinning)  # type: ignore[arg-type]
+    options = session.get_session_options()
+    for key in ("session.intra_op.allow_spinning", "session.force_spinning_stop"):
+        try:
+            value: str | None = options.get_session_config_entry(key)
+        except RuntimeError:  # ONNX Runtime raises for a key that was never set
+            value = None
+        assert value == expected.get(key), key
+    logits = session.run(["logits"], {"image": np.zeros((1, 3, 224, 224), np.float32)})[0]
+    assert logits.shape == (1, 2) and np.isfinite(logits).all()
+
+
+def test_the_service_spins_only_during_runs_by_default() -> None:
+    assert Settings().inference.spinning == "during_run"
