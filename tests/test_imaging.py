@@ -9,9 +9,11 @@ import pytest
 from PIL import Image
 
 from ai_photo_detector.imaging import (
+    MARKUP,
     DecodeLimits,
     ImageError,
     PreprocessSpec,
+    carries_markup,
     decode_image,
     estimate_jpeg_quality,
     preprocess_bytes,
@@ -156,3 +158,24 @@ def test_format_is_decided_by_magic_bytes() -> None:
 def test_jpeg_quality_estimate(quality: int) -> None:
     with Image.open(io.BytesIO(encode(_rgb(), "JPEG", quality=quality))) as image:
         assert estimate_jpeg_quality(image) == quality
+
+
+def test_markup_scan_agrees_with_a_plain_search() -> None:
+    """Any marker, in any letter case, anywhere (near misses included) on random bytes."""
+    rng = np.random.default_rng(7)
+    found = 0
+    for _ in range(3000):
+        data = bytearray(rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8))
+        if rng.random() < 0.7:
+            marker = bytearray(MARKUP[int(rng.integers(len(MARKUP)))])
+            for i, byte in enumerate(marker):
+                if rng.random() < 0.5 and 97 <= byte <= 122:
+                    marker[i] = byte - 32
+            if rng.random() < 0.3:
+                marker = marker[:-1]  # a near miss must not match
+            at = int(rng.integers(0, len(data) + 1))
+            data[at:at] = marker
+        expected = any(m in bytes(data).lower() for m in MARKUP)
+        assert carries_markup(bytes(data)) == expected
+        found += expected
+    assert 1000 < found < 2900  # both outcomes well represented

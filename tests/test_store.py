@@ -194,3 +194,35 @@ def test_database_errors_drop_the_batch_and_are_counted(tmp_path: Path) -> None:
     assert log.counters.written == 2
     log.close()
     store.close()
+
+
+def test_rows_made_later_are_flushed_and_failures_counted(tmp_path: Path) -> None:
+    """submit_later: flush() waits for rows still being made; a failing maker drops its row."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = Store(f"sqlite:///{tmp_path / 'later.db'}")
+    log = PredictionLog(store, PredictionLogSettings(flush_interval_s=0.01))
+    release = threading.Event()
+
+    def slow_row() -> PredictionRecord:
+        release.wait(10)
+        return record(1)
+
+    def broken_row() -> PredictionRecord:
+        raise ValueError("no statistics")
+
+    with ThreadPoolExecutor(2) as pool:
+        log.submit_later(slow_row, pool)
+        log.submit_later(broken_row, pool)
+        assert not log.flush(0.3)  # the slow row is promised, not yet queued
+        release.set()
+        assert log.flush(10)
+    assert log.counters.written == 1
+    assert log.counters.errors == 1 and log.counters.dropped == 1
+    stopped = ThreadPoolExecutor(1)
+    stopped.shutdown()
+    log.submit_later(slow_row, stopped)  # a stopping service drops the row, never raises
+    assert log.counters.dropped == 2 and log.flush(1)
+    log.close()
+    store.close()

@@ -12,6 +12,8 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,6 +76,8 @@ class PredictionLog:
         self.counters = LogCounters()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._last_cleanup = 0.0
+        self._promised = 0  # rows still being computed by submit_later
+        self._promised_lock = threading.Lock()
         self._thread.start()
 
     @property
@@ -89,11 +93,38 @@ class PredictionLog:
             return False
         return True
 
+    def submit_later(self, build: Callable[[], PredictionRecord], pool: Executor) -> None:
+        """Queue the row ``build`` makes on ``pool``, off the request's path.
+
+        :meth:`flush` waits for it like for a queued row. A failed ``build`` drops the row and
+        counts it as an error, as a failed write does.
+        """
+        with self._promised_lock:
+            self._promised += 1
+
+        def make_and_submit() -> None:
+            try:
+                self.submit(build())  # queued before the promise is released: flush sees one
+            except Exception:
+                logger.exception("a prediction row could not be made; it is dropped")
+                self.counters.errors += 1
+                self.counters.dropped += 1
+            finally:
+                with self._promised_lock:
+                    self._promised -= 1
+
+        try:
+            pool.submit(make_and_submit)
+        except RuntimeError:  # the pool is shut down: the service is stopping
+            with self._promised_lock:
+                self._promised -= 1
+            self.counters.dropped += 1
+
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued row is written (or dropped); True when the queue drained."""
+        """Wait until every queued or promised row is written (or dropped); True when done."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.queue.unfinished_tasks == 0:
+            if self._promised == 0 and self.queue.unfinished_tasks == 0:
                 return True
             time.sleep(0.01)
         return False

@@ -9,6 +9,7 @@ import uuid
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,7 +45,6 @@ class Caller:
 class Prepared:
     array: NDArray[np.float32]
     decoded: DecodedImage
-    stats: Future[dict[str, float]] | None  # only when the prediction log will keep them
 
 
 def _refuse_markup(scan: Future[bool] | None) -> None:
@@ -53,17 +53,12 @@ def _refuse_markup(scan: Future[bool] | None) -> None:
 
 
 def prepare(
-    data: bytes,
-    spec: PreprocessSpec,
-    limits: DecodeLimits,
-    side_pool: Executor,
-    with_stats: bool,
+    data: bytes, spec: PreprocessSpec, limits: DecodeLimits, side_pool: Executor
 ) -> Prepared:
-    """Runs on a decode thread while the side thread takes the other core.
+    """Runs on a decode thread: decode and resize, while the side thread scans for markup.
 
-    The side thread scans for markup while this one decodes (the markup verdict still comes
-    first, as in :func:`decode_image`), then measures the log's drift statistics while this
-    one resizes: neither adds to the request's time nor competes with the model's threads.
+    The markup verdict still comes first, as in :func:`decode_image`; the scan just no longer
+    adds to the request's time.
     """
     scan = None
     if limits.reject_markup and sniff_format(data) is not None:
@@ -75,10 +70,7 @@ def prepare(
         _refuse_markup(scan)
         raise
     _refuse_markup(scan)
-    stats = None
-    if with_stats:
-        stats = side_pool.submit(image_statistics, decoded.image, decoded.info.jpeg_quality)
-    return Prepared(to_model_input(decoded.image, spec), decoded, stats)
+    return Prepared(to_model_input(decoded.image, spec), decoded)
 
 
 def image_error(services: Services, exc: ImageError) -> ApiError:
@@ -130,20 +122,16 @@ async def _decode_and_infer(
             manifest.preprocessing,
             services.models.limits,
             services.side_pool,
-            services.prediction_log is not None,
         )
     except ImageError as exc:
         raise image_error(services, exc) from exc
     preprocess_ms = (time.perf_counter() - started) * 1000
-    stats = None
     try:
         result = await model.batcher.submit(prepared.array, ticket)
     except Overloaded as exc:
         raise overloaded(services, exc) from exc
     finally:
         services.metrics.queue_depth.labels(model.name).set(model.batcher.depth)
-        if prepared.stats is not None:
-            stats = await asyncio.wrap_future(prepared.stats)
     verdict = verdicts(np.asarray(result.logits)[None, :], manifest)[0]
     info = prepared.decoded.info
     prediction = Prediction(
@@ -168,8 +156,24 @@ async def _decode_and_infer(
     )
     if route == "primary":  # shadow work is kept out of the client-facing metrics
         _observe(services, model, prediction, result)
-    if stats is not None:
-        _log(services, model, prediction, stats, result, caller, data, route, paired_id)
+    if services.prediction_log is not None:
+        # The row's drift statistics are measured after the answer, on the side thread.
+        services.prediction_log.submit_later(
+            partial(
+                _record,
+                services,
+                model,
+                prediction,
+                prepared.decoded,
+                result,
+                caller,
+                data,
+                route,
+                paired_id,
+                datetime.now(UTC),
+            ),
+            services.side_pool,
+        )
     return prediction
 
 
@@ -187,47 +191,44 @@ def _observe(
     metrics.batch_size.observe(result.batch_size)
 
 
-def _log(
+def _record(
     services: Services,
     model: LoadedModel,
     prediction: Prediction,
-    stats: dict[str, float],
+    decoded: DecodedImage,
     result: EngineResult,
     caller: Caller,
     data: bytes,
     route: str,
     paired_id: str | None,
-) -> None:
-    log = services.prediction_log
-    if log is None:
-        return
-    log.submit(
-        PredictionRecord(
-            id=prediction.prediction_id,
-            created_at=datetime.now(UTC),
-            request_id=caller.request_id,
-            api_key_id=caller.api_key_id,
-            model_name=model.name,
-            model_version=model.version,
-            route=route,
-            label=prediction.label,
-            band=prediction.band,
-            score=prediction.probability,
-            queue_ms=prediction.timing.queue_ms,
-            preprocess_ms=prediction.timing.preprocess_ms,
-            inference_ms=prediction.timing.inference_ms,
-            image_sha256=prediction.image.sha256,
-            width=prediction.image.width,
-            height=prediction.image.height,
-            format=prediction.image.format,
-            bytes=prediction.image.bytes,
-            brightness=stats["brightness"],
-            contrast=stats["contrast"],
-            saturation=stats["saturation"],
-            sharpness=stats["sharpness"],
-            jpeg_quality=stats["jpeg_quality"],
-            embedding=np.asarray(result.embedding, dtype="<f2").tobytes(),
-            image_data=data if services.settings.prediction_log.store_images else None,
-            paired_id=paired_id,
-        )
+    created_at: datetime,
+) -> PredictionRecord:
+    stats = image_statistics(decoded.image, decoded.info.jpeg_quality)
+    return PredictionRecord(
+        id=prediction.prediction_id,
+        created_at=created_at,
+        request_id=caller.request_id,
+        api_key_id=caller.api_key_id,
+        model_name=model.name,
+        model_version=model.version,
+        route=route,
+        label=prediction.label,
+        band=prediction.band,
+        score=prediction.probability,
+        queue_ms=prediction.timing.queue_ms,
+        preprocess_ms=prediction.timing.preprocess_ms,
+        inference_ms=prediction.timing.inference_ms,
+        image_sha256=prediction.image.sha256,
+        width=prediction.image.width,
+        height=prediction.image.height,
+        format=prediction.image.format,
+        bytes=prediction.image.bytes,
+        brightness=stats["brightness"],
+        contrast=stats["contrast"],
+        saturation=stats["saturation"],
+        sharpness=stats["sharpness"],
+        jpeg_quality=stats["jpeg_quality"],
+        embedding=np.asarray(result.embedding, dtype="<f2").tobytes(),
+        image_data=data if services.settings.prediction_log.store_images else None,
+        paired_id=paired_id,
     )
