@@ -36,7 +36,7 @@ from benchmarks.common import print_table, write_csv
 from benchmarks.photos import sample_photo
 
 LEVEL_SECONDS = 3
-ROUNDS = 3
+ROUNDS = 5
 CONCURRENCY = (1, 8, 32)
 SIZES = {"1024x1024": (1024, 1024), "3MP": (2048, 1536)}
 

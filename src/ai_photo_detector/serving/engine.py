@@ -4,13 +4,15 @@ Concurrent requests are grouped into one inference call (up to ``max_batch_size`
 waiting at most ``max_delay_s`` for company). Admission is bounded: when ``max_queue`` images are
 already being decoded, queued or inferred, a request is refused at once with
 :class:`Overloaded` (HTTP 503 + Retry-After) rather than left to wait.
-Inference runs on one dedicated thread, so the event loop never blocks on it.
+Inference runs on one dedicated thread, so the event loop never blocks on it; an image admitted
+alone is instead inferred on the thread that decoded it (:meth:`MicroBatcher.run_alone`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from ai_photo_detector.inference import OnnxDetector
+from ai_photo_detector.inference import BatchOutput, OnnxDetector
 from ai_photo_detector.serving.errors import Overloaded
 
 
@@ -63,6 +65,35 @@ class MicroBatcher:
         self.batches_run = 0
         self.max_pending = max_queue
         self.pending = 0  # admitted images: decoding, queued or being inferred
+        self._model_lock = threading.Lock()  # one run at a time: batched or a lone image's
+
+    def run_alone(self, array: NDArray[np.float32]) -> EngineResult | None:
+        """Infer one image on the calling (decode) thread when it is the only one admitted.
+
+        A lone request has nothing to be batched with: running it where it was decoded saves
+        two thread hand-offs. None when other images are admitted or the model is busy; the
+        image then goes through the queue. ``pending`` is read from another thread: a stale
+        value only sends an image one way or the other.
+        """
+        if self.pending != 1 or not self._model_lock.acquire(blocking=False):
+            return None
+        try:
+            started = time.perf_counter()
+            output = self.detector.run(array[None])
+            self.batches_run += 1
+        finally:
+            self._model_lock.release()
+        return EngineResult(
+            logits=output.logits[0],
+            embedding=output.embedding[0],
+            queue_ms=0.0,
+            inference_ms=(time.perf_counter() - started) * 1000,
+            batch_size=1,
+        )
+
+    def _run_batch(self, stacked: NDArray[np.float32]) -> BatchOutput:
+        with self._model_lock:
+            return self.detector.run(stacked)
 
     @property
     def saturated(self) -> bool:
@@ -144,7 +175,7 @@ class MicroBatcher:
             started = time.perf_counter()
             stacked = np.stack([p.array for p in live])
             try:
-                output = await loop.run_in_executor(self._executor, self.detector.run, stacked)
+                output = await loop.run_in_executor(self._executor, self._run_batch, stacked)
             except Exception as exc:  # a failed run fails its requests, never the loop
                 for pending in live:
                     self.release(pending.ticket)

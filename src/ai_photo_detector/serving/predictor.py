@@ -30,7 +30,7 @@ from ai_photo_detector.inference import verdicts
 from ai_photo_detector.monitoring.prediction_log import PredictionRecord
 from ai_photo_detector.serving.api.schemas import ImageMeta, ModelRef, Prediction, Timing
 from ai_photo_detector.serving.api.state import Services
-from ai_photo_detector.serving.engine import EngineResult, Ticket
+from ai_photo_detector.serving.engine import EngineResult, MicroBatcher, Ticket
 from ai_photo_detector.serving.errors import IMAGE_ERROR_STATUS, ApiError, Overloaded
 from ai_photo_detector.serving.models import LoadedModel
 
@@ -45,6 +45,7 @@ class Caller:
 class Prepared:
     array: NDArray[np.float32]
     decoded: DecodedImage
+    result: EngineResult | None = None  # already inferred: the image came alone
 
 
 def _refuse_markup(scan: Future[bool] | None) -> None:
@@ -53,9 +54,14 @@ def _refuse_markup(scan: Future[bool] | None) -> None:
 
 
 def prepare(
-    data: bytes, spec: PreprocessSpec, limits: DecodeLimits, side_pool: Executor
+    data: bytes,
+    spec: PreprocessSpec,
+    limits: DecodeLimits,
+    side_pool: Executor,
+    batcher: MicroBatcher,
 ) -> Prepared:
-    """Runs on a decode thread: decode and resize, while the side thread scans for markup.
+    """Runs on a decode thread: decode and resize while the side thread scans for markup, then
+    infer right here if the image is alone (:meth:`MicroBatcher.run_alone`).
 
     The markup verdict still comes first, as in :func:`decode_image`; the scan just no longer
     adds to the request's time.
@@ -70,7 +76,8 @@ def prepare(
         _refuse_markup(scan)
         raise
     _refuse_markup(scan)
-    return Prepared(to_model_input(decoded.image, spec), decoded)
+    array = to_model_input(decoded.image, spec)
+    return Prepared(array, decoded, batcher.run_alone(array))
 
 
 def image_error(services: Services, exc: ImageError) -> ApiError:
@@ -122,16 +129,21 @@ async def _decode_and_infer(
             manifest.preprocessing,
             services.models.limits,
             services.side_pool,
+            model.batcher,
         )
     except ImageError as exc:
         raise image_error(services, exc) from exc
     preprocess_ms = (time.perf_counter() - started) * 1000
-    try:
-        result = await model.batcher.submit(prepared.array, ticket)
-    except Overloaded as exc:
-        raise overloaded(services, exc) from exc
-    finally:
-        services.metrics.queue_depth.labels(model.name).set(model.batcher.depth)
+    result = prepared.result
+    if result is not None:  # inferred on the decode thread: its time is not preprocessing
+        preprocess_ms -= result.inference_ms
+    else:
+        try:
+            result = await model.batcher.submit(prepared.array, ticket)
+        except Overloaded as exc:
+            raise overloaded(services, exc) from exc
+        finally:
+            services.metrics.queue_depth.labels(model.name).set(model.batcher.depth)
     verdict = verdicts(np.asarray(result.logits)[None, :], manifest)[0]
     info = prepared.decoded.info
     prediction = Prediction(

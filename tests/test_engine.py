@@ -1,0 +1,66 @@
+"""The micro-batcher: lone images inferred where they were decoded, others batched."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+
+from ai_photo_detector.bundle import load_bundle
+from ai_photo_detector.inference import OnnxDetector
+from ai_photo_detector.serving.engine import MicroBatcher
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "default"
+
+
+def _batcher() -> MicroBatcher:
+    return MicroBatcher(OnnxDetector(load_bundle(SHIPPED)), 8, 0.004, 16)
+
+
+def _images(count: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.uniform(-1, 1, (count, 3, 224, 224)).astype(np.float32)
+
+
+def test_a_lone_image_is_inferred_in_place_with_the_batched_answer() -> None:
+    batcher = _batcher()
+    image = _images(1)[0]
+    ticket = batcher.admit()
+    alone = batcher.run_alone(image)
+    assert alone is not None and alone.batch_size == 1 and alone.queue_ms == 0.0
+    expected = batcher.detector.run(image[None])
+    np.testing.assert_allclose(alone.logits, expected.logits[0], atol=1e-5)
+    np.testing.assert_allclose(alone.embedding, expected.embedding[0], atol=1e-5)
+    batcher.release(ticket)
+
+
+def test_company_or_a_busy_model_sends_the_image_through_the_queue() -> None:
+    batcher = _batcher()
+    image = _images(1)[0]
+    tickets = [batcher.admit(), batcher.admit()]
+    assert batcher.run_alone(image) is None  # another image is admitted: batch them
+    batcher.release(tickets.pop())
+    with batcher._model_lock:  # a batch is running
+        assert batcher.run_alone(image) is None
+    assert batcher.run_alone(image) is not None
+    batcher.release(tickets.pop())
+
+
+def test_queued_images_are_batched_and_answered_in_order() -> None:
+    images = _images(6)
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = _batcher()
+        batcher.start()
+        tickets = [batcher.admit() for _ in images]
+        results = await asyncio.gather(
+            *(batcher.submit(image, ticket) for image, ticket in zip(images, tickets, strict=True))
+        )
+        await batcher.stop()
+        assert max(r.batch_size for r in results) > 1 and batcher.pending == 0
+        return [r.logits for r in results]
+
+    logits = asyncio.run(scenario())
+    expected = OnnxDetector(load_bundle(SHIPPED)).run(images).logits
+    np.testing.assert_allclose(np.stack(logits), expected, atol=1e-4)
