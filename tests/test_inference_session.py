@@ -34,5 +34,18 @@ def test_spinning_modes_set_onnx_runtime_options(spinning: str, expected: dict[s
     assert logits.shape == (1, 2) and np.isfinite(logits).all()
 
 
-def test_the_service_spins_only_during_runs_by_default() -> None:
-    assert Settings().inference.spinning == "during_run"
+def test_adaptive_spinning_gives_lone_images_their_own_spinning_session() -> None:
+    from ai_photo_detector.serving.models import ModelManager
+
+    settings = Settings(model=str(SHIPPED.parent))
+    assert settings.inference.spinning == "adaptive"
+    batcher = ModelManager(settings).build(str(SHIPPED.parent), "champion").batcher
+    assert batcher.solo is not batcher.detector
+    solo = batcher.solo.session.get_session_options()
+    batched = batcher.detector.session.get_session_options()
+    assert solo.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert batched.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+    single = Settings(model=str(SHIPPED.parent), inference={"spinning": "never"})
+    one = ModelManager(single).build(str(SHIPPED.parent), "champion").batcher
+    assert one.solo is one.detector

@@ -164,10 +164,12 @@ class InferenceSettings(Section):
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: auto).")
     inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads.")
     batch_size: int = Field(16, ge=1, description="Images per inference call in the CLI.")
-    spinning: Literal["during_run", "always", "never"] = Field(
-        "during_run",
-        description="When idle ONNX Runtime threads busy-wait for work: during a run only "
-        "(fast single images, cores free for decoding between runs), always, or never.",
+    spinning: Literal["adaptive", "during_run", "always", "never"] = Field(
+        "adaptive",
+        description="When idle ONNX Runtime threads busy-wait for work. adaptive: a lone image "
+        "runs on a session that spins during its run (fast), batches on one that never spins "
+        "(cores left to decoding; costs a second session's memory). Otherwise one session: "
+        "during_run, always or never.",
     )
 
 

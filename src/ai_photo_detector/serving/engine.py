@@ -55,8 +55,10 @@ class MicroBatcher:
         max_batch_size: int,
         max_delay_s: float,
         max_queue: int,
+        solo: OnnxDetector | None = None,
     ) -> None:
         self.detector = detector
+        self.solo = solo or detector  # the session for lone images (run_alone)
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
@@ -79,7 +81,7 @@ class MicroBatcher:
             return None
         try:
             started = time.perf_counter()
-            output = self.detector.run(array[None])
+            output = self.solo.run(array[None])
             self.batches_run += 1
         finally:
             self._model_lock.release()

@@ -109,9 +109,16 @@ class ModelManager:
         """Resolve, verify, open and warm up a model (blocking: call it off the event loop)."""
         bundle = resolve_bundle(reference, self.settings)
         inference = self.settings.inference
-        detector = OnnxDetector(
-            bundle, inference.intra_op_threads, inference.inter_op_threads, inference.spinning
-        )
+        threads = (inference.intra_op_threads, inference.inter_op_threads)
+        spinning = inference.spinning
+        if spinning == "adaptive":
+            # Batches (the server is busy) on threads that never spin, so decoding keeps its
+            # cores; a lone image on a second session that spins during its run.
+            detector = OnnxDetector(bundle, *threads, "never")
+            solo = OnnxDetector(bundle, *threads, "during_run")
+            solo.warm_up()
+        else:
+            detector = solo = OnnxDetector(bundle, *threads, spinning)
         detector.warm_up()
         server = self.settings.server
         batcher = MicroBatcher(
@@ -119,6 +126,7 @@ class ModelManager:
             max_batch_size=server.max_batch_size,
             max_delay_s=server.max_queue_delay_ms / 1000,
             max_queue=server.max_queue_size,
+            solo=solo,
         )
         return LoadedModel(bundle.manifest.name, bundle, detector, batcher, reference, role)
 
