@@ -49,3 +49,12 @@ def test_adaptive_spinning_gives_lone_images_their_own_spinning_session() -> Non
     single = Settings(model=str(SHIPPED.parent), inference={"spinning": "never"})
     one = ModelManager(single).build(str(SHIPPED.parent), "champion").batcher
     assert one.solo is one.detector
+
+
+def test_thread_count_is_always_explicit_so_threads_are_not_pinned() -> None:
+    from ai_photo_detector.inference import available_cpus
+
+    assert make_session(str(SHIPPED)).get_session_options().intra_op_num_threads == (
+        available_cpus()
+    )
+    assert make_session(str(SHIPPED), 1).get_session_options().intra_op_num_threads == 1

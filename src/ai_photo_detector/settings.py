@@ -161,7 +161,9 @@ class MlflowSettings(Section):
 
 
 class InferenceSettings(Section):
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: auto).")
+    intra_op_threads: int = Field(
+        0, ge=0, description="ONNX Runtime intra-op threads (0: one per available CPU, unpinned)."
+    )
     inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads.")
     batch_size: int = Field(16, ge=1, description="Images per inference call in the CLI.")
     spinning: Literal["adaptive", "during_run", "always", "never"] = Field(
