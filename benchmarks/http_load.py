@@ -75,6 +75,23 @@ def start_server(
     raise RuntimeError("the server did not become ready within 60 s")
 
 
+def wait_idle(port: int, timeout: float = 30.0) -> None:
+    """Until the server has finished the previous level's requests (wrk stops sending at its
+    deadline, but the server still answers what it admitted): each level starts idle."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        in_flight = [
+            float(line.split()[1])
+            for line in metrics.splitlines()
+            if line.startswith("apd_http_requests_in_flight ")
+        ]
+        if in_flight and in_flight[0] <= 1:  # the scrape itself
+            return
+        time.sleep(0.05)
+    raise RuntimeError("the server did not become idle")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -171,8 +188,10 @@ def main() -> None:
             baselines: list[float] = []
             rounds: dict[int, list[dict[str, Any]]] = {c: [] for c in CONCURRENCY}
             for _ in range(ROUNDS):
+                wait_idle(port)
                 baselines.append(baseline_rate(photos))
                 for concurrency in CONCURRENCY:
+                    wait_idle(port)
                     rounds[concurrency].append(wrk.load(port, photos, concurrency, LEVEL_SECONDS))
             baseline = statistics.median(baselines)
             for concurrency, results in rounds.items():
