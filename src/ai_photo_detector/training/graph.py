@@ -200,5 +200,9 @@ def optimize_bundle(folder: Path, tolerance: float = 1e-4) -> tuple[int, float]:
         load_bundle(work)
         retired = Path(scratch) / "retired"
         folder.rename(retired)
-        work.rename(folder)
+        try:
+            work.rename(folder)
+        except OSError:
+            retired.rename(folder)  # never leave the bundle's place empty
+            raise
     return folded, difference
