@@ -154,6 +154,32 @@ def test_format_is_decided_by_magic_bytes() -> None:
     assert info.value.code == "unsupported_format"
 
 
+@pytest.mark.parametrize("scan_beside", [False, True])
+def test_polyglots_are_refused_first_whether_scanned_inline_or_beside(scan_beside: bool) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    limits = DecodeLimits(reject_markup=True, accepted_formats=frozenset({"JPEG"}))
+    jpeg = encode(_rgb((200, 200)), "JPEG", quality=95)
+    cases = {
+        "clean": (jpeg, None),
+        "polyglot": (jpeg + b"<script>alert(1)</script>", "polyglot_file"),
+        "corrupt polyglot": (jpeg[:300] + b"<HTML>", "polyglot_file"),  # markup wins
+        "png polyglot": (encode(_rgb(), "PNG") + b"<html>", "polyglot_file"),  # before format
+        "corrupt": (jpeg[:300], "truncated_or_corrupt"),
+    }
+    with ThreadPoolExecutor(1) as pool:
+        for name, (data, code) in cases.items():
+            try:
+                decode_image(data, SPEC, limits, beside=pool if scan_beside else None)
+                got = None
+            except ImageError as exc:
+                got = exc.code
+            if code == "truncated_or_corrupt":
+                assert got in {"truncated_image", "corrupt_image"}, name
+            else:
+                assert got == code, name
+
+
 @pytest.mark.parametrize("quality", [50, 75, 90, 95])
 def test_jpeg_quality_estimate(quality: int) -> None:
     with Image.open(io.BytesIO(encode(_rgb(), "JPEG", quality=quality))) as image:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from operator import methodcaller
 
@@ -93,7 +94,7 @@ class ImageError(Exception):
         self.message = message
 
 
-def polyglot_error() -> ImageError:
+def _polyglot_error() -> ImageError:
     return ImageError("polyglot_file", "the image also carries HTML or script content")
 
 
@@ -154,18 +155,39 @@ def _to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image
 
 
 def decode_image(
-    data: bytes, spec: PreprocessSpec, limits: DecodeLimits | None = None
+    data: bytes,
+    spec: PreprocessSpec,
+    limits: DecodeLimits | None = None,
+    beside: Executor | None = None,
 ) -> DecodedImage:
     """Decode bytes into an RGB image ready for augmentation or :func:`to_model_input`.
 
-    Raises :class:`ImageError` for anything unusable; never lets a decoder error escape.
+    Raises :class:`ImageError` for anything unusable; never lets a decoder error escape. With
+    ``beside``, the markup scan runs there while this thread decodes; its verdict still comes
+    before any other, as without it.
     """
     limits = limits or DecodeLimits()
     if not data:
         raise ImageError("empty_body", "the image is empty (zero bytes)")
     sniffed = sniff_format(data)
-    if limits.reject_markup and sniffed is not None and carries_markup(data):
-        raise polyglot_error()
+    scan: Future[bool] | None = None
+    if limits.reject_markup and sniffed is not None:
+        if beside is None:
+            if carries_markup(data):
+                raise _polyglot_error()
+        else:
+            scan = beside.submit(carries_markup, data)
+    try:
+        return _decode(data, sniffed, spec, limits)
+    finally:
+        # Also when decoding failed: a polyglot is refused as one, whatever else is wrong.
+        if scan is not None and scan.result():
+            raise _polyglot_error()
+
+
+def _decode(
+    data: bytes, sniffed: str | None, spec: PreprocessSpec, limits: DecodeLimits
+) -> DecodedImage:
     if limits.accepted_formats is not None:
         if sniffed is None:
             raise ImageError("unsupported_format", "not a recognised image format")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from concurrent.futures import Executor, Future
-from dataclasses import dataclass, replace
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 
@@ -20,10 +20,7 @@ from ai_photo_detector.imaging import (
     DecodeLimits,
     ImageError,
     PreprocessSpec,
-    carries_markup,
     decode_image,
-    polyglot_error,
-    sniff_format,
     to_model_input,
 )
 from ai_photo_detector.inference import verdicts
@@ -48,11 +45,6 @@ class Prepared:
     result: EngineResult | None = None  # already inferred: the image came alone
 
 
-def _refuse_markup(scan: Future[bool] | None) -> None:
-    if scan is not None and scan.result():
-        raise polyglot_error()
-
-
 def prepare(
     data: bytes,
     spec: PreprocessSpec,
@@ -61,21 +53,8 @@ def prepare(
     batcher: MicroBatcher,
 ) -> Prepared:
     """Runs on a decode thread: decode and resize while the side thread scans for markup, then
-    infer right here if the image is alone (:meth:`MicroBatcher.run_alone`).
-
-    The markup verdict still comes first, as in :func:`decode_image`; the scan just no longer
-    adds to the request's time.
-    """
-    scan = None
-    if limits.reject_markup and sniff_format(data) is not None:
-        scan = side_pool.submit(carries_markup, data)
-        limits = replace(limits, reject_markup=False)
-    try:
-        decoded = decode_image(data, spec, limits)
-    except ImageError:
-        _refuse_markup(scan)
-        raise
-    _refuse_markup(scan)
+    infer right here if the image is alone (:meth:`MicroBatcher.run_alone`)."""
+    decoded = decode_image(data, spec, limits, beside=side_pool)
     array = to_model_input(decoded.image, spec)
     return Prepared(array, decoded, batcher.run_alone(array))
 
