@@ -29,7 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ai_photo_detector.bundle import load_bundle
-from ai_photo_detector.imaging import preprocess_bytes
+from ai_photo_detector.imaging import PreprocessSpec, preprocess_bytes
 from ai_photo_detector.inference import make_session
 from ai_photo_detector.settings import Settings
 from benchmarks import wrk
@@ -100,10 +100,9 @@ def rss_mb(pid: int) -> float:
 
 
 def in_process_rate(
-    photos: list[bytes], session: ort.InferenceSession, seconds: float = 2.0
+    photos: list[bytes], spec: PreprocessSpec, session: ort.InferenceSession, seconds: float = 2.0
 ) -> float:
     """Images/s of the plain loop: decode + preprocess + infer, one image at a time."""
-    spec = load_bundle(Settings().model).manifest.preprocessing
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         array, _ = preprocess_bytes(photos[done % len(photos)], spec)
@@ -115,14 +114,15 @@ def in_process_rate(
 def baseline_rate(photos: list[bytes]) -> float:
     """The faster of ONNX Runtime's own defaults (threads pinned to cores) and the session the
     service gives a lone image: never flatter the service with a handicapped baseline."""
-    model = str(load_bundle(Settings().model).model_path)
+    bundle = load_bundle(Settings().model)
+    spec, model = bundle.manifest.preprocessing, str(bundle.model_path)
     sessions = [
         ort.InferenceSession(model, providers=["CPUExecutionProvider"]),
         make_session(model, spinning="during_run"),
     ]
     for session in sessions:
-        in_process_rate(photos, session, seconds=0.2)  # warm-up
-    return max(in_process_rate(photos, session) for session in sessions)
+        in_process_rate(photos, spec, session, seconds=0.2)  # warm-up
+    return max(in_process_rate(photos, spec, session) for session in sessions)
 
 
 async def drive(port: int, photos: list[bytes], concurrency: int, total: int) -> dict[str, Any]:
