@@ -116,3 +116,31 @@ def test_real_recompression_shift_is_detected_with_the_shipped_reference(tmp_pat
     assert shifted["drift"] and "image_stats" in shifted["drifted"]
     quality = shifted["detectors"]["image_stats"]["per_stat"]["jpeg_quality"]
     assert quality["live_median"] == 50 and quality["p_adjusted"] < 1e-6
+
+
+def test_reference_statistics_measured_another_way_are_not_compared(bundle_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A bundle whose reference statistics were measured on another basis (an older bundle)
+    gets no image-statistics test, rather than false alarms; the other families still run."""
+    import json
+    import shutil
+
+    from ai_photo_detector.bundle import load_bundle
+    from ai_photo_detector.image_stats import LEGACY_STATS_BASIS, STAT_NAMES, STATS_BASIS
+    from ai_photo_detector.monitoring.history import reference_sample
+
+    current = reference_sample(load_bundle(bundle_dir))
+    assert load_bundle(bundle_dir).manifest.drift_reference.image_stats_basis == STATS_BASIS
+    assert set(current.image_stats) == set(STAT_NAMES)
+
+    old = shutil.copytree(bundle_dir, tmp_path / "old")
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["drift_reference"]["image_stats_basis"]  # as written before it was recorded
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    bundle = load_bundle(old)
+    assert bundle.manifest.drift_reference.image_stats_basis == LEGACY_STATS_BASIS
+    reference = reference_sample(bundle)
+    assert reference.image_stats == {}
+    report = detect(reference, current, CONFIG)
+    assert report["detectors"]["image_stats"]["skipped"]
+    assert report["detectors"]["image_stats"]["p_value"] == 1.0
+    assert "score" in report["detectors"] and "embedding" in report["detectors"]

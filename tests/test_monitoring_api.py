@@ -178,3 +178,35 @@ def test_stored_images_are_exported_as_a_training_dataset(
 
     samples = discover([out / "manifest.csv"], [".jpeg"])  # train --data reads it as is
     assert sorted(s.label for s in samples) == ["ai", "ai", "ai", "real"]
+
+
+def test_logged_image_statistics_equal_the_training_side_ones(
+    client: TestClient, tiny_dataset: Path
+) -> None:
+    """No train/serve skew in drift inputs: the prediction log measures each upload exactly as
+    the drift reference was measured at training time (scoring with statistics)."""
+    from sqlalchemy import select
+
+    from ai_photo_detector.data.discovery import Sample as DataSample
+    from ai_photo_detector.image_stats import STAT_NAMES
+    from ai_photo_detector.inference import OnnxDetector
+    from ai_photo_detector.monitoring.schema import Prediction
+    from ai_photo_detector.scoring import score_samples
+
+    paths = sorted((tiny_dataset / "real").iterdir())[:4]
+    answers = {
+        client.post("/v1/predict", content=p.read_bytes()).json()["prediction_id"]: p for p in paths
+    }
+    services = client.app.state.services  # type: ignore[attr-defined]
+    assert services.prediction_log.flush()
+    with services.store.session() as session:
+        rows = session.scalars(select(Prediction).where(Prediction.id.in_(answers))).all()
+    assert len(rows) == len(paths)
+    model = services.models.get(None)
+    scored = score_samples(
+        OnnxDetector(model.bundle), [DataSample(p, "real", "t") for p in paths], with_stats=True
+    )
+    for row in rows:
+        index = paths.index(answers[row.id])
+        for name in STAT_NAMES:
+            assert getattr(row, name) == pytest.approx(scored.stats[name][index], rel=1e-6), name

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ai_photo_detector.image_stats import LEGACY_STATS_BASIS
 from ai_photo_detector.imaging import PreprocessSpec
 
 BUNDLE_FORMAT = "ai-photo-detector-bundle"
@@ -86,6 +87,11 @@ class DriftReference(Strict):
     scores: list[float] = Field(description="Calibrated AI probabilities on validation images.")
     labels: list[str] = Field(description="Predicted labels on the same images.")
     image_stats: dict[str, list[float]] = Field(description="Per-statistic validation sample.")
+    image_stats_basis: str = Field(
+        LEGACY_STATS_BASIS,
+        description="What the image statistics were measured on; live statistics are compared "
+        "only when measured the same way.",
+    )
     embedding_file: str = DRIFT_FILE
     size: int
 

@@ -25,6 +25,7 @@ from ai_photo_detector.calibration import (
 )
 from ai_photo_detector.data.discovery import Sample, discover
 from ai_photo_detector.evaluation import evaluate, quality_gate_failures, write_report
+from ai_photo_detector.image_stats import STATS_BASIS
 from ai_photo_detector.inference import OnnxDetector, decide_label, softmax
 from ai_photo_detector.scoring import ScoredSet, score_samples
 from ai_photo_detector.settings import Settings
@@ -87,6 +88,7 @@ def drift_reference(
         "image_stats": {
             name: [float(v) for v in values[keep]] for name, values in scored.stats.items()
         },
+        "image_stats_basis": STATS_BASIS,
         "size": len(keep),
     }
     return reference, scored.embeddings[keep].astype(np.float16)

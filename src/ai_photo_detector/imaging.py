@@ -247,8 +247,8 @@ def _decode(
     return DecodedImage(image=rgb, info=info)
 
 
-def to_model_input(image: Image.Image, spec: PreprocessSpec) -> NDArray[np.float32]:
-    """RGB image -> normalised CHW float32 array of side ``spec.input_size``."""
+def model_view(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """The picture the model sees: shorter side resized to ``spec.input_size``, centre crop."""
     size = spec.input_size
     width, height = image.size
     scale = size / min(width, height)
@@ -258,13 +258,23 @@ def to_model_input(image: Image.Image, spec: PreprocessSpec) -> NDArray[np.float
     left, top = (new_w - size) // 2, (new_h - size) // 2
     if (new_w, new_h) != (size, size):
         image = image.crop((left, top, left + size, top + size))
+    return image
+
+
+def normalise(view: Image.Image, spec: PreprocessSpec) -> NDArray[np.float32]:
+    """A :func:`model_view` image -> normalised CHW float32 array."""
     # Planes first, then in place: broadcasting along a length-3 last axis is slow in NumPy,
     # and every fresh 600 kB temporary costs page faults. Same arithmetic, same result.
-    planes = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)).astype(np.float32)
+    planes = np.ascontiguousarray(np.asarray(view).transpose(2, 0, 1)).astype(np.float32)
     planes *= np.float32(1.0 / 255.0)
     planes -= np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1)
     planes /= np.asarray(spec.std, dtype=np.float32).reshape(3, 1, 1)
     return planes
+
+
+def to_model_input(image: Image.Image, spec: PreprocessSpec) -> NDArray[np.float32]:
+    """RGB image -> normalised CHW float32 array of side ``spec.input_size``."""
+    return normalise(model_view(image, spec), spec)
 
 
 def preprocess_bytes(

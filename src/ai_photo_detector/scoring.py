@@ -1,7 +1,7 @@
 """Run a bundle over many labelled files: the engine of evaluation and calibration.
 
 Decoding runs in a thread pool (Pillow releases the GIL) and inference in batches, through the
-very same :func:`preprocess_bytes` the service uses.
+very same decode, model view and normalisation the service uses.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from numpy.typing import NDArray
 from ai_photo_detector.data.discovery import Sample
 from ai_photo_detector.degrade import apply_condition
 from ai_photo_detector.image_stats import STAT_NAMES, image_statistics
-from ai_photo_detector.imaging import ImageError, PreprocessSpec, preprocess_bytes
+from ai_photo_detector.imaging import (
+    ImageError,
+    PreprocessSpec,
+    decode_image,
+    model_view,
+    normalise,
+)
 from ai_photo_detector.inference import OnnxDetector
 
 
@@ -49,11 +55,12 @@ def _prepare(
         data = sample.path.read_bytes()
         if condition:
             data = apply_condition(data, condition)
-        array, decoded = preprocess_bytes(data, spec)
+        decoded = decode_image(data, spec)
     except (ImageError, OSError, ValueError) as exc:
         return Prepared(index, None, None, getattr(exc, "message", str(exc)))
-    stats = image_statistics(decoded.image, decoded.info.jpeg_quality) if with_stats else None
-    return Prepared(index, array, stats)
+    view = model_view(decoded.image, spec)
+    stats = image_statistics(view, decoded.info.jpeg_quality) if with_stats else None
+    return Prepared(index, normalise(view, spec), stats)
 
 
 def _chunks(items: Sequence[Sample], size: int) -> Iterator[list[tuple[int, Sample]]]:

@@ -104,7 +104,13 @@ def image_stats_drift(reference: Sample, live: Sample) -> dict[str, Any]:
     for name, p in adjusted.items():
         per_stat[name]["p_value"] = raw[name]
         per_stat[name]["p_adjusted"] = p
-    return {"p_value": min(adjusted.values()) if adjusted else 1.0, "per_stat": per_stat}
+    result: dict[str, Any] = {
+        "p_value": min(adjusted.values()) if adjusted else 1.0,
+        "per_stat": per_stat,
+    }
+    if not per_stat:
+        result["skipped"] = "no image statistics measured alike on both sides"
+    return result
 
 
 def label_drift(reference: Sample, live: Sample) -> dict[str, Any]:

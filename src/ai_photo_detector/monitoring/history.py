@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,18 +10,35 @@ import numpy as np
 from sqlalchemy import select
 
 from ai_photo_detector.bundle import Bundle
-from ai_photo_detector.image_stats import STAT_NAMES
+from ai_photo_detector.image_stats import STAT_NAMES, STATS_BASIS
 from ai_photo_detector.monitoring.drift import Sample
 from ai_photo_detector.monitoring.schema import DriftReport, Prediction
 from ai_photo_detector.monitoring.store import Store
 
+logger = logging.getLogger(__name__)
+
 
 def reference_sample(bundle: Bundle) -> Sample:
     ref = bundle.manifest.drift_reference
+    image_stats = {
+        name: np.asarray(values, dtype=np.float64) for name, values in ref.image_stats.items()
+    }
+    if ref.image_stats_basis != STATS_BASIS:
+        # Measured at another scale: comparing would raise false alarms. Re-measure with
+        # `ai-photo-detector recalibrate RUN_DIR`.
+        logger.warning(
+            "bundle %s %s: its reference image statistics were measured on %r, live ones on "
+            "%r; image-statistics drift is not tested for it",
+            bundle.manifest.name,
+            bundle.manifest.version,
+            ref.image_stats_basis,
+            STATS_BASIS,
+        )
+        image_stats = {}
     return Sample(
         np.asarray(ref.scores, dtype=np.float64),
         list(ref.labels),
-        {name: np.asarray(values, dtype=np.float64) for name, values in ref.image_stats.items()},
+        image_stats,
         bundle.embedding_reference(),
     )
 

@@ -13,6 +13,7 @@ from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
 from ai_photo_detector.image_stats import image_statistics
 from ai_photo_detector.imaging import (
@@ -21,7 +22,8 @@ from ai_photo_detector.imaging import (
     ImageError,
     PreprocessSpec,
     decode_image,
-    to_model_input,
+    model_view,
+    normalise,
 )
 from ai_photo_detector.inference import verdicts
 from ai_photo_detector.monitoring.prediction_log import PredictionRecord
@@ -41,6 +43,7 @@ class Caller:
 @dataclass
 class Prepared:
     array: NDArray[np.float32]
+    view: Image.Image  # what the model sees: the prediction log measures its statistics
     decoded: DecodedImage
     result: EngineResult | None = None  # already inferred: the image came alone
 
@@ -55,8 +58,9 @@ def prepare(
     """Runs on a decode thread: decode and resize while the side thread scans for markup, then
     infer right here if the image is alone (:meth:`MicroBatcher.run_alone`)."""
     decoded = decode_image(data, spec, limits, beside=side_pool)
-    array = to_model_input(decoded.image, spec)
-    return Prepared(array, decoded, batcher.run_alone(array))
+    view = model_view(decoded.image, spec)
+    array = normalise(view, spec)
+    return Prepared(array, view, decoded, batcher.run_alone(array))
 
 
 def image_error(services: Services, exc: ImageError) -> ApiError:
@@ -155,7 +159,7 @@ async def _decode_and_infer(
                 services,
                 model,
                 prediction,
-                prepared.decoded,
+                prepared,
                 result,
                 caller,
                 data,
@@ -186,7 +190,7 @@ def _record(
     services: Services,
     model: LoadedModel,
     prediction: Prediction,
-    decoded: DecodedImage,
+    prepared: Prepared,
     result: EngineResult,
     caller: Caller,
     data: bytes,
@@ -194,7 +198,7 @@ def _record(
     paired_id: str | None,
     created_at: datetime,
 ) -> PredictionRecord:
-    stats = image_statistics(decoded.image, decoded.info.jpeg_quality)
+    stats = image_statistics(prepared.view, prepared.decoded.info.jpeg_quality)
     return PredictionRecord(
         id=prediction.prediction_id,
         created_at=created_at,

@@ -20,6 +20,7 @@ from ai_photo_detector.data.splits import split_samples
 from ai_photo_detector.data.validate import build_report
 from ai_photo_detector.data.validate import write_report as write_data_report
 from ai_photo_detector.finalize import ProgressFactory, finish_bundle, no_progress
+from ai_photo_detector.image_stats import STATS_BASIS
 from ai_photo_detector.imaging import PreprocessSpec, decode_image, to_model_input
 from ai_photo_detector.settings import Settings, TrainingSettings
 from ai_photo_detector.training.dataset import ImageDataset
@@ -189,6 +190,12 @@ def _provisional_manifest(
         "gates": {"passed": False, "failures": ["not evaluated yet"]},
         "deployable": False,
         "dataset": {"fingerprint": "", "sources": {}, "splits": {}},
-        "drift_reference": {"scores": [], "labels": [], "image_stats": {}, "size": 0},
+        "drift_reference": {
+            "scores": [],
+            "labels": [],
+            "image_stats": {},
+            "image_stats_basis": STATS_BASIS,
+            "size": 0,
+        },
         "files": {bundle_io.MODEL_FILE: ""},
     }
