@@ -3,6 +3,9 @@
 A request only does ``queue.put_nowait``: it never waits for the database. When the queue is
 full the row is dropped and counted (``apd_prediction_log_dropped_total``), never blocking the
 request or crashing the service; a database error drops that batch and is counted too.
+
+The writer wakes once per flush interval and takes what has queued, rather than waiting on the
+queue: a thread woken for every row preempts inference threads on a small box.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from ai_photo_detector.monitoring.store import Store
 from ai_photo_detector.settings import PredictionLogSettings
 
 logger = logging.getLogger(__name__)
-_STOP = object()
 PREDICTIONS = cast(Table, Prediction.__table__)
 
 
@@ -76,6 +78,7 @@ class PredictionLog:
         self.counters = LogCounters()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._last_cleanup = 0.0
+        self._stop = threading.Event()
         self._promised = 0  # rows still being computed by submit_later
         self._promised_lock = threading.Lock()
         self._thread.start()
@@ -130,32 +133,34 @@ class PredictionLog:
         return False
 
     def close(self, timeout: float = 10.0) -> None:
-        try:
-            self.queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            logger.warning("prediction log queue full at shutdown")
+        """Write what is queued, then stop the writer."""
+        self._stop.set()
         self._thread.join(timeout=timeout)
+        if self._thread.is_alive():
+            logger.warning("the prediction log writer did not finish within %.0f s", timeout)
 
     def _run(self) -> None:
-        stop = False
-        while not stop:
-            batch: list[PredictionRecord] = []
-            deadline = time.monotonic() + self.settings.flush_interval_s
-            while len(batch) < self.settings.batch_size:
-                try:
-                    item = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    self.queue.task_done()
-                    stop = True
-                    break
-                batch.append(item)
-            if batch:
-                self._write(batch)
-                for _ in batch:
-                    self.queue.task_done()
+        while True:
+            stopping = self._stop.wait(self.settings.flush_interval_s)
+            while self._write_batch() == self.settings.batch_size:
+                pass  # a backlog: write on until the queue is short of a batch
             self._cleanup_images()
+            if stopping:
+                return
+
+    def _write_batch(self) -> int:
+        """Write up to one batch of queued rows; how many were taken."""
+        batch: list[PredictionRecord] = []
+        while len(batch) < self.settings.batch_size:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        if batch:
+            self._write(batch)
+            for _ in batch:
+                self.queue.task_done()
+        return len(batch)
 
     def _write(self, batch: list[PredictionRecord]) -> None:
         try:

@@ -32,6 +32,7 @@ from ai_photo_detector.serving.api.state import Services
 from ai_photo_detector.serving.engine import EngineResult, MicroBatcher, Ticket
 from ai_photo_detector.serving.errors import IMAGE_ERROR_STATUS, ApiError, Overloaded
 from ai_photo_detector.serving.models import LoadedModel
+from ai_photo_detector.serving.spare_time import SpareTimeExecutor
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,13 @@ def prepare(
     spec: PreprocessSpec,
     limits: DecodeLimits,
     side_pool: Executor,
+    spare_time: SpareTimeExecutor,
     batcher: MicroBatcher,
 ) -> Prepared:
-    """Runs on a decode thread: decode and resize while the side thread scans for markup, then
-    infer right here if the image is alone (:meth:`MicroBatcher.run_alone`)."""
+    """Runs on a decode thread: decode and resize while the side thread scans for markup (and
+    earlier answers' log rows are made in spare time), then infer right here if the image is
+    alone (:meth:`MicroBatcher.run_alone`)."""
+    spare_time.decode_started()
     decoded = decode_image(data, spec, limits, beside=side_pool)
     view = model_view(decoded.image, spec)
     array = normalise(view, spec)
@@ -112,6 +116,7 @@ async def _decode_and_infer(
             manifest.preprocessing,
             services.models.limits,
             services.side_pool,
+            services.spare_time,
             model.batcher,
         )
     except ImageError as exc:
@@ -152,7 +157,8 @@ async def _decode_and_infer(
     if route == "primary":  # shadow work is kept out of the client-facing metrics
         _observe(services, model, prediction, result)
     if services.prediction_log is not None:
-        # The row's drift statistics are measured after the answer, on the side thread.
+        # The row's drift statistics are measured after the answer, while a later decode
+        # leaves a core spare.
         services.prediction_log.submit_later(
             partial(
                 _record,
@@ -167,7 +173,7 @@ async def _decode_and_infer(
                 paired_id,
                 datetime.now(UTC),
             ),
-            services.side_pool,
+            services.spare_time,
         )
     return prediction
 

@@ -23,6 +23,7 @@ from ai_photo_detector.serving.metrics import PredictionLogCollector, ServiceMet
 from ai_photo_detector.serving.models import CHALLENGER, CHAMPION, ModelManager
 from ai_photo_detector.serving.monitor import Monitor
 from ai_photo_detector.serving.rollout import Rollout
+from ai_photo_detector.serving.spare_time import SpareTimeExecutor
 from ai_photo_detector.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             side_pool=ThreadPoolExecutor(
                 max_workers=settings.server.decode_threads, thread_name_prefix="beside-decode"
             ),
+            spare_time=SpareTimeExecutor(),
             rate_limiter=RateLimiter(settings.rate_limit, metrics),
             store=Store(settings.database_url),  # applies pending migrations
         )
@@ -103,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             publish_models(services)
             services.decode_pool.shutdown(wait=True)
             services.side_pool.shutdown(wait=True)
+            services.spare_time.shutdown(wait=True)
             if services.prediction_log is not None:
                 services.prediction_log.close()
             if services.store is not None:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ai_photo_detector.serving.rollout import Rollout
 from ai_photo_detector.serving.metrics import ServiceMetrics
 from ai_photo_detector.serving.models import ModelManager
+from ai_photo_detector.serving.spare_time import SpareTimeExecutor
 from ai_photo_detector.settings import Settings
 
 
@@ -24,7 +25,8 @@ class Services:
     models: ModelManager
     metrics: ServiceMetrics
     decode_pool: ThreadPoolExecutor
-    side_pool: ThreadPoolExecutor  # work beside each decode: markup scan, drift statistics
+    side_pool: ThreadPoolExecutor  # work beside each decode: the markup scan
+    spare_time: SpareTimeExecutor  # work after the answer: the prediction log's rows
     rate_limiter: RateLimiter
     store: Store | None = None
     prediction_log: PredictionLog | None = None
