@@ -103,7 +103,10 @@ async def predict(
     uploads = await read_uploads(request, server.max_upload_bytes, 1, "file")
     caller = Caller(request_id_of(request.scope), principal.key_id)
     prediction = await _score_routed(services, loaded, uploads[0].data, caller)
-    body = PredictResponse(**prediction.model_dump(), request_id=request_id_of(request.scope))
+    # The prediction is validated already: construct, do not validate its copy again.
+    body = PredictResponse.model_construct(
+        **dict(prediction), request_id=request_id_of(request.scope)
+    )
     # Serialized here, once: returning the model would have FastAPI validate it all again.
     # A returned Response does not get the headers dependencies set (rate limits): copy them.
     headers = {**response.headers, **NO_STORE}
