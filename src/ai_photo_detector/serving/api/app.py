@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -24,6 +23,7 @@ from ai_photo_detector.serving.models import CHALLENGER, CHAMPION, ModelManager
 from ai_photo_detector.serving.monitor import Monitor
 from ai_photo_detector.serving.rollout import Rollout
 from ai_photo_detector.serving.spare_time import SpareTimeExecutor
+from ai_photo_detector.serving.warm_pool import WarmThreadPool
 from ai_photo_detector.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,12 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings,
             models=ModelManager(settings),
             metrics=metrics,
-            decode_pool=ThreadPoolExecutor(
-                max_workers=settings.server.decode_threads, thread_name_prefix="decode"
-            ),
-            side_pool=ThreadPoolExecutor(
-                max_workers=settings.server.decode_threads, thread_name_prefix="beside-decode"
-            ),
+            decode_pool=WarmThreadPool(settings.server.decode_threads, "decode"),
+            side_pool=WarmThreadPool(settings.server.decode_threads, "beside-decode"),
             spare_time=SpareTimeExecutor(),
             rate_limiter=RateLimiter(settings.rate_limit, metrics),
             store=Store(settings.database_url),  # applies pending migrations

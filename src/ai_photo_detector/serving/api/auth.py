@@ -62,14 +62,14 @@ def require(scope: str) -> Callable[[Request, Response], Awaitable[Principal]]:
         settings = services.settings
         key = presented_key(request)
         principal = authenticate(settings, key)
-        if request.url.path in settings.auth.open_paths:
+        if request.scope["path"] in settings.auth.open_paths:  # not request.url: no URL parse
             return principal or Principal(None, frozenset())  # health checks: no key, no limit
         if key is not None and principal is None:
             raise ApiError(
                 401, "invalid_api_key", "the API key is not valid", {"WWW-Authenticate": "Bearer"}
             )
         if principal is None:
-            if settings.auth_required and request.url.path not in settings.auth.open_paths:
+            if settings.auth_required:
                 raise ApiError(
                     401,
                     "missing_api_key",

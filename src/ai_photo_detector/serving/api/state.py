@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ if TYPE_CHECKING:
 from ai_photo_detector.serving.metrics import ServiceMetrics
 from ai_photo_detector.serving.models import ModelManager
 from ai_photo_detector.serving.spare_time import SpareTimeExecutor
+from ai_photo_detector.serving.warm_pool import WarmThreadPool
 from ai_photo_detector.settings import Settings
 
 
@@ -24,8 +24,8 @@ class Services:
     settings: Settings
     models: ModelManager
     metrics: ServiceMetrics
-    decode_pool: ThreadPoolExecutor
-    side_pool: ThreadPoolExecutor  # work beside each decode: the markup scan
+    decode_pool: WarmThreadPool
+    side_pool: WarmThreadPool  # work beside each decode: the markup scan
     spare_time: SpareTimeExecutor  # work after the answer: the prediction log's rows
     rate_limiter: RateLimiter
     store: Store | None = None
