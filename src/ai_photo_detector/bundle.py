@@ -25,6 +25,7 @@ SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 DRIFT_FILE = "drift_reference.npz"
+HEAD_FILE = "head.npz"
 
 
 class BundleError(Exception):
@@ -75,6 +76,11 @@ class ExplainSpec(Strict):
     """The linear head, so class activation maps are exact: cam = w_c . features + b_c."""
 
     head_weight_shape: list[int]
+    head_file: str | None = Field(
+        None,
+        description="The head's weight and bias (npz); absent in bundles exported before it "
+        "shipped (`ai-photo-detector optimize` adds it).",
+    )
 
 
 class DatasetInfo(Strict):
@@ -151,6 +157,23 @@ class Bundle:
     @property
     def model_path(self) -> Path:
         return self.path / MODEL_FILE
+
+    def head(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """The linear head's weight (classes x channels) and bias (classes)."""
+        name = self.manifest.explain.head_file
+        if name is None:
+            raise BundleError(
+                f"bundle {self.path} does not ship its head's weights; "
+                f"`ai-photo-detector optimize {self.path}` adds them"
+            )
+        with np.load(self.path / name) as data:
+            weight = np.asarray(data["weight"], dtype=np.float32)
+            bias = np.asarray(data["bias"], dtype=np.float32)
+        if list(weight.shape) != self.manifest.explain.head_weight_shape or bias.shape != (
+            weight.shape[0],
+        ):
+            raise BundleError(f"{name} in {self.path} does not match explain.head_weight_shape")
+        return weight, bias
 
     def embedding_reference(self) -> NDArray[np.float32]:
         with np.load(self.path / self.manifest.drift_reference.embedding_file) as data:

@@ -143,25 +143,29 @@ def recalibrate(
 def optimize(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder, rewritten in place.")],
 ) -> None:
-    """Speed up a bundle exported by an older version: same outputs, faster graph.
+    """Upgrade a bundle exported by an older version: same outputs, faster graph, head shipped.
 
-    Folds the backbone's shape-computed padding into its convolutions (what export does now),
-    checks the outputs are unchanged and rewrites the manifest's checksums.
+    Folds the backbone's shape-computed padding into its convolutions and writes the linear
+    head's weights for class activation maps (what export does now), checks the outputs are
+    unchanged and rewrites the manifest's checksums.
     """
     from ai_photo_detector.bundle import BundleError
     from ai_photo_detector.training.graph import GraphRewriteError, optimize_bundle
 
     try:
-        folded, difference = optimize_bundle(bundle)
+        upgrade = optimize_bundle(bundle)
     except (BundleError, GraphRewriteError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
-    if not folded:
-        console.print("nothing to rewrite: the graph is already optimized")
-        return
-    console.print(
-        f"folded {folded} padding computations; outputs differ by at most {difference:.1e}"
-    )
+    if upgrade.folded:
+        console.print(
+            f"folded {upgrade.folded} padding computations; outputs differ by at most "
+            f"{upgrade.difference:.1e}"
+        )
+    if upgrade.head_added:
+        console.print("added the head's weights (head.npz) for class activation maps")
+    if not upgrade.folded and not upgrade.head_added:
+        console.print("nothing to do: the bundle is already up to date")
 
 
 def _open_detector(model: str | None, settings: Settings) -> Any:

@@ -40,6 +40,20 @@ def softmax(logits: NDArray[np.floating], temperature: float = 1.0) -> NDArray[n
     return result
 
 
+def class_activation_maps(
+    features: NDArray[np.float32], weight: NDArray[np.float32], bias: NDArray[np.float32]
+) -> NDArray[np.float32]:
+    """Each class's logit position by position: ``cam[n, k] = weight[k] . features[n] + bias[k]``
+    over the (N, C, H, W) feature map, giving (N, K, H, W).
+
+    The head is linear on the average of the feature map, so each map's mean is exactly that
+    class's logit: the maps explain the verdict, they do not approximate it.
+    """
+    maps: NDArray[np.float32] = np.einsum("kc,nchw->nkhw", weight, features, optimize=True)
+    maps += bias[None, :, None, None]
+    return maps
+
+
 def calibrated_probabilities(
     logits: NDArray[np.floating], manifest: Manifest
 ) -> NDArray[np.float64]:

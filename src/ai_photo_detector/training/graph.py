@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from ai_photo_detector.bundle import MODEL_FILE, load_bundle, write_manifest
+from ai_photo_detector.bundle import HEAD_FILE, MODEL_FILE, load_bundle, write_manifest
 
 
 class GraphRewriteError(Exception):
@@ -167,13 +168,49 @@ def largest_output_difference(before: Path, after: Path, input_name: str, input_
     return float(max(np.abs(a - b).max() for a, b in zip(*outputs, strict=True)))
 
 
-def optimize_bundle(folder: Path, tolerance: float = 1e-4) -> tuple[int, float]:
-    """Rewrite the graph of a bundle exported before :func:`fold_same_padding` existed.
+def linear_head(model_path: Path, output: str = "logits") -> tuple[np.ndarray, np.ndarray]:
+    """Weight (classes x channels) and bias of the ``Gemm`` that computes ``output``."""
+    graph = onnx.load(str(model_path)).graph
+    node = next((n for n in graph.node if output in n.output), None)
+    if node is None or node.op_type != "Gemm":
+        raise GraphRewriteError(f"{output} is not computed by a Gemm: no linear head to read")
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    weight = _static_value(graph, node.input[1])
+    bias = _static_value(graph, node.input[2]) if len(node.input) > 2 else None
+    if weight is None or weight.ndim != 2:
+        raise GraphRewriteError("the head's weight is not a constant matrix")
+    if attributes.get("transA", 0):
+        raise GraphRewriteError("the head transposes its input: not a detector head")
+    if not attributes.get("transB", 0):
+        weight = weight.T
+    weight = weight * attributes.get("alpha", 1.0)
+    bias = np.zeros(weight.shape[0]) if bias is None else np.broadcast_to(bias, weight.shape[:1])
+    bias = bias * attributes.get("beta", 1.0)
+    return weight.astype(np.float32), bias.astype(np.float32)
+
+
+def save_head(model_path: Path, folder: Path) -> Path:
+    """Write the graph's linear head next to it, for exact class activation maps."""
+    weight, bias = linear_head(model_path)
+    path = folder / HEAD_FILE
+    np.savez(path, weight=weight, bias=bias)
+    return path
+
+
+@dataclass
+class Upgrade:
+    folded: int = 0  # padding computations folded
+    difference: float = 0.0  # largest output difference the rewrite made
+    head_added: bool = False
+
+
+def optimize_bundle(folder: Path, tolerance: float = 1e-4) -> Upgrade:
+    """Bring a bundle exported by an older version up to what export writes now: fold the
+    graph's shape-computed padding (:func:`fold_same_padding`) and ship its head's weights.
 
     Its calibration and evaluation stay valid because its outputs do not change: the new graph
     must agree with the old one within ``tolerance`` or the bundle is left untouched. The work
     happens on a copy that is verified like any bundle before it takes the folder's place.
-    Returns the folded count and the largest output difference.
     """
     manifest = load_bundle(folder).manifest
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}-") as scratch:
@@ -181,21 +218,27 @@ def optimize_bundle(folder: Path, tolerance: float = 1e-4) -> tuple[int, float]:
         shutil.copytree(folder, work)
         model_path = work / MODEL_FILE
         size = manifest.preprocessing.input_size
-        folded = optimize_file(model_path, manifest.onnx.input, size)
-        if not folded:
-            return 0, 0.0
-        difference = largest_output_difference(
-            folder / MODEL_FILE, model_path, manifest.onnx.input, size
-        )
-        if not difference <= tolerance:
-            raise GraphRewriteError(
-                f"the rewritten graph differs by {difference:.2e}, over the {tolerance:.0e} limit"
-            )
+        upgrade = Upgrade(folded=optimize_file(model_path, manifest.onnx.input, size))
         fields = manifest.model_dump(mode="json", exclude={"files"})
-        fields["training"]["graph_rewrites"] = {
-            "same_padding_folded": folded,
-            "max_abs_output_difference": difference,
-        }
+        if upgrade.folded:
+            upgrade.difference = largest_output_difference(
+                folder / MODEL_FILE, model_path, manifest.onnx.input, size
+            )
+            if not upgrade.difference <= tolerance:
+                raise GraphRewriteError(
+                    f"the rewritten graph differs by {upgrade.difference:.2e}, over the "
+                    f"{tolerance:.0e} limit"
+                )
+            fields["training"]["graph_rewrites"] = {
+                "same_padding_folded": upgrade.folded,
+                "max_abs_output_difference": upgrade.difference,
+            }
+        if manifest.explain.head_file is None:
+            save_head(model_path, work)
+            fields["explain"]["head_file"] = HEAD_FILE
+            upgrade.head_added = True
+        if not upgrade.folded and not upgrade.head_added:
+            return upgrade
         write_manifest(work, fields)
         load_bundle(work)
         retired = Path(scratch) / "retired"
@@ -205,4 +248,4 @@ def optimize_bundle(folder: Path, tolerance: float = 1e-4) -> tuple[int, float]:
         except OSError:
             retired.rename(folder)  # never leave the bundle's place empty
             raise
-    return folded, difference
+    return upgrade

@@ -25,6 +25,7 @@ from ai_photo_detector.imaging import PreprocessSpec, decode_image, to_model_inp
 from ai_photo_detector.settings import Settings, TrainingSettings
 from ai_photo_detector.training.dataset import ImageDataset
 from ai_photo_detector.training.export import check_parity, export_onnx
+from ai_photo_detector.training.graph import save_head
 from ai_photo_detector.training.loop import EpochResult, TrainResult, train
 from ai_photo_detector.training.model import Detector, build_detector
 from ai_photo_detector.training.tracking import log_run
@@ -121,6 +122,7 @@ def run_training(
         model, model_path, _parity_batch(splits["val"], spec), tset.parity_tolerance
     )
     log(f"ONNX parity with PyTorch: max abs difference {parity:.2e}")
+    save_head(model_path, bundle_dir)  # read from the exported graph: what serving runs
 
     # Calibrate and evaluate through the exported graph: the numbers serving will see.
     digests = {img.sample.path: img.sha256 for img in images}
@@ -185,7 +187,10 @@ def _provisional_manifest(
             "feature_shape": list(features.shape[1:]),
             "embedding_size": model.num_features,
         },
-        "explain": {"head_weight_shape": list(model.head.weight.shape)},
+        "explain": {
+            "head_weight_shape": list(model.head.weight.shape),
+            "head_file": bundle_io.HEAD_FILE,
+        },
         "metrics": {},
         "gates": {"passed": False, "failures": ["not evaluated yet"]},
         "deployable": False,
