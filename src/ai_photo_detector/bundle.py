@@ -153,6 +153,7 @@ class Bundle:
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
         self.manifest = manifest
+        self._head: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None
 
     @property
     def model_path(self) -> Path:
@@ -160,6 +161,11 @@ class Bundle:
 
     def head(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """The linear head's weight (classes x channels) and bias (classes)."""
+        if self._head is None:
+            self._head = self._load_head()
+        return self._head
+
+    def _load_head(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         name = self.manifest.explain.head_file
         if name is None:
             raise BundleError(

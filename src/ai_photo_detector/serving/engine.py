@@ -31,6 +31,7 @@ class EngineResult:
     queue_ms: float
     inference_ms: float
     batch_size: int
+    features: NDArray[np.float32] | None = None  # the last feature map, for explanations
 
 
 @dataclass
@@ -91,6 +92,25 @@ class MicroBatcher:
             queue_ms=0.0,
             inference_ms=(time.perf_counter() - started) * 1000,
             batch_size=1,
+        )
+
+    def run_explained(self, array: NDArray[np.float32]) -> EngineResult:
+        """Infer one image with its feature map on the calling (decode) thread, waiting for
+        the model if it is busy. Explanations are interactive and few: they are not batched,
+        and batches do not fetch the feature map they do not need."""
+        waiting = time.perf_counter()
+        with self._model_lock:
+            started = time.perf_counter()
+            output = self.solo.run(array[None], with_features=True)
+            self.batches_run += 1
+        assert output.features is not None
+        return EngineResult(
+            logits=output.logits[0],
+            embedding=output.embedding[0],
+            queue_ms=(started - waiting) * 1000,
+            inference_ms=(time.perf_counter() - started) * 1000,
+            batch_size=1,
+            features=output.features[0],
         )
 
     def _run_batch(self, stacked: NDArray[np.float32]) -> BatchOutput:

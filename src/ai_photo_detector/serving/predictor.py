@@ -15,6 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from ai_photo_detector.bundle import BundleError
+from ai_photo_detector.explain import Evidence, evidence, overlay_png
 from ai_photo_detector.image_stats import image_statistics
 from ai_photo_detector.imaging import (
     DecodedImage,
@@ -56,15 +58,18 @@ def prepare(
     side_pool: Executor,
     spare_time: SpareTimeExecutor,
     batcher: MicroBatcher,
+    explain: bool = False,
 ) -> Prepared:
     """Runs on a decode thread: decode and resize while the side thread scans for markup (and
     earlier answers' log rows are made in spare time), then infer right here if the image is
-    alone (:meth:`MicroBatcher.run_alone`)."""
+    alone (:meth:`MicroBatcher.run_alone`) or to be explained
+    (:meth:`MicroBatcher.run_explained`)."""
     spare_time.decode_started()
     decoded = decode_image(data, spec, limits, beside=side_pool)
     view = model_view(decoded.image, spec)
     array = normalise(view, spec)
-    return Prepared(array, view, decoded, batcher.run_alone(array))
+    result = batcher.run_explained(array) if explain else batcher.run_alone(array)
+    return Prepared(array, view, decoded, result)
 
 
 def image_error(services: Services, exc: ImageError) -> ApiError:
@@ -86,12 +91,55 @@ async def score_image(
     route: str = "primary",
     paired_id: str | None = None,
 ) -> Prediction:
+    scored = await _admitted(services, model, data, caller, route, paired_id, explain=False)
+    return scored.prediction
+
+
+async def explain_image(
+    services: Services, model: LoadedModel, data: bytes, caller: Caller, overlay: bool
+) -> tuple[Prediction, Evidence, bytes | None]:
+    """Score one image and say why: its evidence map and, if asked, the map over the photo."""
+    try:
+        weight, bias = model.bundle.head()
+    except BundleError as exc:
+        raise ApiError(409, "explanation_unavailable", str(exc)) from exc
+    scored = await _admitted(services, model, data, caller, "primary", None, explain=True)
+    features = scored.result.features
+    assert features is not None
+    manifest, view = model.bundle.manifest, scored.prepared.view
+
+    def explain() -> tuple[Evidence, bytes | None]:
+        found = evidence(features, weight, bias, manifest)
+        return found, overlay_png(view, found.grid) if overlay else None
+
+    found, png = await asyncio.get_running_loop().run_in_executor(services.decode_pool, explain)
+    return scored.prediction, found, png
+
+
+@dataclass
+class _Scored:
+    prediction: Prediction
+    prepared: Prepared
+    result: EngineResult
+
+
+async def _admitted(
+    services: Services,
+    model: LoadedModel,
+    data: bytes,
+    caller: Caller,
+    route: str,
+    paired_id: str | None,
+    explain: bool,
+) -> _Scored:
     try:
         ticket = model.batcher.admit()
     except Overloaded as exc:
         raise overloaded(services, exc) from exc
     try:
-        return await _decode_and_infer(services, model, data, ticket, caller, route, paired_id)
+        return await _decode_and_infer(
+            services, model, data, ticket, caller, route, paired_id, explain
+        )
     finally:
         model.batcher.release(ticket)
 
@@ -104,7 +152,8 @@ async def _decode_and_infer(
     caller: Caller,
     route: str,
     paired_id: str | None,
-) -> Prediction:
+    explain: bool,
+) -> _Scored:
     manifest = model.bundle.manifest
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
@@ -118,13 +167,14 @@ async def _decode_and_infer(
             services.side_pool,
             services.spare_time,
             model.batcher,
+            explain,
         )
     except ImageError as exc:
         raise image_error(services, exc) from exc
     preprocess_ms = (time.perf_counter() - started) * 1000
     result = prepared.result
     if result is not None:  # inferred on the decode thread: its time is not preprocessing
-        preprocess_ms -= result.inference_ms
+        preprocess_ms -= result.inference_ms + result.queue_ms
     else:
         try:
             result = await model.batcher.submit(prepared.array, ticket)
@@ -175,7 +225,7 @@ async def _decode_and_infer(
             ),
             services.spare_time,
         )
-    return prediction
+    return _Scored(prediction, prepared, result)
 
 
 def _observe(

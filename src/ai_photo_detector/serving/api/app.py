@@ -16,7 +16,14 @@ from ai_photo_detector.monitoring.store import Store
 from ai_photo_detector.serving.api.errors import install_error_handlers
 from ai_photo_detector.serving.api.middleware import ServiceMiddleware
 from ai_photo_detector.serving.api.ratelimit import RateLimiter
-from ai_photo_detector.serving.api.routes import admin, health, models, monitoring, predict
+from ai_photo_detector.serving.api.routes import (
+    admin,
+    explain,
+    health,
+    models,
+    monitoring,
+    predict,
+)
 from ai_photo_detector.serving.api.state import Services
 from ai_photo_detector.serving.metrics import PredictionLogCollector, ServiceMetrics
 from ai_photo_detector.serving.models import CHALLENGER, CHAMPION, ModelManager
@@ -116,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(predict.router)
+    app.include_router(explain.router)
     app.include_router(models.router)
     app.include_router(monitoring.router)
     app.include_router(admin.router)

@@ -51,6 +51,29 @@ class PredictResponse(Prediction):
     request_id: str
 
 
+class Explanation(BaseModel):
+    method: str = Field("class_activation_map", description="How the evidence was computed.")
+    target: str = Field(description="The label explained: the model's AI label.")
+    against: str = Field(description="The most probable other label.")
+    grid: list[list[float]] = Field(
+        description="Evidence per region of the model's view (rows top to bottom): what each "
+        "region adds to logit(target) - logit(against). Positive pushes towards the target."
+    )
+    margin: float = Field(
+        description="Mean of the grid, exactly logit(target) - logit(against): the head is "
+        "linear on the average of the feature map."
+    )
+    overlay_png: str | None = Field(
+        None,
+        description="Base64 PNG of the model's view (the resized centre crop) with the evidence "
+        "laid over it: red towards the target, blue against; null when overlay=false.",
+    )
+
+
+class ExplainResponse(PredictResponse):
+    explanation: Explanation
+
+
 class BatchItem(BaseModel):
     index: int = Field(description="Position of the file in the request.")
     filename: str | None = None
@@ -115,6 +138,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or invalid API key.",
         403: "The API key lacks the needed scope.",
         404: "Not found.",
+        409: "The model cannot do this (an explanation from a bundle without its head).",
         413: "Body or image too large.",
         415: "Not an accepted image format.",
         422: "Corrupt, truncated or too small image, or invalid request.",

@@ -28,7 +28,7 @@ from ai_photo_detector.serving.predictor import Caller, overloaded, score_image
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
-_IMAGE_BODY: dict[str, Any] = {
+IMAGE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
@@ -71,7 +71,7 @@ def _no_store(response: Response) -> None:
     response.headers.update(NO_STORE)
 
 
-def _ready_model(services: Services, model: LoadedModel) -> LoadedModel:
+def ready_model(services: Services, model: LoadedModel) -> LoadedModel:
     if services.draining:
         retry = str(services.settings.server.retry_after_s)
         raise ApiError(503, "shutting_down", "the server is shutting down", {"Retry-After": retry})
@@ -89,7 +89,7 @@ def _ready_model(services: Services, model: LoadedModel) -> LoadedModel:
     description="One image as multipart field `file` or as a raw `image/*` body. The format is "
     "decided by the file's bytes, not by its name or Content-Type.",
     responses=error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503),
-    openapi_extra=_IMAGE_BODY,
+    openapi_extra=IMAGE_BODY,
 )
 async def predict(
     request: Request,
@@ -98,7 +98,7 @@ async def predict(
     principal: PredictCaller,
     model: str | None = ModelQuery,
 ) -> Response:
-    loaded = _ready_model(services, _pick(services, request, principal, model))
+    loaded = ready_model(services, pick_model(services, request, principal, model))
     server = services.settings.server
     uploads = await read_uploads(request, server.max_upload_bytes, 1, "file")
     caller = Caller(request_id_of(request.scope), principal.key_id)
@@ -113,7 +113,7 @@ async def predict(
     return Response(body.model_dump_json(), media_type="application/json", headers=headers)
 
 
-def _pick(
+def pick_model(
     services: Services, request: Request, principal: Principal, name: str | None
 ) -> LoadedModel:
     """An explicitly named model, else the canary router's choice for this caller."""
@@ -172,7 +172,7 @@ async def predict_batch(
     model: str | None = ModelQuery,
 ) -> BatchResponse:
     _no_store(response)
-    loaded = _ready_model(services, _pick(services, request, principal, model))
+    loaded = ready_model(services, pick_model(services, request, principal, model))
     server = services.settings.server
     limit = server.max_upload_bytes * server.max_batch_items
     uploads = await read_uploads(request, limit, server.max_batch_items, "files")
