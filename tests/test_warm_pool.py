@@ -115,3 +115,42 @@ def test_errors_reach_the_caller_and_asyncio_can_use_the_pool() -> None:
 
     assert asyncio.run(scenario()).startswith("decode_")
     pool.shutdown()
+
+
+def test_no_job_is_lost_when_hand_offs_race_with_workers_going_idle() -> None:
+    """Submitters racing workers that are just going idle (thread switches forced as often as
+    possible): every job runs and every worker survives."""
+    import sys
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(8):
+            _race_round()
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def _race_round() -> None:
+    pool = WarmThreadPool(3, "decode")
+    futures: list[object] = []
+    lock = threading.Lock()
+
+    def submitter(offset: int) -> None:
+        for i in range(300):
+            future = pool.submit(int, offset + i)
+            with lock:
+                futures.append(future)
+            if i % 7 == 0:
+                time.sleep(0)  # let workers drain and go idle between bursts
+
+    threads = [threading.Thread(target=submitter, args=(k * 1000,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results = sorted(f.result(timeout=10) for f in futures)  # type: ignore[attr-defined]
+    assert results == sorted(k * 1000 + i for k in range(4) for i in range(300))
+    assert all(worker.thread.is_alive() for worker in pool._workers)
+    pool.shutdown()
+    assert not any(worker.thread.is_alive() for worker in pool._workers)

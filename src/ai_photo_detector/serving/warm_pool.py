@@ -10,6 +10,7 @@ thread under load.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -24,33 +25,29 @@ Job = tuple[Future[Any], Callable[[], Any]]
 class _Worker:
     def __init__(self, pool: WarmThreadPool, first: Job, name: str) -> None:
         self.pool = pool
-        self.job: Job | None = first
-        self.handed = threading.Lock()  # held while there is nothing to do; released to wake
-        self.handed.acquire()
+        # Its own inbox: a job handed over before the worker is back waiting is kept, not lost.
+        self.inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.inbox.put(first)
         self.thread = threading.Thread(target=self.run, name=name, daemon=True)
         self.thread.start()
 
     def hand(self, job: Job | None) -> None:
         """Give the idle worker its next job (None: stop)."""
-        self.job = job
-        self.handed.release()
+        self.inbox.put(job)
 
     def run(self) -> None:
-        while True:
-            if self.job is None:
-                self.handed.acquire()
-                if self.job is None:
+        while (job := self.inbox.get()) is not None:  # None: shutdown() stops an idle worker
+            while job is not None:
+                future, call = job
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(call())
+                    except BaseException as exc:  # to the future, as ThreadPoolExecutor does
+                        future.set_exception(exc)
+                del future, call  # drop references to the finished job's data
+                job, alive = self.pool._next_job(self)
+                if not alive:
                     return
-            future, call = self.job
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(call())
-                except BaseException as exc:  # handed to the future, as ThreadPoolExecutor does
-                    future.set_exception(exc)
-            del future, call  # drop references to the finished job's data
-            self.job, alive = self.pool._next_job(self)
-            if not alive:
-                return
 
 
 class WarmThreadPool(Executor):
