@@ -226,3 +226,28 @@ def test_rows_made_later_are_flushed_and_failures_counted(tmp_path: Path) -> Non
     assert log.counters.dropped == 2 and log.flush(1)
     log.close()
     store.close()
+
+
+def test_the_writer_outlives_a_failure_and_flush_does_not_wait_out_the_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'resilient.db'}")
+    log = PredictionLog(store, PredictionLogSettings(flush_interval_s=60))
+    calls = {"n": 0}
+    write_batch = log._write_batch
+
+    def failing_once() -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("disk unreadable")  # before any row is taken: it stays queued
+        return write_batch()
+
+    monkeypatch.setattr(log, "_write_batch", failing_once)
+    log.submit(record(1))
+    assert log.flush(5)  # woken by flush: a 60 s interval is not waited out
+    assert log.counters.errors == 1 and log.counters.written == 1
+    log.submit(record(2))
+    assert log.flush(5)
+    assert log.counters.written == 2  # the writer is still alive
+    log.close()
+    store.close()

@@ -265,7 +265,7 @@ class PredictionLogSettings(Section):
     flush_interval_s: float = Field(0.5, gt=0, description="Longest wait before a write.")
     store_images: bool = Field(False, description="Also keep the uploaded image files.")
     image_dir: str = Field("data/images", description="Folder of stored images.")
-    retention_days: int = Field(30, ge=1, description="Days stored images are kept.")
+    retention_days: int = Field(30, ge=1, le=36_500, description="Days stored images are kept.")
 
 
 class MonitoringSettings(Section):

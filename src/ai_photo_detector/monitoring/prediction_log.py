@@ -79,6 +79,7 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._last_cleanup = 0.0
         self._stop = threading.Event()
+        self._wake = threading.Event()  # flush() and close() need not wait out the interval
         self._promised = 0  # rows still being computed by submit_later
         self._promised_lock = threading.Lock()
         self._thread.start()
@@ -129,22 +130,30 @@ class PredictionLog:
         while time.monotonic() < deadline:
             if self._promised == 0 and self.queue.unfinished_tasks == 0:
                 return True
+            self._wake.set()
             time.sleep(0.01)
         return False
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the writer."""
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=timeout)
         if self._thread.is_alive():
             logger.warning("the prediction log writer did not finish within %.0f s", timeout)
 
     def _run(self) -> None:
         while True:
-            stopping = self._stop.wait(self.settings.flush_interval_s)
-            while self._write_batch() == self.settings.batch_size:
-                pass  # a backlog: write on until the queue is short of a batch
-            self._cleanup_images()
+            self._wake.wait(self.settings.flush_interval_s)
+            self._wake.clear()
+            stopping = self._stop.is_set()
+            try:
+                while self._write_batch() == self.settings.batch_size:
+                    pass  # a backlog: write on until the queue is short of a batch
+                self._cleanup_images()
+            except Exception:  # the writer must outlive any one failure
+                logger.exception("the prediction log writer failed; it goes on")
+                self.counters.errors += 1
             if stopping:
                 return
 
