@@ -318,3 +318,17 @@ def test_several_workers_are_refused_one_process_per_container(bundle_dir: Path)
 
     with pytest.raises(SystemExit, match="one process per container"):
         run_server(Settings(model=str(bundle_dir), server={"workers": 2}))
+
+
+def test_a_failed_start_releases_what_it_had_started(tmp_path: Path) -> None:
+    """A model that cannot load fails start-up and leaves no thread or store behind."""
+    import threading
+
+    from ai_photo_detector.bundle import BundleError
+
+    before = {thread.ident for thread in threading.enumerate()}
+    settings = Settings(model=str(tmp_path / "missing"), database_url=f"sqlite:///{tmp_path}/a.db")
+    with pytest.raises(BundleError), TestClient(create_app(settings)):
+        pass
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    assert left == []

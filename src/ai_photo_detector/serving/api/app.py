@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -55,64 +55,62 @@ def publish_models(services: Services) -> None:
     metrics.canary_weight.set(services.rollout.canary_weight if services.rollout else 0.0)
 
 
+async def _stop_models(services: Services) -> None:
+    await services.models.stop()
+    publish_models(services)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = ServiceMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = Services(
-            settings=settings,
-            models=ModelManager(settings),
-            metrics=metrics,
-            decode_pool=WarmThreadPool(settings.server.decode_threads, "decode"),
-            side_pool=WarmThreadPool(settings.server.decode_threads, "beside-decode"),
-            spare_time=SpareTimeExecutor(),
-            rate_limiter=RateLimiter(settings.rate_limit, metrics),
-            store=Store(settings.database_url),  # applies pending migrations
-        )
-        if settings.prediction_log.enabled and services.store is not None:
-            services.prediction_log = PredictionLog(services.store, settings.prediction_log)
-            metrics.registry.register(PredictionLogCollector(services.prediction_log))
-        if services.store is not None:
-            services.monitor = Monitor(settings, services.store, services.models, metrics)
-        app.state.services = services
-        services.models.load(settings.model, CHAMPION)
-        if settings.rollout.challenger:
-            services.models.load(settings.rollout.challenger, CHALLENGER)
-        services.rollout = Rollout(services)
-        if services.monitor is not None:
-            services.monitor.rollout = services.rollout
-        services.models.start()
-        publish_models(services)
-        if services.monitor is not None:
-            services.monitor.start()
-        poller = None
-        if settings.registry.poll_interval_s > 0:
-            poller = asyncio.get_running_loop().create_task(
-                services.models.poll_aliases(settings.registry.poll_interval_s)
+        # Every resource's clean-up is registered as soon as it exists and runs in reverse
+        # order, also when start-up fails half-way or one clean-up step raises.
+        async with AsyncExitStack() as cleanup:
+            store = Store(settings.database_url)  # applies pending migrations
+            cleanup.callback(store.close)
+            services = Services(
+                settings=settings,
+                models=ModelManager(settings),
+                metrics=metrics,
+                decode_pool=WarmThreadPool(settings.server.decode_threads, "decode"),
+                side_pool=WarmThreadPool(settings.server.decode_threads, "beside-decode"),
+                spare_time=SpareTimeExecutor(),
+                rate_limiter=RateLimiter(settings.rate_limit, metrics),
+                store=store,
             )
-        for model in services.models.roles.values():
-            logger.info("serving %s %s as %s", model.name, model.version, model.role)
-        try:
-            yield
-        finally:
-            services.draining = True
-            if poller is not None:
-                poller.cancel()
-            if services.rollout is not None:
-                await services.rollout.drain()
-            if services.monitor is not None:
-                await services.monitor.stop()
-            await services.models.stop()
+            if settings.prediction_log.enabled:
+                services.prediction_log = PredictionLog(store, settings.prediction_log)
+                cleanup.callback(services.prediction_log.close)  # after the rows are made
+                metrics.registry.register(PredictionLogCollector(services.prediction_log))
+            cleanup.callback(services.spare_time.shutdown)
+            # Models stop once no decode job can reach their batchers any more.
+            cleanup.push_async_callback(_stop_models, services)
+            cleanup.callback(services.side_pool.shutdown)
+            cleanup.callback(services.decode_pool.shutdown)
+            services.monitor = Monitor(settings, store, services.models, metrics)
+            app.state.services = services
+            services.models.load(settings.model, CHAMPION)
+            if settings.rollout.challenger:
+                services.models.load(settings.rollout.challenger, CHALLENGER)
+            services.rollout = Rollout(services)
+            services.monitor.rollout = services.rollout
+            services.models.start()
             publish_models(services)
-            services.decode_pool.shutdown(wait=True)
-            services.side_pool.shutdown(wait=True)
-            services.spare_time.shutdown(wait=True)
-            if services.prediction_log is not None:
-                services.prediction_log.close()
-            if services.store is not None:
-                services.store.close()
+            services.monitor.start()
+            cleanup.push_async_callback(services.monitor.stop)
+            cleanup.push_async_callback(services.rollout.drain)  # shadow work in flight
+            if settings.registry.poll_interval_s > 0:
+                poller = asyncio.get_running_loop().create_task(
+                    services.models.poll_aliases(settings.registry.poll_interval_s)
+                )
+                cleanup.callback(poller.cancel)
+            cleanup.callback(setattr, services, "draining", True)
+            for model in services.models.roles.values():
+                logger.info("serving %s %s as %s", model.name, model.version, model.role)
+            yield
 
     app = FastAPI(
         title="AI Product Photo Detector",
