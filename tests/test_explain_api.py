@@ -62,8 +62,8 @@ def test_explanation_agrees_with_the_prediction_and_is_exact(
     temperature = manifest.calibration.temperature
     probability = 1 / (1 + math.exp(-explanation["margin"] / temperature))
     assert probability == pytest.approx(body["probability"], abs=1e-4)
-    overlay = Image.open(io.BytesIO(base64.b64decode(explanation["overlay_png"])))
-    assert overlay.format == "PNG"
+    overlay = Image.open(io.BytesIO(base64.b64decode(explanation["overlay_jpeg"])))
+    assert overlay.format == "JPEG"
     assert overlay.size == (manifest.preprocessing.input_size,) * 2
 
 
@@ -72,7 +72,7 @@ def test_overlay_can_be_left_out(client: TestClient, photo: bytes) -> None:
         "/v1/explain?overlay=false", content=photo, headers={"content-type": "image/jpeg"}
     )
     assert response.status_code == 200
-    assert response.json()["explanation"]["overlay_png"] is None
+    assert response.json()["explanation"]["overlay_jpeg"] is None
 
 
 def test_bad_inputs_get_the_same_errors_as_predict(client: TestClient) -> None:

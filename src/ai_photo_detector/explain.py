@@ -20,6 +20,7 @@ from ai_photo_detector.bundle import Manifest
 from ai_photo_detector.inference import class_activation_maps
 
 OVERLAY_OPACITY = 0.55
+OVERLAY_QUALITY = 90  # JPEG: a fifth of the PNG encoding time, a tenth of the bytes
 
 
 @dataclass
@@ -59,8 +60,8 @@ def _colours(values: NDArray[np.float32]) -> NDArray[np.uint8]:
     return (rgb * 255).astype(np.uint8)
 
 
-def overlay_png(view: Image.Image, grid: NDArray[np.float32]) -> bytes:
-    """The model's view of the photo with the evidence laid over it, as PNG bytes.
+def overlay_jpeg(view: Image.Image, grid: NDArray[np.float32]) -> bytes:
+    """The model's view of the photo with the evidence laid over it, as JPEG bytes.
 
     Colour strength is relative to the largest cell of this image (maps of different images
     are not on one scale); its sign is absolute.
@@ -74,5 +75,5 @@ def overlay_png(view: Image.Image, grid: NDArray[np.float32]) -> bytes:
     base = np.asarray(view.convert("RGB"), dtype=np.float32)
     blended = (base * (1 - alpha) + colours * alpha).round().astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(blended).save(buffer, format="PNG", optimize=False)
+    Image.fromarray(blended).save(buffer, format="JPEG", quality=OVERLAY_QUALITY)
     return buffer.getvalue()

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from ai_photo_detector.bundle import BundleError
-from ai_photo_detector.explain import Evidence, evidence, overlay_png
+from ai_photo_detector.explain import Evidence, evidence, overlay_jpeg
 from ai_photo_detector.image_stats import image_statistics
 from ai_photo_detector.imaging import (
     DecodedImage,
@@ -110,10 +110,10 @@ async def explain_image(
 
     def explain() -> tuple[Evidence, bytes | None]:
         found = evidence(features, weight, bias, manifest)
-        return found, overlay_png(view, found.grid) if overlay else None
+        return found, overlay_jpeg(view, found.grid) if overlay else None
 
-    found, png = await asyncio.get_running_loop().run_in_executor(services.decode_pool, explain)
-    return scored.prediction, found, png
+    found, picture = await asyncio.get_running_loop().run_in_executor(services.decode_pool, explain)
+    return scored.prediction, found, picture
 
 
 @dataclass

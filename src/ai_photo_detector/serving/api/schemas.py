@@ -63,9 +63,9 @@ class Explanation(BaseModel):
         description="Mean of the grid, exactly logit(target) - logit(against): the head is "
         "linear on the average of the feature map."
     )
-    overlay_png: str | None = Field(
+    overlay_jpeg: str | None = Field(
         None,
-        description="Base64 PNG of the model's view (the resized centre crop) with the evidence "
+        description="Base64 JPEG of the model's view (the resized centre crop) with the evidence "
         "laid over it: red towards the target, blue against; null when overlay=false.",
     )
 

@@ -22,7 +22,7 @@ from ai_photo_detector.serving.predictor import Caller, explain_image
 
 router = APIRouter(prefix="/v1", tags=["explain"])
 
-OverlayQuery = Query(True, description="Include the evidence drawn over the photo (base64 PNG).")
+OverlayQuery = Query(True, description="Include the evidence drawn over the photo (base64 JPEG).")
 
 
 @router.post(
@@ -46,7 +46,7 @@ async def explain(
     loaded = ready_model(services, pick_model(services, request, principal, model))
     uploads = await read_uploads(request, services.settings.server.max_upload_bytes, 1, "file")
     caller = Caller(request_id_of(request.scope), principal.key_id)
-    prediction, evidence, png = await explain_image(
+    prediction, evidence, picture = await explain_image(
         services, loaded, uploads[0].data, caller, overlay
     )
     explanation = Explanation(
@@ -54,7 +54,7 @@ async def explain(
         against=evidence.against,
         grid=[[round(float(v), 5) for v in row] for row in evidence.grid],
         margin=evidence.margin,
-        overlay_png=base64.b64encode(png).decode("ascii") if png is not None else None,
+        overlay_jpeg=base64.b64encode(picture).decode("ascii") if picture is not None else None,
     )
     body = ExplainResponse.model_construct(
         **dict(prediction), request_id=caller.request_id, explanation=explanation
