@@ -203,6 +203,7 @@ class ServerSettings(Section):
     graceful_timeout_s: float = Field(
         20.0, ge=0, description="Seconds in-flight requests get to finish on shutdown."
     )
+    ui: bool = Field(True, description="Serve the review page (explain, give feedback) at /ui/.")
 
 
 class ApiKeyEntry(Section):

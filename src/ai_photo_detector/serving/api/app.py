@@ -6,15 +6,17 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from ai_photo_detector import __version__
 from ai_photo_detector.monitoring.prediction_log import PredictionLog
 from ai_photo_detector.monitoring.store import Store
 from ai_photo_detector.serving.api.errors import install_error_handlers
-from ai_photo_detector.serving.api.middleware import ServiceMiddleware
+from ai_photo_detector.serving.api.middleware import UI_PATH, ServiceMiddleware
 from ai_photo_detector.serving.api.ratelimit import RateLimiter
 from ai_photo_detector.serving.api.routes import (
     admin,
@@ -33,6 +35,7 @@ from ai_photo_detector.serving.spare_time import SpareTimeExecutor
 from ai_photo_detector.serving.warm_pool import WarmThreadPool
 from ai_photo_detector.settings import Settings
 
+UI_FOLDER = Path(__file__).resolve().parents[1] / "ui"  # static files, shipped in the package
 logger = logging.getLogger(__name__)
 
 
@@ -126,6 +129,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(monitoring.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    if settings.server.ui:
+        app.mount(UI_PATH, StaticFiles(directory=UI_FOLDER, html=True), name="ui")
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

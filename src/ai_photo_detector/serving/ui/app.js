@@ -1,0 +1,120 @@
+// The review page: explain one photo through /v1/explain, record the reviewer's verdict
+// through /v1/feedback. Same origin, no dependencies; the API key stays in this tab only.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const keyInput = $("api-key");
+keyInput.value = sessionStorage.getItem("apd-api-key") || "";
+keyInput.addEventListener("change", () => sessionStorage.setItem("apd-api-key", keyInput.value));
+
+function headers(extra) {
+  const result = Object.assign({}, extra);
+  if (keyInput.value) result["X-API-Key"] = keyInput.value;
+  return result;
+}
+
+function say(element, text, isError) {
+  element.textContent = text;
+  element.classList.toggle("error", Boolean(isError));
+}
+
+async function call(path, options) {
+  const response = await fetch(path, options);
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const error = body && body.error ? body.error : { code: "http_" + response.status, message: response.statusText };
+    throw new Error(error.code + ": " + error.message);
+  }
+  return body;
+}
+
+function drawGrid(grid) {
+  const table = $("grid");
+  table.replaceChildren();
+  const largest = Math.max(1e-9, ...grid.flat().map(Math.abs));
+  for (const row of grid) {
+    const tr = table.insertRow();
+    for (const value of row) {
+      const cell = tr.insertCell();
+      const strength = Math.abs(value) / largest;
+      cell.textContent = value.toFixed(1);
+      cell.style.backgroundColor = value >= 0
+        ? `rgba(198, 40, 40, ${strength})` : `rgba(21, 101, 192, ${strength})`;
+      cell.style.color = strength > 0.5 ? "#fff" : "#1d1d1f";
+    }
+  }
+}
+
+function show(result, file) {
+  const explanation = result.explanation;
+  const label = $("label");
+  label.textContent = result.label;
+  label.className = "badge " + result.band;
+  $("probability").textContent = `${(100 * result.probability).toFixed(1)} % AI`;
+  $("band").textContent = `band: ${result.band}`;
+  $("model").textContent = `${result.model.name} ${result.model.version}`;
+  $("photo").src = URL.createObjectURL(file);
+  $("overlay").src = "data:image/jpeg;base64," + explanation.overlay_jpeg;
+  $("target").textContent = explanation.target;
+  $("against").textContent = explanation.against;
+  $("margin").textContent = explanation.margin.toFixed(2);
+  drawGrid(explanation.grid);
+  const t = result.timing;
+  $("timing").textContent = `preprocess ${t.preprocess_ms.toFixed(1)} ms, inference ` +
+    `${t.inference_ms.toFixed(1)} ms; prediction ${result.prediction_id}`;
+  const buttons = $("feedback-buttons");
+  buttons.replaceChildren();
+  for (const choice of Object.keys(result.scores)) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = choice;
+    button.dataset.label = choice;
+    button.addEventListener("click", () => sendFeedback(result.prediction_id, choice));
+    buttons.append(button);
+  }
+  say($("feedback-status"), "");
+  $("result").hidden = false;
+}
+
+async function sendFeedback(predictionId, label) {
+  const status = $("feedback-status");
+  say(status, "saving…");
+  try {
+    const body = JSON.stringify({ prediction_id: predictionId, label: label, source: "review-ui" });
+    const saved = await call("/v1/feedback", {
+      method: "POST", headers: headers({ "Content-Type": "application/json" }), body: body,
+    });
+    say(status, `recorded: ${saved.label} (${saved.label === saved.predicted_label ? "agrees" : "disagrees"} with the model)`);
+  } catch (error) {
+    say(status, error.message, true);
+  }
+}
+
+async function explain(file) {
+  const status = $("status");
+  say(status, `explaining ${file.name}…`);
+  $("result").hidden = true;
+  try {
+    const result = await call("/v1/explain", {
+      method: "POST",
+      headers: headers({ "Content-Type": file.type || "application/octet-stream" }),
+      body: file,
+    });
+    say(status, "");
+    show(result, file);
+  } catch (error) {
+    say(status, error.message, true);
+  }
+}
+
+$("file").addEventListener("change", (event) => {
+  if (event.target.files.length) explain(event.target.files[0]);
+});
+const drop = $("drop");
+drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  if (event.dataTransfer.files.length) explain(event.dataTransfer.files[0]);
+});
