@@ -251,3 +251,14 @@ def test_the_writer_outlives_a_failure_and_flush_does_not_wait_out_the_interval(
     assert log.counters.written == 2  # the writer is still alive
     log.close()
     store.close()
+
+
+def test_rows_after_close_are_counted_as_dropped(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'closed.db'}")
+    log = PredictionLog(store, PredictionLogSettings(flush_interval_s=0.01))
+    assert log.submit(record(1))
+    log.close()
+    assert log.counters.written == 1
+    assert not log.submit(record(2))
+    assert log.counters.dropped == 1
+    store.close()

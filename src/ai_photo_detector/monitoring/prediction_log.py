@@ -89,7 +89,10 @@ class PredictionLog:
         return self.queue.qsize()
 
     def submit(self, record: PredictionRecord) -> bool:
-        """Queue a row; False (and counted) when the queue is full."""
+        """Queue a row; False (and counted) when the queue is full or the log is closed."""
+        if self._stop.is_set():  # the writer is gone or going: the row would never be written
+            self.counters.dropped += 1
+            return False
         try:
             self.queue.put_nowait(record)
         except queue.Full:
