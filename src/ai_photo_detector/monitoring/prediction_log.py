@@ -65,9 +65,18 @@ class PredictionRecord:
 
 @dataclass
 class LogCounters:
+    """Updated from request, spare-time and writer threads: ``+=`` alone could lose counts."""
+
     written: int = 0
     dropped: int = 0
     errors: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, written: int = 0, dropped: int = 0, errors: int = 0) -> None:
+        with self._lock:
+            self.written += written
+            self.dropped += dropped
+            self.errors += errors
 
 
 class PredictionLog:
@@ -91,12 +100,12 @@ class PredictionLog:
     def submit(self, record: PredictionRecord) -> bool:
         """Queue a row; False (and counted) when the queue is full or the log is closed."""
         if self._stop.is_set():  # the writer is gone or going: the row would never be written
-            self.counters.dropped += 1
+            self.counters.add(dropped=1)
             return False
         try:
             self.queue.put_nowait(record)
         except queue.Full:
-            self.counters.dropped += 1
+            self.counters.add(dropped=1)
             return False
         return True
 
@@ -114,8 +123,7 @@ class PredictionLog:
                 self.submit(build())  # queued before the promise is released: flush sees one
             except Exception:
                 logger.exception("a prediction row could not be made; it is dropped")
-                self.counters.errors += 1
-                self.counters.dropped += 1
+                self.counters.add(errors=1, dropped=1)
             finally:
                 with self._promised_lock:
                     self._promised -= 1
@@ -125,7 +133,7 @@ class PredictionLog:
         except RuntimeError:  # the pool is shut down: the service is stopping
             with self._promised_lock:
                 self._promised -= 1
-            self.counters.dropped += 1
+            self.counters.add(dropped=1)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued or promised row is written (or dropped); True when done."""
@@ -156,7 +164,7 @@ class PredictionLog:
                 self._cleanup_images()
             except Exception:  # the writer must outlive any one failure
                 logger.exception("the prediction log writer failed; it goes on")
-                self.counters.errors += 1
+                self.counters.add(errors=1)
             if stopping:
                 return
 
@@ -180,11 +188,10 @@ class PredictionLog:
             # Core insert on the table (not the ORM bulk path): far less Python per row.
             with self.store.begin() as connection:
                 connection.execute(insert(PREDICTIONS), rows)
-            self.counters.written += len(rows)
+            self.counters.add(written=len(rows))
         except Exception:  # the log must never take the service down
             logger.exception("writing %d predictions failed; the batch is dropped", len(batch))
-            self.counters.errors += 1
-            self.counters.dropped += len(batch)
+            self.counters.add(errors=1, dropped=len(batch))
 
     def _row(self, record: PredictionRecord) -> dict[str, Any]:
         row = dict(vars(record))  # shallow: asdict() would deep-copy every field
