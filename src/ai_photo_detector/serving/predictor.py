@@ -101,8 +101,13 @@ async def explain_image(
     """Score one image and say why: its evidence map and, if asked, the map over the photo."""
     try:
         weight, bias = model.bundle.head()
-    except BundleError as exc:
-        raise ApiError(409, "explanation_unavailable", str(exc)) from exc
+    except BundleError as exc:  # the message names no server path: clients see it
+        raise ApiError(
+            409,
+            "explanation_unavailable",
+            f"model {model.name} {model.version} does not ship its head's weights; an operator "
+            "can add them with `ai-photo-detector optimize BUNDLE`",
+        ) from exc
     scored = await _admitted(services, model, data, caller, "primary", None, explain=True)
     features = scored.result.features
     assert features is not None
