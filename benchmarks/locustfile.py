@@ -32,3 +32,21 @@ class Marketplace(HttpUser):
         files = [("files", (f"{i}.jpg", photo, "image/jpeg")) for i, photo in enumerate(PHOTOS[:4])]
         headers = {k: v for k, v in self.headers.items() if k != "content-type"}
         self.client.post("/v1/predict/batch", files=files, headers=headers)
+
+
+class Reviewer(HttpUser):
+    """A trust-and-safety reviewer opening flagged photos in the review page: far fewer than
+    the marketplace's calls, each an explanation."""
+
+    weight = 1  # against Marketplace's default 1: set with locust's --class-picker or -u ratios
+    wait_time = between(2.0, 5.0)
+
+    def on_start(self) -> None:
+        key = os.environ.get("APD_API_KEY")
+        self.headers = {"content-type": "image/jpeg", **({"X-API-Key": key} if key else {})}
+        self.turn = 0
+
+    @task
+    def explain(self) -> None:
+        self.turn += 1
+        self.client.post("/v1/explain", data=PHOTOS[self.turn % len(PHOTOS)], headers=self.headers)
