@@ -15,6 +15,7 @@ PHOTOS = [sample_photo(1024, 1024, i) for i in range(4)] + [sample_photo(2048, 1
 
 
 class Marketplace(HttpUser):
+    weight = 20  # marketplace clients far outnumber reviewers
     wait_time = between(0.0, 0.2)
 
     def on_start(self) -> None:
@@ -38,7 +39,7 @@ class Reviewer(HttpUser):
     """A trust-and-safety reviewer opening flagged photos in the review page: far fewer than
     the marketplace's calls, each an explanation."""
 
-    weight = 1  # against Marketplace's default 1: set with locust's --class-picker or -u ratios
+    weight = 1
     wait_time = between(2.0, 5.0)
 
     def on_start(self) -> None:
