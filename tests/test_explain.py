@@ -75,3 +75,33 @@ def test_a_head_that_does_not_match_the_manifest_is_refused(
     write_manifest(copy, {k: v for k, v in manifest.items() if k != "files"})  # checksums pass
     with pytest.raises(BundleError, match="head_weight_shape"):
         load_bundle(copy).head()
+
+
+def test_the_explain_command_matches_predict_and_writes_the_overlay(tmp_path: Path) -> None:
+    from PIL import Image
+
+    photo = tmp_path / "listing.jpg"
+    photo.write_bytes(encode(patterned_image(np.random.default_rng(4), 400), quality=90))
+    overlay = tmp_path / "overlay.jpg"
+    runner = CliRunner()
+    explained = runner.invoke(
+        app,
+        ["explain", str(photo), "--model", str(SHIPPED_MODEL), "--out", str(overlay), "--json"],
+    )
+    assert explained.exit_code == 0, explained.output
+    result = json.loads(explained.output)
+    predicted = json.loads(
+        runner.invoke(app, ["predict", str(photo), "--model", str(SHIPPED_MODEL), "--json"]).output
+    )
+    assert (result["label"], result["band"]) == (predicted["label"], predicted["band"])
+    assert result["probability"] == pytest.approx(predicted["probability"], abs=1e-5)
+    assert np.asarray(result["grid"]).mean() == pytest.approx(result["margin"], abs=1e-4)
+    with Image.open(overlay) as picture:
+        assert picture.format == "JPEG" and picture.size == (224, 224)
+    readable = runner.invoke(app, ["explain", str(photo), "--model", str(SHIPPED_MODEL)])
+    assert readable.exit_code == 0 and "logit margin" in readable.output
+
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image at all")
+    refused = runner.invoke(app, ["explain", str(text), "--model", str(SHIPPED_MODEL)])
+    assert refused.exit_code == 1 and "notes.jpg" in refused.output

@@ -244,6 +244,61 @@ def predict(
         console.print(f"{failures} file(s) could not be scored")
 
 
+@app.command()
+def explain(
+    image: Annotated[Path, typer.Argument(help="An image file.")],
+    model: Annotated[str | None, typer.Option(help="Bundle folder (default: APD_MODEL).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the evidence drawn over the photo (JPEG) here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Score one image and show why: the evidence per region of what the model saw.
+
+    The same exact class-activation evidence as POST /v1/explain: the grid averages to the
+    AI label's logit margin over its closest rival.
+    """
+    from ai_photo_detector.bundle import BundleError
+    from ai_photo_detector.explain import explain_bytes
+    from ai_photo_detector.imaging import ImageError
+    from ai_photo_detector.prediction import file_limits
+
+    settings = _settings(config)
+    detector = _open_detector(model, settings)
+    try:
+        explained = explain_bytes(detector, image.read_bytes(), file_limits(settings))
+    except (ImageError, BundleError, OSError) as exc:
+        console.print(f"[red]{image}: {getattr(exc, 'message', exc)}[/red]")
+        raise typer.Exit(1) from exc
+    if out is not None:
+        out.write_bytes(explained.overlay_jpeg)
+    verdict, found = explained.verdict, explained.evidence
+    if as_json:
+        result = {
+            "path": str(image),
+            "label": verdict.label,
+            "band": verdict.band,
+            "probability": verdict.probability,
+            "target": found.target,
+            "against": found.against,
+            "margin": found.margin,
+            "grid": [[round(float(v), 5) for v in row] for row in found.grid],
+            "overlay": str(out) if out is not None else None,
+        }
+        typer.echo(json.dumps(result))
+        return
+    console.print(
+        f"{image}: [bold]{verdict.label}[/bold] ({verdict.band}), probability "
+        f"{verdict.probability:.4f}; {found.target} over {found.against} by a logit margin of "
+        f"{found.margin:.3f}, per region (top row first):"
+    )
+    for row in found.grid:
+        typer.echo(" ".join(f"{v:7.2f}" for v in row))
+    if out is not None:
+        console.print(f"overlay written to {out}")
+
+
 keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
 app.add_typer(keys_app, name="keys")
 db_app = typer.Typer(no_args_is_help=True, help="The store (prediction log, drift history).")

@@ -13,7 +13,8 @@ from ai_photo_detector.inference import OnnxDetector, verdicts
 from ai_photo_detector.settings import Settings
 
 
-def _limits(settings: Settings) -> DecodeLimits:
+def file_limits(settings: Settings) -> DecodeLimits:
+    """Decode limits for local files named by an operator (size limits, no markup scan)."""
     return DecodeLimits(
         max_pixels=settings.imaging.max_pixels,
         min_side=settings.imaging.min_side,
@@ -26,7 +27,7 @@ def predict_files(
 ) -> Iterator[dict[str, Any]]:
     """One result dict per path, in order: a verdict, or ``{"path", "error": {code, message}}``."""
     spec = detector.manifest.preprocessing
-    limits = _limits(settings)
+    limits = file_limits(settings)
     pending: list[tuple[Path, np.ndarray]] = []
 
     def flush() -> Iterator[dict[str, Any]]:
