@@ -13,9 +13,10 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from typing import Any, ParamSpec, TypeVar
+from typing import TypeVar
 
-P = ParamSpec("P")
+from ai_photo_detector.serving.jobs import Job, P, cancel_all, new_job, run_job
+
 T = TypeVar("T")
 
 
@@ -24,7 +25,7 @@ class SpareTimeExecutor(Executor):
 
     def __init__(self, max_delay_s: float = 0.05, name: str = "spare-time") -> None:
         self.max_delay_s = max_delay_s
-        self._jobs: deque[tuple[Future[Any], Callable[[], Any]]] = deque()
+        self._jobs: deque[Job] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
@@ -32,11 +33,11 @@ class SpareTimeExecutor(Executor):
         self._thread.start()
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        future: Future[T] = Future()
+        future, job = new_job(fn, *args, **kwargs)
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot schedule new jobs after shutdown")
-            self._jobs.append((future, lambda: fn(*args, **kwargs)))
+            self._jobs.append(job)
         return future
 
     def decode_started(self) -> None:
@@ -49,8 +50,7 @@ class SpareTimeExecutor(Executor):
         with self._lock:
             self._closed = True
             if cancel_futures:
-                while self._jobs:
-                    self._jobs.popleft()[0].cancel()
+                cancel_all(self._jobs)
         self._wake.set()
         if wait:
             self._thread.join()
@@ -64,12 +64,7 @@ class SpareTimeExecutor(Executor):
                     if not self._jobs:
                         closed = self._closed
                         break
-                    future, job = self._jobs.popleft()
-                if not future.set_running_or_notify_cancel():
-                    continue
-                try:
-                    future.set_result(job())
-                except BaseException as exc:  # handed to the future, as ThreadPoolExecutor does
-                    future.set_exception(exc)
+                    job = self._jobs.popleft()
+                run_job(job)
             if closed:
                 return

@@ -15,11 +15,11 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from typing import Any, ParamSpec, TypeVar
+from typing import TypeVar
 
-P = ParamSpec("P")
+from ai_photo_detector.serving.jobs import Job, P, cancel_all, new_job, run_job
+
 T = TypeVar("T")
-Job = tuple[Future[Any], Callable[[], Any]]
 
 
 class _Worker:
@@ -38,13 +38,7 @@ class _Worker:
     def run(self) -> None:
         while (job := self.inbox.get()) is not None:  # None: shutdown() stops an idle worker
             while job is not None:
-                future, call = job
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(call())
-                    except BaseException as exc:  # to the future, as ThreadPoolExecutor does
-                        future.set_exception(exc)
-                del future, call  # drop references to the finished job's data
+                run_job(job)
                 job, alive = self.pool._next_job(self)
                 if not alive:
                     return
@@ -63,8 +57,7 @@ class WarmThreadPool(Executor):
         self._closed = False
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        future: Future[T] = Future()
-        job: Job = (future, lambda: fn(*args, **kwargs))
+        future, job = new_job(fn, *args, **kwargs)
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot schedule new jobs after shutdown")
@@ -93,8 +86,7 @@ class WarmThreadPool(Executor):
         with self._lock:
             self._closed = True
             if cancel_futures:
-                while self._backlog:
-                    self._backlog.popleft()[0].cancel()
+                cancel_all(self._backlog)
             idle, self._idle = self._idle, []
         for worker in idle:
             worker.hand(None)
