@@ -81,18 +81,9 @@ class MicroBatcher:
         if self.pending != 1 or not self._model_lock.acquire(blocking=False):
             return None
         try:
-            started = time.perf_counter()
-            output = self.solo.run(array[None])
-            self.batches_run += 1
+            return self._run_one(array, None, with_features=False)
         finally:
             self._model_lock.release()
-        return EngineResult(
-            logits=output.logits[0],
-            embedding=output.embedding[0],
-            queue_ms=0.0,
-            inference_ms=(time.perf_counter() - started) * 1000,
-            batch_size=1,
-        )
 
     def run_explained(self, array: NDArray[np.float32]) -> EngineResult:
         """Infer one image with its feature map on the calling (decode) thread, waiting for
@@ -100,17 +91,22 @@ class MicroBatcher:
         and batches do not fetch the feature map they do not need."""
         waiting = time.perf_counter()
         with self._model_lock:
-            started = time.perf_counter()
-            output = self.solo.run(array[None], with_features=True)
-            self.batches_run += 1
-        assert output.features is not None
+            return self._run_one(array, waiting, with_features=True)
+
+    def _run_one(
+        self, array: NDArray[np.float32], waiting: float | None, with_features: bool
+    ) -> EngineResult:
+        """One image on the lone-image session; the caller holds the model lock."""
+        started = time.perf_counter()
+        output = self.solo.run(array[None], with_features=with_features)
+        self.batches_run += 1
         return EngineResult(
             logits=output.logits[0],
             embedding=output.embedding[0],
-            queue_ms=(started - waiting) * 1000,
+            queue_ms=0.0 if waiting is None else (started - waiting) * 1000,
             inference_ms=(time.perf_counter() - started) * 1000,
             batch_size=1,
-            features=output.features[0],
+            features=None if output.features is None else output.features[0],
         )
 
     def _run_batch(self, stacked: NDArray[np.float32]) -> BatchOutput:
