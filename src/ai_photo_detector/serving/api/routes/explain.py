@@ -12,9 +12,9 @@ from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.middleware import request_id_of
 from ai_photo_detector.serving.api.routes.predict import (
     IMAGE_BODY,
-    NO_STORE,
     ModelQuery,
     pick_model,
+    prediction_response,
     ready_model,
 )
 from ai_photo_detector.serving.api.schemas import ExplainResponse, Explanation, error_responses
@@ -59,5 +59,4 @@ async def explain(
     body = ExplainResponse.model_construct(
         **dict(prediction), request_id=caller.request_id, explanation=explanation
     )
-    headers = {**response.headers, **NO_STORE}
-    return Response(body.model_dump_json(), media_type="application/json", headers=headers)
+    return prediction_response(body, response)

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel
 
 from ai_photo_detector.serving.api.auth import PredictCaller, Principal
 from ai_photo_detector.serving.api.body import Upload, read_uploads
@@ -71,6 +72,16 @@ def _no_store(response: Response) -> None:
     response.headers.update(NO_STORE)
 
 
+def prediction_response(body: BaseModel, response: Response) -> Response:
+    """``body`` serialised once, uncached, with the headers dependencies set (rate limits).
+
+    Returning the model instead would have FastAPI validate it all again; a returned Response
+    does not get the dependencies' headers by itself, hence the copy.
+    """
+    headers = {**response.headers, **NO_STORE}
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)
+
+
 def ready_model(services: Services, model: LoadedModel) -> LoadedModel:
     if services.draining:
         retry = str(services.settings.server.retry_after_s)
@@ -104,13 +115,8 @@ async def predict(
     caller = Caller(request_id_of(request.scope), principal.key_id)
     prediction = await _score_routed(services, loaded, uploads[0].data, caller)
     # The prediction is validated already: construct, do not validate its copy again.
-    body = PredictResponse.model_construct(
-        **dict(prediction), request_id=request_id_of(request.scope)
-    )
-    # Serialized here, once: returning the model would have FastAPI validate it all again.
-    # A returned Response does not get the headers dependencies set (rate limits): copy them.
-    headers = {**response.headers, **NO_STORE}
-    return Response(body.model_dump_json(), media_type="application/json", headers=headers)
+    body = PredictResponse.model_construct(**dict(prediction), request_id=caller.request_id)
+    return prediction_response(body, response)
 
 
 def pick_model(
