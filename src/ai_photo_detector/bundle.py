@@ -1,8 +1,12 @@
 """The model bundle: the one contract between training and serving.
 
-A bundle is a folder holding ``model.onnx``, ``manifest.json`` and the files the manifest lists
-with their SHA-256 checksums. Loading verifies the schema and every checksum, so a truncated,
-edited or foreign file fails with a clear :class:`BundleError` instead of serving garbage.
+A bundle is a folder holding ``manifest.json`` and the files the manifest lists with their
+SHA-256 checksums: either ``model.onnx`` (a fine-tuned network) or, for a frozen packaged
+encoder, only the linear head, the manifest naming the encoder's packaged file, its checksum and
+the recipe that builds the served graph from it (:mod:`ai_photo_detector.encoders`). Loading
+verifies the schema and every checksum, and :meth:`Bundle.graph` checks the built graph against
+the probe logits recorded at training, so a truncated, edited or foreign file fails with a
+clear :class:`BundleError` instead of serving garbage.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ai_photo_detector.encoders import EncoderError, EncoderRecipe, served_graph
 from ai_photo_detector.image_stats import LEGACY_STATS_BASIS
 from ai_photo_detector.imaging import PreprocessSpec
 
@@ -26,6 +31,7 @@ MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 DRIFT_FILE = "drift_reference.npz"
 HEAD_FILE = "head.npz"
+FAMILIARITY_FILE = "familiarity.npz"
 
 
 class BundleError(Exception):
@@ -62,6 +68,11 @@ class Calibration(Strict):
     real_band_fnr: float
     validation_fpr: float = Field(description="FPR on validation at the threshold.")
     validation_tpr: float = Field(description="TPR on validation at the threshold.")
+    fitted_on: Literal["validation", "out_of_source"] = Field(
+        "validation",
+        description="out_of_source: fitted on predictions of models that never saw the "
+        "image's source (leave-one-source-out), so the bands hold on unseen sources.",
+    )
 
 
 class OnnxSpec(Strict):
@@ -70,6 +81,25 @@ class OnnxSpec(Strict):
     opset: int
     feature_shape: list[int] = Field(description="C, H, W of the last feature map.")
     embedding_size: int
+    batch_independent: bool = Field(
+        True,
+        description="Whether an image's outputs are the same alone and in a batch; a graph "
+        "that is not (dynamic quantisation) is run one image at a time.",
+    )
+
+
+class EncoderSpec(Strict):
+    """A frozen packaged encoder: the served graph is built from ``recipe`` plus the head."""
+
+    recipe: EncoderRecipe
+
+
+class Probe(Strict):
+    """Logits of :func:`ai_photo_detector.encoders.probe_input` through the graph training
+    measured; a graph built or loaded later must reproduce them."""
+
+    logits: list[list[float]]
+    tolerance: float = Field(1e-3, gt=0)
 
 
 class ExplainSpec(Strict):
@@ -102,6 +132,18 @@ class DriftReference(Strict):
     size: int
 
 
+class Familiarity(Strict):
+    """How far a photo's embedding may lie from the training embeddings before the answer is
+    'uncertain' with reason ``unfamiliar``: the mean distance to its ``k`` nearest training
+    embeddings (standardised, PCA-reduced), against a threshold calibrated on images the
+    fitted model never saw."""
+
+    file: str = FAMILIARITY_FILE
+    k: int = Field(ge=1)
+    threshold: float
+    quantile: float = Field(description="Share of held-out familiar images below threshold.")
+
+
 class GateResult(Strict):
     passed: bool
     failures: list[str]
@@ -119,6 +161,13 @@ class Manifest(Strict):
     preprocessing: PreprocessSpec
     calibration: Calibration
     onnx: OnnxSpec
+    encoder: EncoderSpec | None = Field(
+        None, description="Present when the served graph is built from a packaged encoder."
+    )
+    probe: Probe | None = Field(None, description="Checks the served graph on every load.")
+    familiarity: Familiarity | None = Field(
+        None, description="Abstention on photos unlike the training data (absent: never)."
+    )
     explain: ExplainSpec
     metrics: dict[str, Any]
     gates: GateResult
@@ -132,8 +181,11 @@ class Manifest(Strict):
     def consistent(self) -> Manifest:
         if self.ai_label not in self.labels:
             raise ValueError(f"ai_label {self.ai_label!r} is not one of labels {self.labels}")
-        if MODEL_FILE not in self.files:
-            raise ValueError(f"files must list {MODEL_FILE}")
+        graph_file = HEAD_FILE if self.encoder is not None else MODEL_FILE
+        if graph_file not in self.files:
+            raise ValueError(f"files must list {graph_file}")
+        if self.encoder is not None and self.explain.head_file != HEAD_FILE:
+            raise ValueError(f"a packaged-encoder bundle ships its head as {HEAD_FILE}")
         return self
 
     @property
@@ -157,7 +209,43 @@ class Bundle:
 
     @property
     def model_path(self) -> Path:
+        """The model file of a fine-tuned bundle (see :meth:`graph` for every kind)."""
         return self.path / MODEL_FILE
+
+    def graph(self) -> str | bytes:
+        """What ONNX Runtime loads: the bundle's model file, or the graph built from its
+        packaged encoder and head (cached on disk, or bytes where no cache is writable)."""
+        if self.manifest.encoder is None:
+            return str(self.model_path)
+        weight, bias = self.head()
+        try:
+            return served_graph(self.manifest.encoder.recipe, weight, bias)
+        except EncoderError as exc:
+            raise BundleError(f"bundle {self.path}: {exc}") from exc
+
+    def check_probe(self, logits: NDArray[np.float32]) -> None:
+        """Raise :class:`BundleError` unless ``logits`` (of the probe input through the loaded
+        graph) match what training recorded."""
+        probe = self.manifest.probe
+        if probe is None:
+            return
+        expected = np.asarray(probe.logits, dtype=np.float32)
+        difference = (
+            float(np.abs(expected - logits).max()) if expected.shape == logits.shape else 1e9
+        )
+        if not difference <= probe.tolerance:
+            raise BundleError(
+                f"bundle {self.path}: the loaded graph does not compute what training measured "
+                f"(probe logits differ by {difference:.2e}, over {probe.tolerance:.0e})"
+            )
+
+    def familiarity_reference(self) -> dict[str, NDArray[np.float32]]:
+        """Arrays of the familiarity check: ``mean``, ``scale``, ``components``, ``points``."""
+        spec = self.manifest.familiarity
+        if spec is None:
+            raise BundleError(f"bundle {self.path} has no familiarity reference")
+        with np.load(self.path / spec.file) as data:
+            return {name: np.asarray(data[name], dtype=np.float32) for name in data.files}
 
     def head(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """The linear head's weight (classes x channels) and bias (classes)."""

@@ -66,3 +66,20 @@ def decision_threshold(
     high = float(above.min())
     middle = (_log_odds(low) + _log_odds(high)) / 2
     return float(1 / (1 + np.exp(-middle)))
+
+
+def ai_band_floor(
+    real_scores: NDArray[np.floating],
+    real_sources: NDArray[np.str_],
+    target_fpr: float,
+    min_reals: int,
+) -> float:
+    """Lowest 'ai' band bound keeping every source's real photos in the band at or below
+    ``target_fpr``: the strictest per-source bound over sources with at least ``min_reals``
+    real photos (all real photos pooled when no source has that many)."""
+    bounds = [
+        threshold_for_fpr(real_scores[real_sources == source], target_fpr)
+        for source in np.unique(real_sources)
+        if int((real_sources == source).sum()) >= min_reals
+    ]
+    return max(bounds) if bounds else threshold_for_fpr(real_scores, target_fpr)

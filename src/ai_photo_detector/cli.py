@@ -237,8 +237,10 @@ def predict(
         elif "error" in result:
             console.print(f"{result['path']}: [red]{result['error']['message']}[/red]")
         else:
+            why = f"\t({', '.join(result['reasons'])})" if result["reasons"] else ""
             typer.echo(
-                f"{result['path']}\t{result['label']}\t{result['band']}\t{result['probability']:.4f}"
+                f"{result['path']}\t{result['label']}\t{result['band']}\t"
+                f"{result['probability']:.4f}{why}"
             )
     if failures:
         console.print(f"{failures} file(s) could not be scored")
@@ -280,6 +282,7 @@ def explain(
             "label": verdict.label,
             "band": verdict.band,
             "probability": verdict.probability,
+            "reasons": list(verdict.reasons),
             "target": found.target,
             "against": found.against,
             "margin": found.margin,
@@ -289,7 +292,8 @@ def explain(
         typer.echo(json.dumps(result))
         return
     console.print(
-        f"{image}: [bold]{verdict.label}[/bold] ({verdict.band}), probability "
+        f"{image}: [bold]{verdict.label}[/bold] ({verdict.band}"
+        f"{': ' + ', '.join(verdict.reasons) if verdict.reasons else ''}), probability "
         f"{verdict.probability:.4f}; {found.target} over {found.against} by a logit margin of "
         f"{found.margin:.3f}, per region (top row first):"
     )

@@ -13,8 +13,8 @@ from numpy.typing import NDArray
 
 from ai_photo_detector.data.discovery import Sample
 from ai_photo_detector.inference import (
+    BatchOutput,
     OnnxDetector,
-    band_of,
     calibrated_probabilities,
     softmax,
     verdicts,
@@ -98,8 +98,11 @@ def evaluate(
     manifest = detector.manifest
     probs = calibrated_probabilities(scored.logits, manifest)
     targets = scored.targets(manifest.labels)
+    seen = set(manifest.dataset.sources)
+    for name, row in per_source.items():
+        row["seen_in_training"] = name in seen
     return {
-        "band_table": _band_table(probs[:, manifest.ai_index], targets, detector),
+        "band_table": _band_table(scored, targets, detector),
         "model": {"name": manifest.name, "version": manifest.version},
         "threshold": manifest.calibration.threshold,
         "bands": manifest.calibration.bands.model_dump(),
@@ -117,11 +120,13 @@ def evaluate(
 
 
 def _band_table(
-    p_ai: NDArray[np.floating], targets: NDArray[np.integer], detector: OnnxDetector
+    scored: ScoredSet, targets: NDArray[np.integer], detector: OnnxDetector
 ) -> list[dict[str, Any]]:
-    """How test images spread over the bands, and how many of each band are really AI."""
+    """How test images spread over the bands (an unfamiliar image is 'uncertain'), and how
+    many of each band are really AI."""
     manifest = detector.manifest
-    bands = np.asarray([band_of(float(p), manifest) for p in p_ai])
+    found = detector.verdicts(BatchOutput(scored.logits, scored.embeddings))
+    bands = np.asarray([v.band for v in found])
     is_ai = targets == manifest.ai_index
     rows = []
     for band in ("real", "uncertain", "ai"):
@@ -161,6 +166,20 @@ def quality_gate_failures(report: dict[str, Any], settings: Settings) -> list[st
                 f"AUC drops by {row['auc_drop']:.4f} under {row['condition']}, more than "
                 f"{gates.max_robust_auc_drop}"
             )
+    summary = report.get("sources", {}).get("summary")
+    if summary:
+        mean_auc = summary["mean_roc_auc"]
+        if not mean_auc >= gates.min_source_roc_auc:
+            failures.append(
+                f"mean leave-one-source-out ROC-AUC {mean_auc:.4f} is below the minimum "
+                f"{gates.min_source_roc_auc}"
+            )
+        pooled = summary["pooled_ai_band_fpr"]
+        if not pooled <= gates.max_source_ai_band_fpr:
+            failures.append(
+                f"{pooled:.1%} of held-out sources' real photos reach the 'ai' band, more than "
+                f"{gates.max_source_ai_band_fpr:.1%}"
+            )
     return failures
 
 
@@ -173,11 +192,48 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def sources_markdown(sources: dict[str, Any]) -> list[str]:
+    """The leave-one-source-out table: each source scored by a model fitted without it."""
+    summary = sources["summary"]
+    lines = [
+        "## Sources never seen in training (leave one source out)",
+        "",
+        "Each row: a model fitted without that source, scored on all its images; the band "
+        "columns use bands fitted without it too.",
+        "",
+        "| held-out source | images (real/ai) | ROC-AUC | TPR @ 1 % FPR | real in 'ai' band | "
+        "AI in 'ai' band | AI in 'real' band | uncertain | unfamiliar |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sources["rows"]:
+        lines.append(
+            f"| {row['source']} | {row['count']} ({row['real']}/{row['ai']}) | "
+            f"{_fmt(row['roc_auc'])} | {_fmt(row['tpr_at_1pct_fpr'])} | "
+            f"{_fmt(row['ai_band_fpr'])} ({row['ai_band_false_positives']}) | "
+            f"{_fmt(row['ai_band_tpr'])} | {_fmt(row['real_band_fnr'])} | "
+            f"{_fmt(row['uncertain_share'])} | {_fmt(row['unfamiliar_share'])} |"
+        )
+    lines += [
+        "",
+        f"Mean ROC-AUC {_fmt(summary['mean_roc_auc'])} (lowest {_fmt(summary['min_roc_auc'])}); "
+        f"real photos in the 'ai' band: {_fmt(summary['pooled_ai_band_fpr'])} pooled, "
+        f"{_fmt(summary['worst_ai_band_fpr'])} on the worst source; "
+        f"uncertain: {_fmt(summary['uncertain_share'])}.",
+        "",
+    ]
+    return lines
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     overall = report["overall"]
     lines = [
         f"# Evaluation of {report['model']['name']} {report['model']['version']}",
         "",
+    ]
+    if "sources" in report:
+        lines += sources_markdown(report["sources"])
+        lines += ["## Held-out images of the training sources (random split)", ""]
+    lines += [
         f"Threshold {report['threshold']:.4f} (AI when the calibrated AI probability reaches it); "
         f"bands: real below {report['bands']['real_below']:.4f}, AI from "
         f"{report['bands']['ai_from']:.4f}; temperature {report['temperature']:.3f}.",
@@ -212,12 +268,18 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"| {row['band']} | {_fmt(row['share'])} | {row['count']} | "
             f"{_fmt(row['ai_share_in_band'])} |"
         )
-    lines += ["", "## Per source", "", "| source | n | accuracy | ROC-AUC | FPR | recall | ECE |"]
-    lines.append("|---|---|---|---|---|---|---|")
+    lines += [
+        "",
+        "## Per source",
+        "",
+        "| source | seen in training | n | accuracy | ROC-AUC | FPR | recall | ECE |",
+    ]
+    lines.append("|---|---|---|---|---|---|---|---|")
     for source, m in report["per_source"].items():
+        seen = "yes" if m.get("seen_in_training", True) else "**no**"
         lines.append(
-            f"| {source} | {m['count']} | {_fmt(m['accuracy'])} | {_fmt(m['roc_auc'])} | "
-            f"{_fmt(m['fpr'])} | {_fmt(m['recall'])} | {_fmt(m['ece'])} |"
+            f"| {source} | {seen} | {m['count']} | {_fmt(m['accuracy'])} | "
+            f"{_fmt(m['roc_auc'])} | {_fmt(m['fpr'])} | {_fmt(m['recall'])} | {_fmt(m['ece'])} |"
         )
     lines += [
         "",

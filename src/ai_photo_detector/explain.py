@@ -18,7 +18,7 @@ from PIL import Image
 
 from ai_photo_detector.bundle import Manifest
 from ai_photo_detector.imaging import DecodeLimits, decode_image, model_view, normalise
-from ai_photo_detector.inference import OnnxDetector, Verdict, class_activation_maps, verdicts
+from ai_photo_detector.inference import OnnxDetector, Verdict, class_activation_maps
 
 OVERLAY_OPACITY = 0.55
 OVERLAY_QUALITY = 90  # JPEG: on a photo 0.2 ms and 13 kB, against 15 ms and 79 kB as PNG
@@ -95,5 +95,5 @@ def explain_bytes(detector: OnnxDetector, data: bytes, limits: DecodeLimits) -> 
     output = detector.run(normalise(view, spec)[None], with_features=True)
     assert output.features is not None
     found = evidence(output.features[0], *detector.bundle.head(), detector.manifest)
-    verdict = verdicts(output.logits, detector.manifest)[0]
+    verdict = detector.verdicts(output)[0]
     return ExplainedImage(verdict, found, overlay_jpeg(view, found.grid))

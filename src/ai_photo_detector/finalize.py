@@ -18,17 +18,20 @@ from numpy.typing import NDArray
 
 from ai_photo_detector import bundle as bundle_io
 from ai_photo_detector.calibration import (
+    ai_band_floor,
     decision_threshold,
     fit_temperature,
     lower_band_for_fnr,
-    threshold_for_fpr,
 )
 from ai_photo_detector.data.discovery import Sample, discover
+from ai_photo_detector.encoders import probe_input
 from ai_photo_detector.evaluation import evaluate, quality_gate_failures, write_report
+from ai_photo_detector.familiarity import FamiliarityReference, threshold_for
 from ai_photo_detector.image_stats import STATS_BASIS
 from ai_photo_detector.inference import OnnxDetector, decide_label, softmax
 from ai_photo_detector.scoring import ScoredSet, score_samples
 from ai_photo_detector.settings import Settings
+from ai_photo_detector.source_eval import HeldOutSource, source_table
 
 # Progress hook: (phase name, total units) -> advance(units) callable.
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -46,20 +49,46 @@ class Finished:
     report_files: list[Path]
 
 
+@dataclass
+class CalibrationData:
+    """Outputs calibration is fitted on: out-of-source predictions (each image scored by a
+    model fitted without its source) when there are several sources, else validation."""
+
+    logits: NDArray[np.float32]
+    labels: list[str]  # true label per row
+    sources: list[str]  # source per row
+    fitted_on: str  # "out_of_source" or "validation"
+
+    @classmethod
+    def from_scored(cls, scored: ScoredSet) -> CalibrationData:
+        return cls(
+            scored.logits,
+            [s.label for s in scored.samples],
+            [s.source for s in scored.samples],
+            "validation",
+        )
+
+
 def fit_calibration(
-    scored: ScoredSet, labels: list[str], ai_label: str, settings: Settings
+    data: CalibrationData, labels: list[str], ai_label: str, settings: Settings
 ) -> dict[str, Any]:
-    """Temperature, label threshold and bands from validation outputs."""
-    targets = scored.targets(labels)
+    """Temperature, label threshold and bands. The 'ai' band is set so that on every source
+    with enough real photos at most ``calibration.ai_band_fpr`` of them reach it."""
+    index = {label: i for i, label in enumerate(labels)}
+    targets = np.asarray([index[label] for label in data.labels], dtype=np.int64)
     ai_index = labels.index(ai_label)
     config = settings.calibration
-    temperature = fit_temperature(scored.logits, targets)
-    p_ai = softmax(scored.logits, temperature)[:, ai_index]
-    real_mask = np.asarray([s.label == settings.data.real_label for s in scored.samples])
-    negatives = p_ai[real_mask] if real_mask.any() else p_ai[targets != ai_index]
+    temperature = fit_temperature(data.logits, targets)
+    p_ai = softmax(data.logits, temperature)[:, ai_index]
+    real_mask = np.asarray([label == settings.data.real_label for label in data.labels])
+    if not real_mask.any():
+        real_mask = targets != ai_index
+    negatives = p_ai[real_mask]
     positives = p_ai[targets == ai_index]
     threshold = decision_threshold(negatives, positives, config.target_fpr)
-    ai_from = max(threshold, threshold_for_fpr(negatives, config.ai_band_fpr))
+    sources = np.asarray(data.sources)[real_mask]
+    floor = ai_band_floor(negatives, sources, config.ai_band_fpr, config.min_source_reals)
+    ai_from = max(threshold, floor)
     real_below = min(threshold, lower_band_for_fnr(positives, config.real_band_fnr))
     return {
         "temperature": temperature,
@@ -70,6 +99,7 @@ def fit_calibration(
         "real_band_fnr": config.real_band_fnr,
         "validation_fpr": float((negatives >= threshold).mean()) if negatives.size else 0.0,
         "validation_tpr": float((positives >= threshold).mean()) if positives.size else 0.0,
+        "fitted_on": data.fitted_on,
     }
 
 
@@ -98,7 +128,51 @@ def _summary_metrics(report: dict[str, Any]) -> dict[str, Any]:
     metrics = {k: v for k, v in report["overall"].items() if k != "confusion_matrix"}
     metrics["robustness"] = {r["condition"]: r["roc_auc"] for r in report["robustness"]}
     metrics["per_source_roc_auc"] = {k: v["roc_auc"] for k, v in report["per_source"].items()}
+    if "sources" in report:
+        metrics["leave_one_source_out"] = {
+            "summary": report["sources"]["summary"],
+            "rows": report["sources"]["rows"],
+        }
     return metrics
+
+
+def out_of_source_data(held_out: list[HeldOutSource]) -> CalibrationData:
+    return CalibrationData(
+        logits=np.concatenate([fold.logits for fold in held_out]),
+        labels=[label for fold in held_out for label in fold.labels],
+        sources=[fold.source for fold in held_out for _ in fold.labels],
+        fitted_on="out_of_source",
+    )
+
+
+def source_report(
+    held_out: list[HeldOutSource], labels: list[str], ai_label: str, settings: Settings
+) -> dict[str, Any]:
+    """The leave-one-source-out table, each row's bands fitted without its source."""
+
+    def fit(others: list[HeldOutSource]) -> dict[str, Any]:
+        return fit_calibration(out_of_source_data(others), labels, ai_label, settings)
+
+    return source_table(held_out, fit, labels.index(ai_label), ai_label, settings.data.real_label)
+
+
+def _familiarity(
+    bundle_dir: Path,
+    reference: FamiliarityReference,
+    val_scored: ScoredSet,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Save the reference; its threshold keeps ``abstention.quantile`` of validation images
+    (in-source, never fitted on) familiar."""
+    config = settings.abstention
+    np.savez(bundle_dir / bundle_io.FAMILIARITY_FILE, **reference.arrays())  # type: ignore[arg-type]
+    distances = reference.distances(val_scored.embeddings)
+    return {
+        "file": bundle_io.FAMILIARITY_FILE,
+        "k": reference.k,
+        "threshold": threshold_for(distances, config.quantile),
+        "quantile": config.quantile,
+    }
 
 
 def finish_bundle(
@@ -108,18 +182,24 @@ def finish_bundle(
     test: list[Sample],
     settings: Settings,
     progress: ProgressFactory = no_progress,
+    held_out: list[HeldOutSource] | None = None,
+    familiarity: FamiliarityReference | None = None,
 ) -> Finished:
-    """Calibrate on ``val``, evaluate on ``test``, apply the gates and write the manifest.
+    """Calibrate, evaluate on ``test``, apply the gates and write the manifest.
 
-    ``fields`` holds every manifest field known before calibration; the model file must
-    already be in ``bundle_dir``.
+    Calibration is fitted on the out-of-source predictions in ``held_out`` when there are
+    any (so the bands hold on sources the model never saw), else on ``val``. ``fields`` holds
+    every manifest field known before calibration; the graph files must already be in
+    ``bundle_dir``.
     """
+    fields = {**fields, "files": {f.name: "" for f in bundle_dir.iterdir() if f.is_file()}}
     provisional = bundle_io.Manifest.model_validate(fields)
     detector = OnnxDetector(bundle_io.Bundle(bundle_dir, provisional))
     advance = progress("scoring validation", len(val))
     val_scored = score_samples(detector, val, with_stats=True, on_progress=advance)
     labels, ai_label = provisional.labels, provisional.ai_label
-    calibration = fit_calibration(val_scored, labels, ai_label, settings)
+    data = out_of_source_data(held_out) if held_out else CalibrationData.from_scored(val_scored)
+    calibration = fit_calibration(data, labels, ai_label, settings)
     reference, embeddings = drift_reference(
         val_scored,
         calibration,
@@ -128,12 +208,22 @@ def finish_bundle(
         settings.training.drift_reference_size,
     )
     np.savez_compressed(bundle_dir / bundle_io.DRIFT_FILE, embeddings=embeddings)
-    fields = {**fields, "calibration": calibration, "drift_reference": reference}
+    probe = detector.run(probe_input(provisional.preprocessing.input_size)).logits
+    fields = {
+        **fields,
+        "calibration": calibration,
+        "drift_reference": reference,
+        "probe": {"logits": probe.tolist()},
+    }
+    if familiarity is not None:
+        fields["familiarity"] = _familiarity(bundle_dir, familiarity, val_scored, settings)
     bundle_io.write_manifest(bundle_dir, fields)
     detector = OnnxDetector(bundle_io.load_bundle(bundle_dir))
     conditions = len(settings.evaluation.robustness)
     advance = progress("evaluating test", len(test) * (1 + conditions))
     report = evaluate(detector, test, settings, on_progress=advance)
+    if held_out:
+        report["sources"] = source_report(held_out, labels, ai_label, settings)
     failures = quality_gate_failures(report, settings)
     report_files = write_report(report, bundle_dir)
     fields.update(
@@ -159,6 +249,10 @@ def recalibrate_run(
     if missing:
         raise FileNotFoundError(f"{len(missing)} split images are gone, e.g. {missing[0]}")
     fields = bundle.manifest.model_dump(mode="json")
+    familiarity = None
+    if bundle.manifest.familiarity is not None:
+        arrays = bundle.familiarity_reference()
+        familiarity = FamiliarityReference.from_arrays(arrays, bundle.manifest.familiarity.k)
     return finish_bundle(
         bundle.path,
         fields,
@@ -166,4 +260,40 @@ def recalibrate_run(
         [by_path[p] for p in splits["test"]],
         settings,
         progress,
+        held_out=load_held_out(run_dir),
+        familiarity=familiarity,
     )
+
+
+HELD_OUT_FILE = "held_out.json"
+
+
+def save_held_out(run_dir: Path, held_out: list[HeldOutSource]) -> None:
+    """Keep a run's out-of-source predictions, so it can be re-calibrated without refitting."""
+    rows = [
+        {
+            "source": fold.source,
+            "labels": fold.labels,
+            "logits": fold.logits.tolist(),
+            "unfamiliar": fold.unfamiliar.tolist(),
+            "paths": fold.paths,
+        }
+        for fold in held_out
+    ]
+    (run_dir / HELD_OUT_FILE).write_text(json.dumps(rows) + "\n", encoding="utf-8")
+
+
+def load_held_out(run_dir: Path) -> list[HeldOutSource]:
+    path = run_dir / HELD_OUT_FILE
+    if not path.is_file():
+        return []
+    return [
+        HeldOutSource(
+            source=row["source"],
+            labels=row["labels"],
+            logits=np.asarray(row["logits"], np.float32),
+            unfamiliar=np.asarray(row["unfamiliar"], bool),
+            paths=row["paths"],
+        )
+        for row in json.loads(path.read_text(encoding="utf-8"))
+    ]

@@ -20,6 +20,8 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
+from ai_photo_detector.degrade import encode, jpeg_reencode
+
 # Formats decided by magic bytes, never by file name or client-declared type.
 MAGIC_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"\xff\xd8\xff", 0, "JPEG"),
@@ -73,6 +75,14 @@ class PreprocessSpec(BaseModel):
     jpeg_draft: bool = Field(True, description="Downscale JPEGs in the DCT domain on decode.")
     alpha_background: tuple[int, int, int] = Field(
         (255, 255, 255), description="Colour transparent pixels are composited onto."
+    )
+    canonical_jpeg_quality: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="Re-encode the model's view as JPEG at this quality, in training and "
+        "serving alike, so file format, size and original compression stop being signals "
+        "(None: the view is used as decoded).",
     )
 
 
@@ -248,7 +258,8 @@ def _decode(
 
 
 def model_view(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
-    """The picture the model sees: shorter side resized to ``spec.input_size``, centre crop."""
+    """The picture the model sees: shorter side resized to ``spec.input_size``, centre crop,
+    then the canonical JPEG re-encode where the spec asks for one."""
     size = spec.input_size
     width, height = image.size
     scale = size / min(width, height)
@@ -258,7 +269,15 @@ def model_view(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
     left, top = (new_w - size) // 2, (new_h - size) // 2
     if (new_w, new_h) != (size, size):
         image = image.crop((left, top, left + size, top + size))
+    if spec.canonical_jpeg_quality is not None:
+        image = jpeg_reencode(image, spec.canonical_jpeg_quality)
     return image
+
+
+def canonical_view_bytes(image: Image.Image, spec: PreprocessSpec) -> bytes:
+    """The model's view as the file training effectively learns from: what the shortcut audit
+    of the processed view inspects."""
+    return encode(model_view(image, spec), "JPEG", spec.canonical_jpeg_quality or 95)
 
 
 def normalise(view: Image.Image, spec: PreprocessSpec) -> NDArray[np.float32]:

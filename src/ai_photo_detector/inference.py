@@ -7,6 +7,7 @@ training code.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,6 +16,12 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from ai_photo_detector.bundle import Bundle, Manifest
+from ai_photo_detector.encoders import probe_input
+from ai_photo_detector.familiarity import FamiliarityReference
+
+# Why an answer is 'uncertain': its probability lies between the bands (low_margin), or the
+# photo is unlike the training data, where no probability is worth trusting (unfamiliar).
+LOW_MARGIN, UNFAMILIAR = "low_margin", "unfamiliar"
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,7 @@ class Verdict:
     band: str
     probability: float  # calibrated probability of the AI label
     scores: dict[str, float]  # calibrated probability per label
+    reasons: tuple[str, ...] = ()  # why the band is 'uncertain'; empty otherwise
 
 
 @dataclass
@@ -80,27 +88,48 @@ def decide_label(
     return labels[int(np.argmax(others))]
 
 
-def verdicts(logits: NDArray[np.floating], manifest: Manifest) -> list[Verdict]:
-    """Label, band and calibrated scores for each row of logits.
+def verdicts(
+    logits: NDArray[np.floating],
+    manifest: Manifest,
+    unfamiliar: Sequence[bool] | NDArray[np.bool_] | None = None,
+) -> list[Verdict]:
+    """Label, band, calibrated scores and reasons for each row of logits.
 
-    The AI label wins when its probability reaches the validation-chosen threshold; otherwise
-    the most probable of the other labels is given, so multi-class bundles work unchanged.
+    The AI label wins when its probability reaches the calibrated threshold; otherwise the most
+    probable of the other labels is given, so multi-class bundles work unchanged. A row flagged
+    ``unfamiliar`` keeps its label (the model's best guess) but its band is 'uncertain'.
     """
     probs = calibrated_probabilities(logits, manifest)
     ai = manifest.ai_index
     labels = manifest.labels
+    flags = [False] * len(probs) if unfamiliar is None else [bool(f) for f in unfamiliar]
     results = []
-    for row in probs:
+    for row, strange in zip(probs, flags, strict=True):
         p_ai = float(row[ai])
+        band = band_of(p_ai, manifest)
+        reasons = ((LOW_MARGIN,) if band == "uncertain" else ()) + (
+            (UNFAMILIAR,) if strange else ()
+        )
         results.append(
             Verdict(
                 label=decide_label(row, ai, manifest.calibration.threshold, labels),
-                band=band_of(p_ai, manifest),
+                band="uncertain" if strange else band,
                 probability=p_ai,
                 scores={name: float(value) for name, value in zip(labels, row, strict=True)},
+                reasons=reasons,
             )
         )
     return results
+
+
+@dataclass(frozen=True)
+class FamiliarityCheck:
+    reference: FamiliarityReference
+    threshold: float
+
+    def flags(self, embeddings: NDArray[np.floating]) -> NDArray[np.bool_]:
+        result: NDArray[np.bool_] = self.reference.distances(embeddings) > self.threshold
+        return result
 
 
 Spinning = Literal["during_run", "always", "never"]
@@ -115,7 +144,7 @@ def available_cpus() -> int:
 
 
 def make_session(
-    model_path: str,
+    model: str | bytes,
     intra_op_threads: int = 0,
     inter_op_threads: int = 1,
     spinning: Spinning = "always",
@@ -138,7 +167,7 @@ def make_session(
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     elif spinning == "during_run":
         options.add_session_config_entry("session.force_spinning_stop", "1")
-    return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 class OnnxDetector:
@@ -153,14 +182,38 @@ class OnnxDetector:
     ):
         self.bundle = bundle
         self.manifest = bundle.manifest
-        self.session = make_session(
-            str(bundle.model_path), intra_op_threads, inter_op_threads, spinning
-        )
+        self.session = make_session(bundle.graph(), intra_op_threads, inter_op_threads, spinning)
         self.input_name = self.manifest.onnx.input
+        self.batch_independent = self.manifest.onnx.batch_independent
+        if self.manifest.probe is not None:
+            probe = probe_input(self.manifest.preprocessing.input_size)
+            bundle.check_probe(self.run(probe).logits)
+        self.familiarity: FamiliarityCheck | None = None
+        if self.manifest.familiarity is not None:
+            reference = FamiliarityReference.from_arrays(
+                bundle.familiarity_reference(), self.manifest.familiarity.k
+            )
+            self.familiarity = FamiliarityCheck(reference, self.manifest.familiarity.threshold)
+
+    def unfamiliar(self, embeddings: NDArray[np.floating]) -> NDArray[np.bool_]:
+        """Which embeddings lie too far from the training data (none, without a reference)."""
+        if self.familiarity is None:
+            return np.zeros(len(np.atleast_2d(embeddings)), bool)
+        return self.familiarity.flags(embeddings)
+
+    def verdicts(self, output: BatchOutput) -> list[Verdict]:
+        return verdicts(output.logits, self.manifest, self.unfamiliar(output.embedding))
 
     def run(self, batch: NDArray[np.float32], with_features: bool = False) -> BatchOutput:
         names = ["logits", "embedding"] + (["features"] if with_features else [])
-        outputs = self.session.run(names, {self.input_name: batch})
+        if self.batch_independent or len(batch) == 1:
+            outputs = self.session.run(names, {self.input_name: batch})
+        else:  # one image per run: the graph's answer for an image must not depend on others
+            runs = [
+                self.session.run(names, {self.input_name: batch[i : i + 1]})
+                for i in range(len(batch))
+            ]
+            outputs = [np.concatenate(parts) for parts in zip(*runs, strict=True)]
         return BatchOutput(
             logits=np.asarray(outputs[0], dtype=np.float32),
             embedding=np.asarray(outputs[1], dtype=np.float32),

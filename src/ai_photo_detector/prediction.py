@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ai_photo_detector.imaging import DecodeLimits, ImageError, preprocess_bytes
-from ai_photo_detector.inference import OnnxDetector, verdicts
+from ai_photo_detector.inference import OnnxDetector
 from ai_photo_detector.settings import Settings
 
 
@@ -34,15 +34,14 @@ def predict_files(
         if not pending:
             return
         batch = np.stack([array for _, array in pending])
-        for (path, _), verdict in zip(
-            pending, verdicts(detector.run(batch).logits, detector.manifest), strict=True
-        ):
+        for (path, _), verdict in zip(pending, detector.verdicts(detector.run(batch)), strict=True):
             yield {
                 "path": str(path),
                 "label": verdict.label,
                 "band": verdict.band,
                 "probability": round(verdict.probability, 6),
                 "scores": {k: round(v, 6) for k, v in verdict.scores.items()},
+                "reasons": list(verdict.reasons),
             }
         pending.clear()
 

@@ -37,7 +37,21 @@ class Section(BaseModel):
 
 
 class ImagingSettings(Section):
-    input_size: int = Field(224, ge=16, le=1024, description="Square model input side in pixels.")
+    input_size: int | None = Field(
+        None,
+        ge=16,
+        le=1024,
+        description="Square model input side in pixels for training (None: the backbone's own: "
+        "160 for clip_vit_b16, 224 for tf_efficientnet_lite0). Serving reads it from the bundle.",
+    )
+    canonical_jpeg_quality: int | None = Field(
+        90,
+        ge=1,
+        le=100,
+        description="Training re-encodes every model view as JPEG at this quality, and the "
+        "bundle makes serving do the same, so format, size and original compression carry no "
+        "label (None: off).",
+    )
     max_pixels: int = Field(
         40_000_000,
         ge=1,
@@ -67,6 +81,12 @@ class DataSettings(Section):
     shortcut_alarm_auc: float = Field(
         0.95, ge=0.5, le=1.0, description="Metadata-only ROC-AUC above which the audit alarms."
     )
+    processed_max_auc: float = Field(
+        0.6,
+        ge=0.5,
+        le=1.0,
+        description="Metadata-only ROC-AUC allowed on the processed model views, per source.",
+    )
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of each stratum for val.")
     test_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of each stratum for test.")
     split_seed: int = Field(20261127, description="Seed of the deterministic split.")
@@ -89,7 +109,23 @@ class AugmentSettings(Section):
 
 
 class TrainingSettings(Section):
-    backbone: str = Field("tf_efficientnet_lite0", description="timm backbone name.")
+    backbone: str = Field(
+        "clip_vit_b16",
+        description="Registered backbone: clip_vit_b16 (frozen packaged encoder, only the head "
+        "trains) or tf_efficientnet_lite0 (fine-tuned, fast).",
+    )
+    encoder_layer: int | None = Field(
+        None, ge=1, description="Frozen encoders: layer whose tokens feed the head (None: 7)."
+    )
+    head_c: float = Field(
+        0.01,
+        gt=0,
+        description="Frozen encoders: inverse L2 strength of the logistic head (small C "
+        "generalised best to held-out sources).",
+    )
+    feature_views: int = Field(
+        2, ge=0, description="Frozen encoders: augmented views per training image."
+    )
     pretrained: bool = Field(True, description="Start from offline ImageNet weights.")
     weights_path: str = Field(
         "", description="Local checkpoint for backbones without packaged weights (optional)."
@@ -130,7 +166,15 @@ class CalibrationSettings(Section):
         0.02, gt=0, lt=1, description="Largest share of real photos labelled AI on validation."
     )
     ai_band_fpr: float = Field(
-        0.005, gt=0, lt=1, description="Largest share of real photos in the 'ai' band."
+        0.02,
+        gt=0,
+        lt=1,
+        description="Largest share of real photos in the 'ai' band, on every held-out source "
+        "with enough real photos (out-of-source predictions; validation when there is one "
+        "source).",
+    )
+    min_source_reals: int = Field(
+        20, ge=1, description="Real photos a held-out source needs to set the 'ai' band alone."
     )
     real_band_fnr: float = Field(
         0.01, gt=0, lt=1, description="Largest share of AI images in the 'real' band."
@@ -138,8 +182,32 @@ class CalibrationSettings(Section):
     ece_bins: int = Field(15, ge=2, description="Bins of the expected calibration error.")
 
 
+class AbstentionSettings(Section):
+    enabled: bool = Field(True, description="Answer 'uncertain' for photos unlike training.")
+    neighbours: int = Field(10, ge=1, description="Nearest training embeddings averaged.")
+    components: int = Field(32, ge=1, description="PCA dimensions of the distance.")
+    quantile: float = Field(
+        0.99,
+        gt=0.5,
+        lt=1,
+        description="Share of held-out in-source images that must count as familiar.",
+    )
+
+
 class QualityGateSettings(Section):
     min_roc_auc: float = Field(0.90, ge=0, le=1, description="Minimum test ROC-AUC.")
+    min_source_roc_auc: float = Field(
+        0.70,
+        ge=0,
+        le=1,
+        description="Minimum mean leave-one-source-out ROC-AUC over held-out sources.",
+    )
+    max_source_ai_band_fpr: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Largest share of held-out sources' real photos in the 'ai' band, pooled.",
+    )
     max_ece: float = Field(0.08, ge=0, le=1, description="Maximum calibrated test ECE.")
     max_robust_auc_drop: float = Field(
         0.10, ge=0, le=1, description="Largest AUC drop allowed under any robustness transform."
@@ -152,6 +220,11 @@ class EvaluationSettings(Section):
         description="Robustness transforms evaluated (jpegQ, downscaleF, blurS).",
     )
     batch_size: int = Field(32, ge=1, description="Batch size of evaluation inference.")
+    leave_one_source_out: bool = Field(
+        True,
+        description="Fit one model per source without it and score it there (needs two or "
+        "more sources; with a fine-tuned backbone each fold is a full training run).",
+    )
 
 
 class MlflowSettings(Section):
@@ -351,6 +424,9 @@ class Settings(BaseSettings):
     )
     calibration: CalibrationSettings = Field(
         default_factory=CalibrationSettings, description="Temperature, threshold and bands."
+    )
+    abstention: AbstentionSettings = Field(
+        default_factory=AbstentionSettings, description="'uncertain' for unfamiliar photos."
     )
     gates: QualityGateSettings = Field(
         default_factory=QualityGateSettings, description="Minimums a deployable model meets."

@@ -11,7 +11,13 @@ import imagehash
 from PIL import Image
 
 from ai_photo_detector.data.discovery import Sample
-from ai_photo_detector.imaging import DecodeLimits, ImageError, PreprocessSpec, decode_image
+from ai_photo_detector.imaging import (
+    DecodeLimits,
+    ImageError,
+    PreprocessSpec,
+    canonical_view_bytes,
+    decode_image,
+)
 
 
 @dataclass
@@ -28,13 +34,29 @@ class ScannedImage:
     bytes: int = 0
     jpeg_quality: int | None = None
     has_exif: bool = False
+    # The model's view as training sees it (resized, re-encoded), for the processed audit.
+    view: ScannedImage | None = None
 
 
 # Full-resolution decode (no DCT draft) so truncation anywhere in the file is caught.
 _SCAN_SPEC = PreprocessSpec(jpeg_draft=False)
 
 
-def scan_one(sample: Sample) -> ScannedImage:
+def processed_view(sample: Sample, data: bytes, spec: PreprocessSpec) -> ScannedImage:
+    """Metadata of the file training effectively learns from: the canonical model view."""
+    view = canonical_view_bytes(decode_image(data, spec).image, spec)
+    return ScannedImage(
+        sample,
+        ok=True,
+        width=spec.input_size,
+        height=spec.input_size,
+        format="JPEG",
+        bytes=len(view),
+        jpeg_quality=spec.canonical_jpeg_quality or 95,
+    )
+
+
+def scan_one(sample: Sample, view_spec: PreprocessSpec | None = None) -> ScannedImage:
     try:
         data = sample.path.read_bytes()
     except OSError as exc:
@@ -64,6 +86,7 @@ def scan_one(sample: Sample) -> ScannedImage:
         bytes=info.bytes,
         jpeg_quality=info.jpeg_quality,
         has_exif=info.has_exif,
+        view=processed_view(sample, data, view_spec) if view_spec is not None else None,
     )
 
 
@@ -71,10 +94,12 @@ def scan(
     samples: Iterable[Sample],
     threads: int = 2,
     on_progress: Callable[[], None] | None = None,
+    view_spec: PreprocessSpec | None = None,
 ) -> list[ScannedImage]:
+    """Scan every sample; with ``view_spec``, also the metadata of its processed model view."""
     results = []
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for result in pool.map(scan_one, samples):
+        for result in pool.map(lambda sample: scan_one(sample, view_spec), samples):
             results.append(result)
             if on_progress is not None:
                 on_progress()

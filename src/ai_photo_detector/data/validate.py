@@ -7,10 +7,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ai_photo_detector.data.discovery import Sample, counts
 from ai_photo_detector.data.duplicates import exact_duplicate_groups, near_duplicate_pairs
 from ai_photo_detector.data.scan import ScannedImage
-from ai_photo_detector.data.shortcut import audit
+from ai_photo_detector.data.shortcut import FEATURES, audit, single_feature_auc
+
+# On the processed views every saved-how attribute is fixed by the pipeline; the compressed
+# size at that fixed size and quality is a measure of the pixels themselves (how much detail
+# they hold, like sharpness), so it is reported apart from the metadata audit.
+PROCESSED_FEATURES = tuple(f for f in FEATURES if f != "bytes")
 from ai_photo_detector.settings import DataSettings
 
 
@@ -52,19 +59,11 @@ def build_report(images: list[ScannedImage], settings: DataSettings) -> dict[str
         )
     label_counts = Counter(img.sample.label for img in usable)
     ratio = max(label_counts.values()) / max(1, min(label_counts.values())) if label_counts else 0
-    shortcut = {
-        "all": audit(
-            images, settings.ai_label, settings.shortcut_warn_auc, settings.shortcut_alarm_auc
-        )
-    }
-    for source in sorted({img.sample.source for img in images}):
-        shortcut[source] = audit(
-            [img for img in images if img.sample.source == source],
-            settings.ai_label,
-            settings.shortcut_warn_auc,
-            settings.shortcut_alarm_auc,
-        )
+    shortcut = _audits(images, settings)
+    views = [img.view for img in usable if img.view is not None]
+    processed = _audits(views, settings, PROCESSED_FEATURES) if views else {}
     findings = _findings(problems, tiny, exact, near, ratio, shortcut, settings, label_counts)
+    findings += _processed_findings(processed, settings)
     return {
         "total_files": len(images),
         "usable_images": len(usable),
@@ -77,8 +76,72 @@ def build_report(images: list[ScannedImage], settings: DataSettings) -> dict[str
         "near_duplicates": near,
         "class_balance": {"ratio": ratio, "ok": ratio <= settings.imbalance_ratio},
         "shortcut_audit": shortcut,
+        "processed_view_audit": processed,
+        "processed_view_size_auc": _size_auc(views, settings.ai_label),
         "findings": findings,
     }
+
+
+def _audits(
+    images: list[ScannedImage], settings: DataSettings, features: tuple[str, ...] = FEATURES
+) -> dict[str, dict[str, Any]]:
+    """The metadata-only audit over all images and per source."""
+    groups = {"all": images}
+    for source in sorted({img.sample.source for img in images}):
+        groups[source] = [img for img in images if img.sample.source == source]
+    return {
+        scope: audit(
+            members,
+            settings.ai_label,
+            settings.shortcut_warn_auc,
+            settings.shortcut_alarm_auc,
+            features=features,
+        )
+        for scope, members in groups.items()
+    }
+
+
+def _size_auc(views: list[ScannedImage], ai_label: str) -> dict[str, float]:
+    """How well the processed view's compressed size alone separates the labels, per source."""
+    groups = {"all": views}
+    for source in sorted({img.sample.source for img in views}):
+        groups[source] = [img for img in views if img.sample.source == source]
+    result = {}
+    for scope, members in groups.items():
+        y = np.asarray([img.sample.label == ai_label for img in members], dtype=np.int64)
+        if 0 < y.sum() < len(y):
+            result[scope] = single_feature_auc(np.asarray([img.bytes for img in members]), y)
+    return result
+
+
+def _processed_findings(
+    processed: dict[str, dict[str, Any]], settings: DataSettings
+) -> list[dict[str, str]]:
+    """After the training pipeline's resizing and re-encoding, metadata must say nothing."""
+    if not processed:
+        return []
+    leaking = {
+        scope: result["metadata_roc_auc"]
+        for scope, result in processed.items()
+        if result.get("metadata_roc_auc", 0.0) > settings.processed_max_auc
+    }
+    if leaking:
+        return [
+            {
+                "level": "alarm",
+                "message": "SHORTCUT survives the training pipeline: on the processed model "
+                f"views metadata still separates the labels ({leaking}, limit "
+                f"{settings.processed_max_auc})",
+            }
+        ]
+    worst = max(r.get("metadata_roc_auc", 0.5) for r in processed.values())
+    return [
+        {
+            "level": "info",
+            "message": "processed model views carry no metadata shortcut: metadata-only "
+            f"ROC-AUC at most {worst:.3f} per source (limit {settings.processed_max_auc})",
+        }
+    ]
 
 
 def _findings(
@@ -150,12 +213,13 @@ def summary_text(report: dict[str, Any]) -> str:
     ]
     for source, by_label in report["counts"].items():
         lines.append(f"  {source}: " + ", ".join(f"{k}={v}" for k, v in by_label.items()))
-    for scope, result in report["shortcut_audit"].items():
-        if "metadata_roc_auc" in result:
-            lines.append(
-                f"shortcut audit [{scope}]: {result['status'].upper()} metadata-only ROC-AUC "
-                f"{result['metadata_roc_auc']:.3f} (strongest: {result['strongest_feature']})"
-            )
+    for title, key in (("shortcut audit", "shortcut_audit"), ("processed views", "processed_view_audit")):
+        for scope, result in report.get(key, {}).items():
+            if "metadata_roc_auc" in result:
+                lines.append(
+                    f"{title} [{scope}]: {result['status'].upper()} metadata-only ROC-AUC "
+                    f"{result['metadata_roc_auc']:.3f} (strongest: {result['strongest_feature']})"
+                )
     lines.append(
         f"duplicates: {len(report['exact_duplicates'])} exact groups, "
         f"{len(report['near_duplicates'])} near pairs; unreadable: {len(report['unreadable'])}; "

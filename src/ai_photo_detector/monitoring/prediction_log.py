@@ -58,6 +58,7 @@ class PredictionRecord:
     sharpness: float
     jpeg_quality: float
     embedding: builtins.bytes
+    reasons: str = ""  # why the band is 'uncertain', comma-joined (low_margin, unfamiliar)
     image_path: str | None = None
     paired_id: str | None = None  # a shadow row names the primary prediction it mirrors
     image_data: builtins.bytes | None = field(default=None, repr=False)  # kept only when asked

@@ -37,6 +37,7 @@ class Prediction(Base):
     route: Mapped[str] = mapped_column(String(16))  # primary or shadow
     label: Mapped[str] = mapped_column(String(64))
     band: Mapped[str] = mapped_column(String(16))
+    reasons: Mapped[str] = mapped_column(String(64), default="")  # why uncertain, comma-joined
     score: Mapped[float] = mapped_column(Float)
     queue_ms: Mapped[float] = mapped_column(Float)
     preprocess_ms: Mapped[float] = mapped_column(Float)

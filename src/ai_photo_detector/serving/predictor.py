@@ -187,7 +187,10 @@ async def _decode_and_infer(
             raise overloaded(services, exc) from exc
         finally:
             services.metrics.queue_depth.labels(model.name).set(model.batcher.depth)
-    verdict = verdicts(np.asarray(result.logits)[None, :], manifest)[0]
+    embedding = np.asarray(result.embedding)[None, :]
+    verdict = verdicts(
+        np.asarray(result.logits)[None, :], manifest, model.detector.unfamiliar(embedding)
+    )[0]
     info = prepared.decoded.info
     prediction = Prediction(
         prediction_id=uuid.uuid4().hex,
@@ -195,6 +198,7 @@ async def _decode_and_infer(
         band=verdict.band,
         probability=verdict.probability,
         scores=verdict.scores,
+        reasons=list(verdict.reasons),
         model=ModelRef(name=model.name, version=model.version),
         timing=Timing(
             queue_ms=result.queue_ms,
@@ -270,6 +274,7 @@ def _record(
         route=route,
         label=prediction.label,
         band=prediction.band,
+        reasons=",".join(prediction.reasons),
         score=prediction.probability,
         queue_ms=prediction.timing.queue_ms,
         preprocess_ms=prediction.timing.preprocess_ms,

@@ -10,24 +10,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from ai_photo_detector import bundle as bundle_io
-from ai_photo_detector.data.discovery import Sample, counts, discover, fingerprint, labels_of
+from ai_photo_detector.data.discovery import counts, discover, fingerprint, labels_of
 from ai_photo_detector.data.scan import scan
 from ai_photo_detector.data.splits import split_samples
 from ai_photo_detector.data.validate import build_report
 from ai_photo_detector.data.validate import write_report as write_data_report
-from ai_photo_detector.finalize import ProgressFactory, finish_bundle, no_progress
+from ai_photo_detector.familiarity import fit_reference
+from ai_photo_detector.finalize import (
+    ProgressFactory,
+    finish_bundle,
+    no_progress,
+    save_held_out,
+)
 from ai_photo_detector.image_stats import STATS_BASIS
-from ai_photo_detector.imaging import PreprocessSpec, decode_image, to_model_input
-from ai_photo_detector.settings import Settings, TrainingSettings
-from ai_photo_detector.training.dataset import ImageDataset
-from ai_photo_detector.training.export import check_parity, export_onnx
-from ai_photo_detector.training.graph import save_head
-from ai_photo_detector.training.loop import EpochResult, TrainResult, train
-from ai_photo_detector.training.model import Detector, build_detector
+from ai_photo_detector.settings import Settings
+from ai_photo_detector.training.backbones import FitHistory, backbone_class
+from ai_photo_detector.training.leave_one_out import leave_one_source_out
 from ai_photo_detector.training.tracking import log_run
 
 
@@ -38,14 +37,7 @@ class TrainingOutcome:
     manifest: bundle_io.Manifest
     report: dict[str, Any]
     gate_failures: list[str]
-    train_result: TrainResult
-
-
-def _parity_batch(samples: list[Sample], spec: PreprocessSpec, count: int = 8) -> np.ndarray:
-    arrays = [
-        to_model_input(decode_image(s.path.read_bytes(), spec).image, spec) for s in samples[:count]
-    ]
-    return np.stack(arrays).astype(np.float32)
+    history: FitHistory
 
 
 def run_training(
@@ -66,17 +58,19 @@ def run_training(
     bundle_dir.mkdir(parents=True)
 
     samples = discover(list(data_paths), settings.data.extensions)
+    labels = labels_of(samples)
+    ai_label = settings.data.ai_label
+    if ai_label not in labels:
+        raise ValueError(f"no images labelled '{ai_label}' (labels found: {labels})")
+    backbone = backbone_class(settings.training.backbone)(settings, labels, log, progress)
+    spec = backbone.preprocessing()
     advance = progress("scanning images", len(samples))
-    images = scan(samples, on_progress=lambda: advance(1))
+    images = scan(samples, on_progress=lambda: advance(1), view_spec=spec)
     data_report = build_report(images, settings.data)
     write_data_report(data_report, run_dir)
     for finding in data_report["findings"]:
         log(f"[{finding['level']}] {finding['message']}")
     usable = [img.sample for img in images if img.ok]
-    labels = labels_of(usable)
-    ai_label = settings.data.ai_label
-    if ai_label not in labels:
-        raise ValueError(f"no images labelled '{ai_label}' (labels found: {labels})")
     splits = split_samples(
         images,
         val_fraction=settings.data.val_fraction,
@@ -92,86 +86,71 @@ def run_training(
         if {s.label for s in splits[split_name]} != set(labels):
             raise ValueError(f"the {split_name} split lacks some labels; add more images")
 
-    spec = PreprocessSpec(input_size=settings.imaging.input_size)
-    tset = settings.training
-    model = build_detector(tset.backbone, len(labels), tset.pretrained, tset.weights_path)
-    train_set = ImageDataset(splits["train"], labels, spec, tset.augment, seed=tset.seed)
-    val_set = ImageDataset(splits["val"], labels, spec)
-    epochs_bar = progress("training (images)", len(splits["train"]) * tset.epochs)
-
-    def on_epoch(result: EpochResult) -> None:
-        log(
-            f"epoch {result.epoch}: train loss {result.train_loss:.4f}, val loss "
-            f"{result.val_loss:.4f}, val AUC {result.val_auc:.4f}, "
-            f"val acc {result.val_accuracy:.4f}"
+    backbone.prepare(usable)
+    held_out = leave_one_source_out(backbone, splits, labels, settings, log)
+    save_held_out(run_dir, held_out)
+    fitted = backbone.fit(splits["train"], splits["val"])
+    history = backbone.history(fitted)
+    log(f"validation ROC-AUC {history.best_val_auc:.4f} (epoch {history.best_epoch})")
+    graph_fields = backbone.export(fitted, bundle_dir, splits["val"])
+    abstain = settings.abstention
+    familiarity = (
+        fit_reference(
+            backbone.outputs(fitted, splits["train"]).embeddings,
+            k=abstain.neighbours,
+            components=abstain.components,
         )
-
-    train_result = train(
-        model,
-        train_set,
-        val_set,
-        labels.index(ai_label),
-        tset,
-        on_epoch=on_epoch,
-        on_batch=epochs_bar,
+        if abstain.enabled
+        else None
     )
-
-    model_path = bundle_dir / bundle_io.MODEL_FILE
-    folded = export_onnx(model, model_path, spec.input_size, tset.onnx_opset)
-    parity = check_parity(
-        model, model_path, _parity_batch(splits["val"], spec), tset.parity_tolerance
-    )
-    log(f"ONNX parity with PyTorch: max abs difference {parity:.2e}")
-    save_head(model_path, bundle_dir)  # read from the exported graph: what serving runs
 
     # Calibrate and evaluate through the exported graph: the numbers serving will see.
     digests = {img.sample.path: img.sha256 for img in images}
+    details = graph_fields.pop("training_details")
     fields = {
-        **_provisional_manifest(name, version, labels, ai_label, spec, model, tset),
+        **_provisional_manifest(name, version, labels, ai_label, spec.model_dump(mode="json")),
+        **graph_fields,
         "dataset": {
             "fingerprint": fingerprint(usable, digests),
             "sources": counts(usable),
             "splits": {k: len(v) for k, v in splits.items()},
         },
         "training": {
-            "best_epoch": train_result.best_epoch,
-            "best_val_auc": train_result.best_val_auc,
-            "epochs_run": len(train_result.history),
-            "onnx_parity_max_abs_diff": parity,
-            "graph_rewrites": {"same_padding_folded": folded},
-            "settings": tset.model_dump(mode="json"),
+            **details,
+            "best_val_auc": history.best_val_auc,
+            "settings": settings.training.model_dump(mode="json"),
             "data_paths": [str(p) for p in data_paths],
             "data_findings": data_report["findings"],
         },
     }
-    finished = finish_bundle(bundle_dir, fields, splits["val"], splits["test"], settings, progress)
+    finished = finish_bundle(
+        bundle_dir,
+        fields,
+        splits["val"],
+        splits["test"],
+        settings,
+        progress,
+        held_out=held_out,
+        familiarity=familiarity,
+    )
     if settings.mlflow.enabled:
         report, files = finished.report, finished.report_files
-        log_run(settings, name, version, train_result, report, bundle_dir, files)
+        log_run(settings, name, version, history, report, bundle_dir, files)
     return TrainingOutcome(
-        bundle_dir, run_dir, finished.manifest, finished.report, finished.failures, train_result
+        bundle_dir, run_dir, finished.manifest, finished.report, finished.failures, history
     )
 
 
 def _provisional_manifest(
-    name: str,
-    version: str,
-    labels: list[str],
-    ai_label: str,
-    spec: PreprocessSpec,
-    model: Detector,
-    tset: TrainingSettings,
+    name: str, version: str, labels: list[str], ai_label: str, spec: dict[str, Any]
 ) -> dict[str, Any]:
     """Manifest fields known before calibration; the rest are filled in as they are measured."""
-    with torch.no_grad():
-        features = model(torch.zeros(1, 3, spec.input_size, spec.input_size))[1]
     return {
         "name": name,
         "version": version,
         "labels": labels,
         "ai_label": ai_label,
-        "backbone": tset.backbone,
-        "preprocessing": spec.model_dump(mode="json"),
+        "preprocessing": spec,
         "calibration": {
             "temperature": 1.0,
             "threshold": 0.5,
@@ -181,15 +160,6 @@ def _provisional_manifest(
             "real_band_fnr": 0.0,
             "validation_fpr": 0.0,
             "validation_tpr": 0.0,
-        },
-        "onnx": {
-            "opset": tset.onnx_opset,
-            "feature_shape": list(features.shape[1:]),
-            "embedding_size": model.num_features,
-        },
-        "explain": {
-            "head_weight_shape": list(model.head.weight.shape),
-            "head_file": bundle_io.HEAD_FILE,
         },
         "metrics": {},
         "gates": {"passed": False, "failures": ["not evaluated yet"]},
@@ -202,5 +172,5 @@ def _provisional_manifest(
             "image_stats_basis": STATS_BASIS,
             "size": 0,
         },
-        "files": {bundle_io.MODEL_FILE: ""},
+        "files": {},
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ai_photo_detector.settings import Settings
-from ai_photo_detector.training.loop import TrainResult
+from ai_photo_detector.training.backbones import FitHistory
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -22,7 +22,7 @@ def log_run(
     settings: Settings,
     name: str,
     version: str,
-    result: TrainResult,
+    history: FitHistory,
     report: dict[str, Any],
     bundle_dir: Path,
     report_files: list[Path],
@@ -39,17 +39,12 @@ def log_run(
     with mlflow.start_run(run_name=f"{name}-{version}") as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.set_tags({"bundle.name": name, "bundle.version": version})
-        for epoch in result.history:
+        for epoch in history.epochs:
             mlflow.log_metrics(
-                {
-                    "train_loss": epoch.train_loss,
-                    "val_loss": epoch.val_loss,
-                    "val_auc": epoch.val_auc,
-                    "val_accuracy": epoch.val_accuracy,
-                    "learning_rate": epoch.learning_rate,
-                },
-                step=epoch.epoch,
+                {key: float(value) for key, value in epoch.items() if key != "epoch"},
+                step=int(epoch["epoch"]),
             )
+        mlflow.log_metric("best_val_auc", history.best_val_auc)
         final = {
             f"test_{k}": float(v)
             for k, v in report["overall"].items()
@@ -58,6 +53,9 @@ def log_run(
         for row in report["robustness"]:
             if not math.isnan(row["roc_auc"]):
                 final[f"test_roc_auc_{row['condition']}"] = row["roc_auc"]
+        for row in report.get("sources", {}).get("rows", []):
+            if not math.isnan(row["roc_auc"]):
+                final[f"loso_roc_auc_{row['source']}"] = row["roc_auc"]
         mlflow.log_metrics(final)
         for path in report_files:
             mlflow.log_artifact(str(path), artifact_path="evaluation")

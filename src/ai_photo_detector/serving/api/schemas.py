@@ -42,6 +42,13 @@ class Prediction(BaseModel):
     band: str = Field(description="real, uncertain or ai: confidence band of the AI probability.")
     probability: float = Field(description="Calibrated probability that the image is AI-made.")
     scores: dict[str, float] = Field(description="Calibrated probability per label.")
+    reasons: list[str] = Field(
+        default_factory=list,
+        description="Why the band is 'uncertain' (empty otherwise): low_margin (the probability "
+        "lies between the bands) and/or unfamiliar (the photo is unlike the training data, so "
+        "no probability is trustworthy).",
+        examples=[["unfamiliar"]],
+    )
     model: ModelRef
     timing: Timing
     image: ImageMeta

@@ -45,6 +45,20 @@ function drawGrid(grid) {
   }
 }
 
+// Why an answer is 'uncertain', in the reviewer's words.
+const REASONS = {
+  low_margin: "the evidence is weak either way (the probability lies between the bands)",
+  unfamiliar: "the photo is unlike anything the model was trained on, so its probability is not to be trusted",
+};
+
+function showReasons(reasons) {
+  const element = $("reasons");
+  element.hidden = !reasons.length;
+  element.textContent = reasons.length
+    ? "Uncertain because " + reasons.map((r) => REASONS[r] || r).join("; and ") + "."
+    : "";
+}
+
 function show(result, file) {
   const explanation = result.explanation;
   const label = $("label");
@@ -52,6 +66,7 @@ function show(result, file) {
   label.className = "badge " + result.band;
   $("probability").textContent = `${(100 * result.probability).toFixed(1)} % AI`;
   $("band").textContent = `band: ${result.band}`;
+  showReasons(result.reasons || []);
   $("model").textContent = `${result.model.name} ${result.model.version}`;
   $("photo").src = URL.createObjectURL(file);
   $("overlay").src = "data:image/jpeg;base64," + explanation.overlay_jpeg;

@@ -1,0 +1,95 @@
+"""Is this photo like anything the model was trained on? The 'unfamiliar' abstention.
+
+A photo's embedding is standardised and projected on the training embeddings' principal
+components; its distance to the training data is the mean distance to its ``k`` nearest
+training points there. Above a threshold calibrated on held-out images, the answer is
+'uncertain' with reason ``unfamiliar``: the model's probability is not worth much on inputs
+unlike its training data, however confident it looks. Shared by training (fit) and serving
+(check); numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class FamiliarityReference:
+    mean: NDArray[np.float32]  # (D,) of the training embeddings
+    scale: NDArray[np.float32]  # (D,) their standard deviation
+    components: NDArray[np.float32]  # (m, D) principal axes
+    points: NDArray[np.float32]  # (n, m) training embeddings, projected
+    k: int
+
+    def arrays(self) -> dict[str, NDArray[np.float32]]:
+        return {
+            "mean": self.mean,
+            "scale": self.scale,
+            "components": self.components,
+            "points": self.points,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, NDArray[np.float32]], k: int) -> FamiliarityReference:
+        return cls(arrays["mean"], arrays["scale"], arrays["components"], arrays["points"], k)
+
+    def project(self, embeddings: NDArray[np.floating]) -> NDArray[np.float32]:
+        standard = (np.asarray(embeddings, np.float32) - self.mean) / self.scale
+        return np.asarray(standard @ self.components.T, np.float32)
+
+    def distances(self, embeddings: NDArray[np.floating]) -> NDArray[np.float32]:
+        """Mean distance of each embedding to its ``k`` nearest training points."""
+        queries = self.project(np.atleast_2d(embeddings))
+        # |q - p|^2 = |q|^2 - 2 q.p + |p|^2, in blocks so a large batch stays small in memory
+        point_norms = (self.points**2).sum(axis=1)
+        result = np.empty(len(queries), np.float32)
+        k = min(self.k, len(self.points))
+        for start in range(0, len(queries), 256):
+            block = queries[start : start + 256]
+            squared = (block**2).sum(axis=1)[:, None] - 2 * block @ self.points.T + point_norms
+            nearest = np.partition(np.maximum(squared, 0), k - 1, axis=1)[:, :k]
+            result[start : start + len(block)] = np.sqrt(nearest).mean(axis=1)
+        return result
+
+
+def fit_reference(
+    embeddings: NDArray[np.floating],
+    k: int = 10,
+    components: int = 32,
+    max_points: int = 4000,
+    seed: int = 0,
+) -> FamiliarityReference:
+    """The reference built from training embeddings (a seeded sample of at most
+    ``max_points``, so the check stays a few milliseconds)."""
+    data = np.asarray(embeddings, np.float64)
+    mean = data.mean(axis=0)
+    scale = data.std(axis=0) + 1e-6
+    standard = (data - mean) / scale
+    m = max(1, min(components, standard.shape[0] - 1, standard.shape[1]))
+    _, _, axes = np.linalg.svd(standard - standard.mean(axis=0), full_matrices=False)
+    reference = FamiliarityReference(
+        mean=mean.astype(np.float32),
+        scale=scale.astype(np.float32),
+        components=axes[:m].astype(np.float32),
+        points=np.zeros((0, m), np.float32),
+        k=k,
+    )
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(data), size=min(max_points, len(data)), replace=False))
+    return FamiliarityReference(
+        reference.mean,
+        reference.scale,
+        reference.components,
+        reference.project(data[keep]),
+        k,
+    )
+
+
+def threshold_for(distances: NDArray[np.floating], quantile: float) -> float:
+    """The distance below which ``quantile`` of held-out familiar images fall."""
+    if len(distances) == 0:
+        return float("inf")
+    return float(np.quantile(np.asarray(distances, np.float64), quantile))
