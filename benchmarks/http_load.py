@@ -115,7 +115,7 @@ def baseline_rate(photos: list[bytes]) -> float:
     """The faster of ONNX Runtime's own defaults (threads pinned to cores) and the session the
     service gives a lone image: never flatter the service with a handicapped baseline."""
     bundle = load_bundle(Settings().model)
-    spec, model = bundle.manifest.preprocessing, str(bundle.model_path)
+    spec, model = bundle.manifest.preprocessing, bundle.graph()
     sessions = [
         ort.InferenceSession(model, providers=["CPUExecutionProvider"]),
         make_session(model, spinning="during_run"),

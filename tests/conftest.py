@@ -14,13 +14,16 @@ from helpers import build_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = REPO / "models" / "default"
+FAST_MODEL = REPO / "models" / "fast"  # the fine-tuned EfficientNet variant: one model file
 
 
 def quick_settings(tmp: Path, **overrides: object) -> Settings:
-    """Settings for a training run of a few seconds on the tiny synthetic dataset."""
+    """Settings for a training run of a few seconds on the tiny synthetic dataset (the
+    fine-tuned backbone unless ``training`` names another)."""
     base: dict[str, object] = {
         "imaging": {"input_size": 64},
         "training": {
+            "backbone": "tf_efficientnet_lite0",
             "epochs": 2,
             "batch_size": 16,
             "workers": 0,
@@ -74,6 +77,35 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path):  # ty
 @pytest.fixture(scope="session")
 def bundle_dir(trained) -> Path:  # type: ignore[no-untyped-def]
     return Path(trained.bundle_dir)
+
+
+@pytest.fixture(scope="session")
+def two_sources(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two small datasets (two sources), so leave-one-source-out has something to leave out."""
+    root = tmp_path_factory.mktemp("sources")
+    return [
+        build_dataset(root / "alpha", per_class=24, seed=0),
+        build_dataset(root / "beta", per_class=24, seed=1),
+    ]
+
+
+@pytest.fixture(scope="session")
+def frozen_trained(tmp_path_factory: pytest.TempPathFactory, two_sources: list[Path]):  # type: ignore[no-untyped-def]
+    """The default recipe (frozen packaged CLIP encoder, logistic head) on two sources."""
+    from ai_photo_detector.training.pipeline import run_training
+
+    tmp = tmp_path_factory.mktemp("frozen")
+    settings = quick_settings(
+        tmp,
+        training={"backbone": "clip_vit_b16", "feature_views": 1},
+        mlflow={"enabled": False},
+    )
+    return run_training(two_sources, settings, version="frozen", log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def frozen_bundle(frozen_trained) -> Path:  # type: ignore[no-untyped-def]
+    return Path(frozen_trained.bundle_dir)
 
 
 @pytest.fixture(scope="session")

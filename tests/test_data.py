@@ -96,3 +96,22 @@ def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
         assert "nowhere" in str(exc)
     else:
         raise AssertionError("expected a DatasetError")
+
+
+def test_processed_views_carry_no_metadata_shortcut(tmp_path: Path) -> None:
+    """A set whose labels differ in JPEG quality and in size: the raw files give the label
+    away; the views training learns from (resized, re-encoded alike) do not."""
+    from ai_photo_detector.imaging import PreprocessSpec
+
+    root = build_dataset(tmp_path / "set", per_class=20, real_quality=95, ai_quality=90)
+    for path in sorted((root / "real").iterdir()):  # real photos also larger, as in the wild
+        with Image.open(path) as image:
+            path.write_bytes(encode(image.resize((160, 160)), "JPEG", quality=95))
+    spec = PreprocessSpec(input_size=64, canonical_jpeg_quality=90)
+    images = scan(discover([root], SETTINGS.extensions), view_spec=spec)
+    report = build_report(images, SETTINGS)
+    assert report["shortcut_audit"]["all"]["metadata_roc_auc"] >= 0.95
+    for scope, result in report["processed_view_audit"].items():
+        assert result["metadata_roc_auc"] <= SETTINGS.processed_max_auc, scope
+    assert any("no metadata shortcut" in f["message"] for f in report["findings"])
+    assert set(report["processed_view_size_auc"]) >= {"all"}

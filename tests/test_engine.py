@@ -14,13 +14,16 @@ from ai_photo_detector.serving.engine import MicroBatcher
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "default"
 
 
+SIZE = load_bundle(SHIPPED).manifest.preprocessing.input_size
+
+
 def _batcher() -> MicroBatcher:
     return MicroBatcher(OnnxDetector(load_bundle(SHIPPED)), 8, 0.004, 16)
 
 
 def _images(count: int) -> np.ndarray:
     rng = np.random.default_rng(0)
-    return rng.uniform(-1, 1, (count, 3, 224, 224)).astype(np.float32)
+    return rng.uniform(-1, 1, (count, 3, SIZE, SIZE)).astype(np.float32)
 
 
 def test_a_lone_image_is_inferred_in_place_with_the_batched_answer() -> None:

@@ -19,7 +19,7 @@ from ai_photo_detector.bundle import HEAD_FILE, load_bundle, write_manifest
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.serving.api.auth import hash_key
 from ai_photo_detector.settings import Settings
-from conftest import SHIPPED_MODEL
+from conftest import FAST_MODEL, SHIPPED_MODEL
 from helpers import encode, patterned_image
 
 PREDICT_KEY = "apd_explain_test_predict_key_0123456789"
@@ -104,7 +104,7 @@ def test_explain_needs_the_predict_scope_in_production(tmp_path: Path, photo: by
 
 
 def test_a_bundle_without_its_head_answers_409(tmp_path: Path, photo: bytes) -> None:
-    old = shutil.copytree(SHIPPED_MODEL, tmp_path / "old")
+    old = shutil.copytree(FAST_MODEL, tmp_path / "old")
     (old / HEAD_FILE).unlink()
     manifest = json.loads((old / "manifest.json").read_text())
     del manifest["explain"]["head_file"]

@@ -10,7 +10,7 @@ import pytest
 from ai_photo_detector.inference import make_session
 from ai_photo_detector.settings import Settings
 
-SHIPPED = Path(__file__).resolve().parents[1] / "models" / "default" / "model.onnx"
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "fast" / "model.onnx"
 
 
 @pytest.mark.parametrize(

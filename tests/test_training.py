@@ -87,7 +87,7 @@ def test_training_run_is_tracked_in_mlflow(trained) -> None:  # type: ignore[no-
     assert run.data.params["epochs"] == "2"
     assert "test_roc_auc" in run.data.metrics
     history = client.get_metric_history(run.info.run_id, "val_auc")
-    assert len(history) == len(trained.train_result.history)
+    assert len(history) == len(trained.history.epochs)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "bundle")}
     assert "bundle/model.onnx" in artifacts and "bundle/manifest.json" in artifacts
 

@@ -56,10 +56,12 @@ def data_validate(
     out: Annotated[Path, typer.Option(help="Folder for data_report.json/.txt.")] = Path("reports"),
     config: ConfigOption = None,
 ) -> None:
-    """Validate datasets: counts, unreadable files, duplicates, balance, shortcut audit."""
-    from ai_photo_detector.data.discovery import DatasetError, discover
+    """Validate datasets: counts, unreadable files, duplicates, balance, shortcut audit (of the
+    files, and of the model views the configured training pipeline makes of them)."""
+    from ai_photo_detector.data.discovery import DatasetError, discover, labels_of
     from ai_photo_detector.data.scan import scan
     from ai_photo_detector.data.validate import build_report, summary_text, write_report
+    from ai_photo_detector.training.backbones import backbone_class
 
     settings = _settings(config)
     try:
@@ -68,8 +70,9 @@ def data_validate(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
     with _progress() as progress:
+        backbone = backbone_class(settings.training.backbone)(settings, labels_of(samples))
         advance = progress("scanning images", len(samples))
-        images = scan(samples, on_progress=lambda: advance(1))
+        images = scan(samples, on_progress=lambda: advance(1), view_spec=backbone.preprocessing())
         report = build_report(images, settings.data)
     json_path, text_path = write_report(report, out)
     for line in summary_text(report).splitlines():
@@ -105,6 +108,13 @@ def train(
         f"bundle: {outcome.bundle_dir}\ntest ROC-AUC {overall['roc_auc']:.4f}, accuracy "
         f"{overall['accuracy']:.4f}, ECE {overall['ece']:.4f}"
     )
+    sources = outcome.report.get("sources")
+    if sources:
+        for row in sources["rows"]:
+            console.print(
+                f"held-out {row['source']}: ROC-AUC {row['roc_auc']:.4f}, real photos in the "
+                f"'ai' band {row['ai_band_fpr']:.1%}, uncertain {row['uncertain_share']:.1%}"
+            )
     if outcome.gate_failures:
         for failure in outcome.gate_failures:
             console.print(f"[red]quality gate failed:[/red] {failure}")

@@ -101,7 +101,11 @@ def evaluate(
     seen = set(manifest.dataset.sources)
     for name, row in per_source.items():
         row["seen_in_training"] = name in seen
+    recorded = manifest.metrics.get("leave_one_source_out")
     return {
+        # The bundle's own leave-one-source-out table, measured when it was trained; a training
+        # run replaces it with the one it has just measured.
+        **({"sources": recorded} if recorded else {}),
         "band_table": _band_table(scored, targets, detector),
         "model": {"name": manifest.name, "version": manifest.version},
         "threshold": manifest.calibration.threshold,

@@ -1,11 +1,12 @@
 """Is this photo like anything the model was trained on? The 'unfamiliar' abstention.
 
 A photo's embedding is standardised and projected on the training embeddings' principal
-components; its distance to the training data is the mean distance to its ``k`` nearest
-training points there. Above a threshold calibrated on held-out images, the answer is
-'uncertain' with reason ``unfamiliar``: the model's probability is not worth much on inputs
-unlike its training data, however confident it looks. Shared by training (fit) and serving
-(check); numpy only.
+components; its distance to the training data combines the mean distance to its ``k`` nearest
+training points there with how far it lies off those components (what the training data
+never varied along: a photo unlike any of it differs there first). Above a threshold
+calibrated on held-out images, the answer is 'uncertain' with reason ``unfamiliar``: the
+model's probability is not worth much on inputs unlike its training data, however confident
+it looks. Shared by training (fit) and serving (check); numpy only.
 """
 
 from __future__ import annotations
@@ -36,13 +37,18 @@ class FamiliarityReference:
     def from_arrays(cls, arrays: dict[str, NDArray[np.float32]], k: int) -> FamiliarityReference:
         return cls(arrays["mean"], arrays["scale"], arrays["components"], arrays["points"], k)
 
+    def _standard(self, embeddings: NDArray[np.floating]) -> NDArray[np.float32]:
+        return np.asarray((np.asarray(embeddings, np.float32) - self.mean) / self.scale, np.float32)
+
     def project(self, embeddings: NDArray[np.floating]) -> NDArray[np.float32]:
-        standard = (np.asarray(embeddings, np.float32) - self.mean) / self.scale
-        return np.asarray(standard @ self.components.T, np.float32)
+        return np.asarray(self._standard(embeddings) @ self.components.T, np.float32)
 
     def distances(self, embeddings: NDArray[np.floating]) -> NDArray[np.float32]:
-        """Mean distance of each embedding to its ``k`` nearest training points."""
-        queries = self.project(np.atleast_2d(embeddings))
+        """Per embedding: the root of the squared mean distance to its ``k`` nearest training
+        points on the principal components plus the squared distance off them."""
+        standard = self._standard(np.atleast_2d(embeddings))
+        queries = standard @ self.components.T
+        off = (standard**2).sum(axis=1) - (queries**2).sum(axis=1)
         # |q - p|^2 = |q|^2 - 2 q.p + |p|^2, in blocks so a large batch stays small in memory
         point_norms = (self.points**2).sum(axis=1)
         result = np.empty(len(queries), np.float32)
@@ -52,7 +58,7 @@ class FamiliarityReference:
             squared = (block**2).sum(axis=1)[:, None] - 2 * block @ self.points.T + point_norms
             nearest = np.partition(np.maximum(squared, 0), k - 1, axis=1)[:, :k]
             result[start : start + len(block)] = np.sqrt(nearest).mean(axis=1)
-        return result
+        return np.asarray(np.sqrt(result**2 + np.maximum(off, 0)), np.float32)
 
 
 def fit_reference(

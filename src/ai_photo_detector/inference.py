@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -170,8 +171,39 @@ def make_session(
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
+class ImageLanes:
+    """Single-threaded sessions side by side, each running its share of a batch one image at a
+    time: how a graph whose output for an image depends on its batch (dynamic quantisation)
+    still uses every core on a batch. On 2 cores, two one-thread lanes gave 56-57 images/s of
+    the CLIP bundle where one two-thread session gave 43-51 (small operators do not split well
+    across threads)."""
+
+    def __init__(self, graph: str | bytes, count: int, spinning: Spinning) -> None:
+        self.sessions = [make_session(graph, 1, 1, spinning) for _ in range(count)]
+        self.pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="lane")
+
+    def run(
+        self, names: list[str], input_name: str, batch: NDArray[np.float32]
+    ) -> list[NDArray[np.float32]]:
+        lanes = min(len(self.sessions), len(batch))
+
+        def lane(index: int) -> list[tuple[int, list[NDArray[np.float32]]]]:
+            session = self.sessions[index]
+            return [
+                (i, session.run(names, {input_name: batch[i : i + 1]}))
+                for i in range(index, len(batch), lanes)
+            ]
+
+        done = dict(pair for part in self.pool.map(lane, range(lanes)) for pair in part)
+        return [
+            np.concatenate(parts)
+            for parts in zip(*(done[i] for i in range(len(batch))), strict=True)
+        ]
+
+
 class OnnxDetector:
-    """One loaded bundle and its ONNX Runtime session."""
+    """One loaded bundle and its ONNX Runtime session (plus image lanes for batches, where the
+    graph must see one image at a time)."""
 
     def __init__(
         self,
@@ -182,9 +214,13 @@ class OnnxDetector:
     ):
         self.bundle = bundle
         self.manifest = bundle.manifest
-        self.session = make_session(bundle.graph(), intra_op_threads, inter_op_threads, spinning)
+        graph = bundle.graph()
+        self.session = make_session(graph, intra_op_threads, inter_op_threads, spinning)
         self.input_name = self.manifest.onnx.input
         self.batch_independent = self.manifest.onnx.batch_independent
+        self.lanes: ImageLanes | None = None
+        if not self.batch_independent:
+            self.lanes = ImageLanes(graph, intra_op_threads or available_cpus(), spinning)
         if self.manifest.probe is not None:
             probe = probe_input(self.manifest.preprocessing.input_size)
             bundle.check_probe(self.run(probe).logits)
@@ -206,14 +242,10 @@ class OnnxDetector:
 
     def run(self, batch: NDArray[np.float32], with_features: bool = False) -> BatchOutput:
         names = ["logits", "embedding"] + (["features"] if with_features else [])
-        if self.batch_independent or len(batch) == 1:
+        if self.lanes is None or len(batch) == 1:
             outputs = self.session.run(names, {self.input_name: batch})
         else:  # one image per run: the graph's answer for an image must not depend on others
-            runs = [
-                self.session.run(names, {self.input_name: batch[i : i + 1]})
-                for i in range(len(batch))
-            ]
-            outputs = [np.concatenate(parts) for parts in zip(*runs, strict=True)]
+            outputs = self.lanes.run(names, self.input_name, batch)
         return BatchOutput(
             logits=np.asarray(outputs[0], dtype=np.float32),
             embedding=np.asarray(outputs[1], dtype=np.float32),

@@ -1,0 +1,88 @@
+"""The shipped bundles side by side: in process and over HTTP, on 512x512 photos.
+
+For each bundle (``models/default``, the frozen CLIP encoder with its head, and ``models/fast``,
+the fine-tuned EfficientNet-Lite0) one server runs (`ai-photo-detector serve`, embedded
+defaults); rounds alternate the bundles, and within a round each bundle's in-process loop
+(decode + preprocess + infer, one image at a time, on the session the service gives a lone
+image) is measured seconds before its HTTP level (wrk, concurrency 8, 3 s).
+
+Targets (issue 10): each bundle's HTTP throughput at concurrency 8 >= 75 % of its in-process
+loop; the default's HTTP throughput >= 30 % of the fast bundle's (ratios of medians over rounds,
+each round pairing measurements taken seconds apart).
+Run: .venv/bin/python -m benchmarks.models_compare
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from ai_photo_detector.bundle import load_bundle
+from ai_photo_detector.inference import make_session
+from benchmarks import wrk
+from benchmarks.common import print_table, write_csv
+from benchmarks.http_load import free_port, in_process_rate, start_server, wait_idle
+from benchmarks.photos import sample_photo
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+BUNDLES = {"default": MODELS / "default", "fast": MODELS / "fast"}
+ROUNDS = 5
+CONCURRENCY = 8
+SECONDS = 3
+
+
+def main() -> None:
+    if not wrk.available():
+        raise SystemExit("the load levels use wrk: apt-get install wrk")
+    photos = [sample_photo(512, 512, i) for i in range(4)]
+    servers, sessions = {}, {}
+    for name, path in BUNDLES.items():
+        bundle = load_bundle(path)
+        sessions[name] = (bundle.manifest.preprocessing, make_session(bundle.graph(), spinning="during_run"))
+        port = free_port()
+        servers[name] = (port, start_server(port, {"APD_MODEL": str(path)})[0])
+    measured: dict[str, dict[str, list[float]]] = {
+        name: {"in_process": [], "http": [], "p50": [], "p95": []} for name in BUNDLES
+    }
+    try:
+        for name, (spec, session) in sessions.items():
+            in_process_rate(photos, spec, session, seconds=0.3)  # warm-up
+        for _ in range(ROUNDS):
+            for name, (spec, session) in sessions.items():
+                port = servers[name][0]
+                wait_idle(port)
+                measured[name]["in_process"].append(in_process_rate(photos, spec, session))
+                result = wrk.load(port, photos, CONCURRENCY, SECONDS)
+                measured[name]["http"].append(result["ok_per_s"])
+                measured[name]["p50"].append(result["p50_ms"])
+                measured[name]["p95"].append(result["p95_ms"])
+    finally:
+        for _, process in servers.values():
+            process.terminate()
+            process.wait(timeout=30)
+    rows: list[dict[str, Any]] = []
+    fast_http = measured["fast"]["http"]
+    for name, values in measured.items():
+        ratios = [h / b for h, b in zip(values["http"], values["in_process"], strict=True)]
+        against_fast = [h / f for h, f in zip(values["http"], fast_http, strict=True)]
+        rows.append(
+            {
+                "bundle": name,
+                "photo": "512x512",
+                "concurrency": CONCURRENCY,
+                "in_process_per_s": statistics.median(values["in_process"]),
+                "http_per_s": statistics.median(values["http"]),
+                "http_to_in_process": statistics.median(ratios),
+                "http_to_in_process_min": min(ratios),
+                "http_to_fast_http": statistics.median(against_fast),
+                "p50_ms": statistics.median(values["p50"]),
+                "p95_ms": statistics.median(values["p95"]),
+            }
+        )
+    print_table(rows)
+    write_csv("models_compare", rows)
+
+
+if __name__ == "__main__":
+    main()

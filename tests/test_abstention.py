@@ -1,0 +1,128 @@
+"""'uncertain' with reasons: low margin between the bands, or a photo unlike the training data."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from ai_photo_detector.bundle import load_bundle
+from ai_photo_detector.familiarity import fit_reference, threshold_for
+from ai_photo_detector.inference import LOW_MARGIN, UNFAMILIAR, verdicts
+from ai_photo_detector.serving.api.app import create_app
+from ai_photo_detector.settings import Settings
+from conftest import SHIPPED_MODEL
+
+
+def test_far_embeddings_are_unfamiliar_and_near_ones_are_not() -> None:
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(400, 24))
+    held_out = rng.normal(size=(100, 24))
+    reference = fit_reference(train, k=5, components=8)
+    threshold = threshold_for(reference.distances(held_out), 0.99)
+    assert (reference.distances(rng.normal(size=(200, 24))) > threshold).mean() < 0.05
+    assert (reference.distances(rng.normal(6, 1, size=(50, 24))) > threshold).all()
+
+
+def test_verdict_reasons(frozen_bundle: Path) -> None:
+    manifest = load_bundle(frozen_bundle).manifest
+    bands = manifest.calibration.bands
+    temperature = manifest.calibration.temperature
+    ai = manifest.ai_index
+
+    def logits_for(p: float) -> np.ndarray:
+        row = np.zeros(2)
+        row[ai] = temperature * np.log(p / (1 - p))
+        return row
+
+    confident = min(0.999, (bands.ai_from + 1) / 2)
+    rows = np.stack([logits_for(confident), logits_for(confident)])
+    plain, strange = verdicts(rows, manifest, unfamiliar=[False, True])
+    assert plain.band == "ai" and plain.reasons == ()
+    assert strange.band == "uncertain" and strange.reasons == (UNFAMILIAR,)
+    assert strange.label == plain.label  # the model's best guess is still given
+    if bands.real_below < bands.ai_from:
+        middle = (bands.real_below + bands.ai_from) / 2
+        (between,) = verdicts(logits_for(middle)[None], manifest)
+        assert between.band == "uncertain" and between.reasons == (LOW_MARGIN,)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    database = tmp_path_factory.mktemp("abstain") / "apd.db"
+    settings = Settings(  # type: ignore[arg-type]
+        model=str(SHIPPED_MODEL),
+        database_url=f"sqlite:///{database}",
+        prediction_log={"flush_interval_s": 0.05},
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).convert("RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _noise() -> bytes:
+    """Nothing like a photograph: no model probability means anything here."""
+    return _jpeg(np.random.default_rng(0).integers(0, 255, (320, 240, 3), dtype=np.uint8))
+
+
+def _photo() -> bytes:
+    from skimage import data
+
+    return _jpeg(data.astronaut())
+
+
+def test_unfamiliar_input_is_answered_uncertain_with_its_reason_and_logged(
+    client: TestClient,
+) -> None:
+    from sqlalchemy import select
+
+    from ai_photo_detector.monitoring.schema import Prediction
+
+    strange = client.post("/v1/predict", content=_noise()).json()
+    assert strange["band"] == "uncertain" and "unfamiliar" in strange["reasons"]
+    photo = client.post("/v1/predict", content=_photo()).json()
+    assert "unfamiliar" not in photo["reasons"]
+    assert (photo["band"] == "uncertain") == bool(photo["reasons"])
+    explained = client.post("/v1/explain?overlay=false", content=_noise()).json()
+    assert explained["reasons"] == strange["reasons"]
+    services = client.app.state.services  # type: ignore[attr-defined]
+    assert services.prediction_log.flush()
+    with services.store.session() as session:
+        rows = {
+            row.id: row
+            for row in session.scalars(
+                select(Prediction).where(
+                    Prediction.id.in_([strange["prediction_id"], photo["prediction_id"]])
+                )
+            )
+        }
+    assert rows[strange["prediction_id"]].reasons.split(",") == strange["reasons"]
+    assert rows[photo["prediction_id"]].reasons == ",".join(photo["reasons"])
+
+
+def test_cli_prints_the_reasons(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from ai_photo_detector.cli import app
+
+    picture = tmp_path / "noise.jpg"
+    picture.write_bytes(_noise())
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", "--model", str(SHIPPED_MODEL), "--json", str(picture)])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output.strip().splitlines()[-1])
+    assert answer["band"] == "uncertain" and "unfamiliar" in answer["reasons"]
+    plain = runner.invoke(app, ["predict", "--model", str(SHIPPED_MODEL), str(picture)])
+    assert "unfamiliar" in plain.output

@@ -1,0 +1,56 @@
+"""Detection measured by source: leave-one-source-out figures lead, bands fitted out of source."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from ai_photo_detector.bundle import load_bundle
+from ai_photo_detector.calibration import ai_band_floor
+from ai_photo_detector.evaluation import quality_gate_failures
+from ai_photo_detector.settings import Settings
+
+
+def test_frozen_training_reports_every_source_left_out(frozen_trained) -> None:  # type: ignore[no-untyped-def]
+    manifest = load_bundle(frozen_trained.bundle_dir).manifest
+    assert manifest.backbone == "clip_vit_b16" and manifest.encoder is not None
+    assert manifest.calibration.fitted_on == "out_of_source"
+    loso = manifest.metrics["leave_one_source_out"]
+    assert [row["source"] for row in loso["rows"]] == ["alpha", "beta"]
+    for row in loso["rows"]:
+        assert row["count"] == 48 and row["real"] == row["ai"] == 24
+        assert 0 <= row["roc_auc"] <= 1 and 0 <= row["uncertain_share"] <= 1
+        assert not math.isnan(row["ai_band_fpr"])
+    report = json.loads((frozen_trained.bundle_dir / "evaluation.json").read_text())
+    markdown = (frozen_trained.bundle_dir / "evaluation.md").read_text()
+    assert markdown.index("leave one source out") < markdown.index("random split")
+    assert report["sources"]["summary"]["sources"] == 2
+    assert (frozen_trained.run_dir / "held_out.json").is_file()
+
+
+def test_ai_band_holds_on_every_source_with_enough_reals() -> None:
+    rng = np.random.default_rng(0)
+    easy = rng.uniform(0, 0.3, 200)  # one source's real photos score low...
+    hard = rng.uniform(0.2, 0.9, 100)  # ...another's reach high
+    scores = np.concatenate([easy, hard])
+    sources = np.asarray(["easy"] * 200 + ["hard"] * 100)
+    floor = ai_band_floor(scores, sources, 0.02, min_reals=20)
+    assert (hard >= floor).mean() <= 0.02 and (easy >= floor).mean() <= 0.02
+    pooled = ai_band_floor(scores, sources, 0.02, min_reals=1000)  # no source is big enough
+    assert pooled <= floor
+
+
+def test_gates_include_the_held_out_source_figures() -> None:
+    settings = Settings(gates={"min_source_roc_auc": 0.8, "max_source_ai_band_fpr": 0.05})
+    report = {
+        "overall": {"roc_auc": 0.99, "ece": 0.01},
+        "robustness": [],
+        "sources": {"summary": {"mean_roc_auc": 0.7, "pooled_ai_band_fpr": 0.1}},
+    }
+    failures = quality_gate_failures(report, settings)
+    assert any("leave-one-source-out ROC-AUC 0.7000" in f for f in failures)
+    assert any("10.0% of held-out sources' real photos" in f for f in failures)
+    report["sources"]["summary"] = {"mean_roc_auc": 0.9, "pooled_ai_band_fpr": 0.01}
+    assert quality_gate_failures(report, settings) == []
