@@ -39,14 +39,17 @@ def main() -> None:
     servers, sessions = {}, {}
     for name, path in BUNDLES.items():
         bundle = load_bundle(path)
-        sessions[name] = (bundle.manifest.preprocessing, make_session(bundle.graph(), spinning="during_run"))
+        sessions[name] = (
+            bundle.manifest.preprocessing,
+            make_session(bundle.graph(), spinning="during_run"),
+        )
         port = free_port()
         servers[name] = (port, start_server(port, {"APD_MODEL": str(path)})[0])
     measured: dict[str, dict[str, list[float]]] = {
         name: {"in_process": [], "http": [], "p50": [], "p95": []} for name in BUNDLES
     }
     try:
-        for name, (spec, session) in sessions.items():
+        for spec, session in sessions.values():
             in_process_rate(photos, spec, session, seconds=0.3)  # warm-up
         for _ in range(ROUNDS):
             for name, (spec, session) in sessions.items():
