@@ -97,3 +97,19 @@ def test_packaged_int8_graph_depends_on_its_batch_which_is_why_it_runs_alone(
     alone = session.run(["embedding"], {"image": photo})[0][0]
     batched = session.run(["embedding"], {"image": np.concatenate([photo, others])})[0][0]
     assert np.abs(alone - batched).max() > 1e-3
+
+
+def test_optimize_leaves_a_packaged_encoder_bundle_as_it_is(
+    frozen_bundle: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ai_photo_detector.cli import app
+
+    copy = shutil.copytree(frozen_bundle, tmp_path / "bundle")
+    before = (copy / "manifest.json").read_bytes()
+    result = CliRunner().invoke(app, ["optimize", str(copy)])
+    assert result.exit_code == 0 and "nothing to do" in result.output
+    assert (copy / "manifest.json").read_bytes() == before

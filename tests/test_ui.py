@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
+from ai_photo_detector.bundle import load_bundle
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.settings import Settings
 from conftest import SHIPPED_MODEL
@@ -70,6 +72,9 @@ def test_a_reviewer_explains_a_photo_and_records_a_verdict(browser: object, tmp_
     database = tmp_path / "review.db"
     photo = tmp_path / "listing.jpg"
     photo.write_bytes(encode(patterned_image(np.random.default_rng(2), 480), quality=92))
+    noise = tmp_path / "noise.jpg"
+    pixels = np.random.default_rng(3).integers(0, 255, (300, 300, 3), dtype=np.uint8)
+    noise.write_bytes(encode(Image.fromarray(pixels), quality=90))
     port = _free_port()
     server = _start(SHIPPED_MODEL, port, {"APD_DATABASE_URL": f"sqlite:///{database}"})
     try:
@@ -83,15 +88,22 @@ def test_a_reviewer_explains_a_photo_and_records_a_verdict(browser: object, tmp_
         assert "% AI" in driver.find_element(By.ID, "probability").text  # type: ignore[attr-defined]
         overlay = driver.find_element(By.ID, "overlay")  # type: ignore[attr-defined]
         assert overlay.get_attribute("src").startswith("data:image/jpeg;base64,")
-        wait.until(lambda _: overlay.get_property("naturalWidth") == 224)  # it decoded
+        manifest = load_bundle(SHIPPED_MODEL).manifest
+        size, (rows, columns) = manifest.preprocessing.input_size, manifest.onnx.feature_shape[1:]
+        wait.until(lambda _: overlay.get_property("naturalWidth") == size)  # it decoded
         cells = driver.find_elements(By.CSS_SELECTOR, "#grid td")  # type: ignore[attr-defined]
-        assert len(cells) == 49
+        assert len(cells) == rows * columns
         opposite = "real" if label == "ai" else "ai"
         driver.find_element(  # type: ignore[attr-defined]
             By.CSS_SELECTOR, f"#feedback-buttons button[data-label='{opposite}']"
         ).click()
         wait.until(ready.text_to_be_present_in_element((By.ID, "feedback-status"), "recorded"))
         assert "disagrees" in driver.find_element(By.ID, "feedback-status").text  # type: ignore[attr-defined]
+
+        # Noise is like nothing the model was trained on: the page says why it is uncertain.
+        driver.find_element(By.ID, "file").send_keys(str(noise))  # type: ignore[attr-defined]
+        wait.until(ready.text_to_be_present_in_element((By.ID, "reasons"), "unlike anything"))
+        assert driver.find_element(By.ID, "band").text == "band: uncertain"  # type: ignore[attr-defined]
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -213,6 +213,8 @@ def optimize_bundle(folder: Path, tolerance: float = 1e-4) -> Upgrade:
     happens on a copy that is verified like any bundle before it takes the folder's place.
     """
     manifest = load_bundle(folder).manifest
+    if manifest.encoder is not None:  # built from its package at load: nothing stored to rewrite
+        return Upgrade()
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}-") as scratch:
         work = Path(scratch) / folder.name
         shutil.copytree(folder, work)
