@@ -46,7 +46,8 @@ DATASETS := $(addprefix --data ../shared/datasets/,shoes-midjourney diffusiondb-
 default-model: install-dev
 	$(BIN)/ai-photo-detector train $(DATASETS) --config configs/default-model.yaml --version 2.0.0
 
-# The fast variant (EfficientNet-Lite0 fine-tuned; about 30 minutes on 2 CPU cores).
+# The fast variant (EfficientNet-Lite0 fine-tuned, leave-one-source-out included: about an
+# hour on 2 CPU cores).
 fast-model: install-dev
 	$(BIN)/ai-photo-detector train $(DATASETS) --config configs/fast-model.yaml \
 	  --name ai-photo-detector-fast --version 2.0.0
