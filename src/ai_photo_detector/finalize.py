@@ -236,18 +236,25 @@ def finish_bundle(
     return Finished(manifest, report, failures, report_files)
 
 
+def recorded_splits(
+    run_dir: Path, manifest: bundle_io.Manifest, settings: Settings
+) -> dict[str, list[Sample]]:
+    """A training run's train, validation and test samples, as its ``splits.json`` recorded."""
+    recorded = json.loads((run_dir / "splits.json").read_text())
+    data_paths = manifest.training.get("data_paths", [])
+    by_path = {str(s.path): s for s in discover(data_paths, settings.data.extensions)}
+    missing = [p for paths in recorded.values() for p in paths if p not in by_path]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} split images are gone, e.g. {missing[0]}")
+    return {name: [by_path[p] for p in paths] for name, paths in recorded.items()}
+
+
 def recalibrate_run(
     run_dir: Path, settings: Settings, progress: ProgressFactory = no_progress
 ) -> Finished:
     """Re-fit calibration and re-evaluate a training run's bundle on its own recorded splits."""
     bundle = bundle_io.load_bundle(run_dir / "bundle")
-    splits = json.loads((run_dir / "splits.json").read_text())
-    data_paths = bundle.manifest.training.get("data_paths", [])
-    samples = discover(data_paths, settings.data.extensions)
-    by_path = {str(s.path): s for s in samples}
-    missing = [p for name in ("val", "test") for p in splits[name] if p not in by_path]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} split images are gone, e.g. {missing[0]}")
+    splits = recorded_splits(run_dir, bundle.manifest, settings)
     fields = bundle.manifest.model_dump(mode="json")
     familiarity = None
     if bundle.manifest.familiarity is not None:
@@ -256,8 +263,8 @@ def recalibrate_run(
     return finish_bundle(
         bundle.path,
         fields,
-        [by_path[p] for p in splits["val"]],
-        [by_path[p] for p in splits["test"]],
+        splits["val"],
+        splits["test"],
         settings,
         progress,
         held_out=load_held_out(run_dir),
