@@ -123,6 +123,13 @@ def train(
     console.print("[green]all quality gates passed: the bundle is deployable[/green]")
 
 
+def _exit_on_gate_failures(failures: list[str]) -> None:
+    for failure in failures:
+        console.print(f"[red]quality gate failed:[/red] {failure}")
+    if failures:
+        raise typer.Exit(1)
+
+
 @app.command()
 def recalibrate(
     run_dir: Annotated[Path, typer.Argument(help="A training run folder (holds bundle/).")],
@@ -143,10 +150,7 @@ def recalibrate(
         f" <= uncertain < {calibration.bands.ai_from:.4f} <= ai; test ECE "
         f"{finished.report['overall']['ece']:.4f}"
     )
-    for failure in finished.failures:
-        console.print(f"[red]quality gate failed:[/red] {failure}")
-    if finished.failures:
-        raise typer.Exit(1)
+    _exit_on_gate_failures(finished.failures)
 
 
 @app.command()
@@ -166,10 +170,7 @@ def quantize(
         f"bundle: {run_dir / 'bundle-int8'}\ntest ROC-AUC {cost['int8_roc_auc']:.4f} against "
         f"{cost['float_roc_auc']:.4f} in float (cost {cost['roc_auc_cost']:+.4f})"
     )
-    for failure in finished.failures:
-        console.print(f"[red]quality gate failed:[/red] {failure}")
-    if finished.failures:
-        raise typer.Exit(1)
+    _exit_on_gate_failures(finished.failures)
 
 
 @app.command()
