@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from ai_photo_detector.cli import app
@@ -101,3 +102,36 @@ def test_evaluate_writes_json_markdown_and_plots(
     assert report["overall"]["count"] == 48
     for name in ("evaluation.md", "roc.png", "reliability.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--data", "{missing}"],
+        ["evaluate", "--data", "{missing}", "--model", "{model}"],
+        ["data", "validate", "{missing}"],
+    ],
+    ids=["train", "evaluate", "data-validate"],
+)
+def test_a_dataset_problem_is_one_clear_line_not_a_traceback(
+    command: list[str], tmp_path: Path
+) -> None:
+    from conftest import SHIPPED_MODEL
+
+    missing = tmp_path / "no-such-dataset"
+    args = [a.format(missing=missing, model=SHIPPED_MODEL) for a in command]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "error (dataset_invalid):" in result.output and str(missing) in result.output
+    assert ("Traceback" not in result.output and result.exception is None) or isinstance(
+        result.exception, SystemExit
+    )
+
+
+def test_a_training_set_without_ai_images_is_refused_clearly(tmp_path: Path) -> None:
+    only_real = tmp_path / "set"
+    (only_real / "real").mkdir(parents=True)
+    (only_real / "real" / "a.jpg").write_bytes(b"not even an image")
+    result = runner.invoke(app, ["train", "--data", str(only_real)])
+    assert result.exit_code == 2
+    assert "error (dataset_invalid): no images labelled 'ai'" in result.output

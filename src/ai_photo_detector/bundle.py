@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ai_photo_detector.encoders import EncoderError, EncoderRecipe, served_graph
+from ai_photo_detector.errors import BundleInvalid
 from ai_photo_detector.image_stats import LEGACY_STATS_BASIS
 from ai_photo_detector.imaging import PreprocessSpec
 
@@ -34,7 +35,7 @@ HEAD_FILE = "head.npz"
 FAMILIARITY_FILE = "familiarity.npz"
 
 
-class BundleError(Exception):
+class BundleError(BundleInvalid):
     """A bundle that cannot be used, with a message saying why."""
 
 

@@ -12,10 +12,35 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from typer.core import TyperGroup
 
+from ai_photo_detector.errors import DetectorError, InputError, RegistryUnavailable
 from ai_photo_detector.settings import Settings, load_settings
 
-app = typer.Typer(no_args_is_help=True, help="Detect AI-generated product photos.")
+# Exit codes of expected errors, first match wins: 1 for a refusal (the registry said no, an
+# image could not be used), 2 for what must be fixed first (a bundle, a dataset, settings).
+EXIT_CODES: tuple[tuple[type[DetectorError], int], ...] = (
+    (RegistryUnavailable, 1),
+    (InputError, 1),
+    (DetectorError, 2),
+)
+
+
+class _Commands(TyperGroup):
+    """The command line's one error boundary: any expected error, whatever command raised it,
+    becomes one clear line on stderr and an exit code, never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click context (typer vendors its own click)
+        try:
+            return super().invoke(ctx)
+        except DetectorError as exc:
+            console.print(f"[red]error ({exc.code}):[/red] ", end="")
+            console.print(exc.message, markup=False, highlight=False)
+            code = next(code for kind, code in EXIT_CODES if isinstance(exc, kind))
+            raise typer.Exit(code) from exc
+
+
+app = typer.Typer(cls=_Commands, no_args_is_help=True, help="Detect AI-generated product photos.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and validate datasets.")
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
@@ -58,17 +83,13 @@ def data_validate(
 ) -> None:
     """Validate datasets: counts, unreadable files, duplicates, balance, shortcut audit (of the
     files, and of the model views the configured training pipeline makes of them)."""
-    from ai_photo_detector.data.discovery import DatasetError, discover, labels_of
+    from ai_photo_detector.data.discovery import discover, labels_of
     from ai_photo_detector.data.scan import scan
     from ai_photo_detector.data.validate import build_report, summary_text, write_report
     from ai_photo_detector.training.backbones import backbone_class
 
     settings = _settings(config)
-    try:
-        samples = discover(list(paths), settings.data.extensions)
-    except DatasetError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+    samples = discover(list(paths), settings.data.extensions)
     with _progress() as progress:
         backbone = backbone_class(settings.training.backbone)(settings, labels_of(samples))
         advance = progress("scanning images", len(samples))
@@ -183,14 +204,9 @@ def optimize(
     head's weights for class activation maps (what export does now), checks the outputs are
     unchanged and rewrites the manifest's checksums.
     """
-    from ai_photo_detector.bundle import BundleError
-    from ai_photo_detector.training.graph import GraphRewriteError, optimize_bundle
+    from ai_photo_detector.training.graph import optimize_bundle
 
-    try:
-        upgrade = optimize_bundle(bundle)
-    except (BundleError, GraphRewriteError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    upgrade = optimize_bundle(bundle)
     if upgrade.folded:
         console.print(
             f"folded {upgrade.folded} padding computations; outputs differ by at most "
@@ -203,14 +219,10 @@ def optimize(
 
 
 def _open_detector(model: str | None, settings: Settings) -> Any:
-    from ai_photo_detector.bundle import BundleError, load_bundle
+    from ai_photo_detector.bundle import load_bundle
     from ai_photo_detector.inference import OnnxDetector
 
-    try:
-        bundle = load_bundle(model or settings.model)
-    except BundleError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+    bundle = load_bundle(model or settings.model)
     return OnnxDetector(
         bundle, settings.inference.intra_op_threads, settings.inference.inter_op_threads
     )
@@ -295,7 +307,6 @@ def explain(
     The same exact class-activation evidence as POST /v1/explain: the grid averages to the
     AI label's logit margin over its closest rival.
     """
-    from ai_photo_detector.bundle import BundleError
     from ai_photo_detector.explain import explain_bytes
     from ai_photo_detector.imaging import ImageError
     from ai_photo_detector.prediction import file_limits
@@ -304,9 +315,8 @@ def explain(
     detector = _open_detector(model, settings)
     try:
         explained = explain_bytes(detector, image.read_bytes(), file_limits(settings))
-    except (ImageError, BundleError, OSError) as exc:
-        console.print(f"[red]{image}: {getattr(exc, 'message', exc)}[/red]")
-        raise typer.Exit(1) from exc
+    except (ImageError, OSError) as exc:  # name the file: the message alone does not
+        raise InputError(f"{image}: {getattr(exc, 'message', exc)}") from exc
     if out is not None:
         out.write_bytes(explained.overlay_jpeg)
     verdict, found = explained.verdict, explained.evidence
@@ -366,13 +376,7 @@ def models_register(
     config: ConfigOption = None,
 ) -> None:
     """Register a bundle as a new model version (metrics as tags)."""
-    from ai_photo_detector.bundle import BundleError
-
-    try:
-        version = _registry(config).register(bundle, reason=reason)
-    except BundleError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+    version = _registry(config).register(bundle, reason=reason)
     typer.echo(version)
 
 
@@ -437,17 +441,9 @@ def models_promote(
     config: ConfigOption = None,
 ) -> None:
     """Point an alias at a version; a worse champion than the current one is refused."""
-    from ai_photo_detector.registry.registry import RegistryError
-
     registry = _registry(config)
-    try:
-        comparison = _compare_on_data(registry, version, data) if data and not force else None
-        previous = registry.promote(
-            version, alias, force=force, reason=reason, comparison=comparison
-        )
-    except RegistryError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    comparison = _compare_on_data(registry, version, data) if data and not force else None
+    previous = registry.promote(version, alias, force=force, reason=reason, comparison=comparison)
     console.print(f"{registry.name}@{alias}: {previous or '-'} -> {version}")
 
 
@@ -457,14 +453,8 @@ def models_rollback(
     config: ConfigOption = None,
 ) -> None:
     """Champion back to the previous champion."""
-    from ai_photo_detector.registry.registry import RegistryError
-
     registry = _registry(config)
-    try:
-        old, new = registry.rollback(reason=reason)
-    except RegistryError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    old, new = registry.rollback(reason=reason)
     console.print(f"{registry.name}@champion: {old} -> {new}")
 
 

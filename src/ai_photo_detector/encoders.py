@@ -29,12 +29,14 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from ai_photo_detector.errors import BundleInvalid
+
 logger = logging.getLogger(__name__)
 
 INPUT_NAME = "image"
 
 
-class EncoderError(Exception):
+class EncoderError(BundleInvalid):
     """A packaged encoder that is missing, altered or cannot take the recipe."""
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ai_photo_detector.data.discovery import Sample
+from ai_photo_detector.data.discovery import DatasetError, Sample
 from ai_photo_detector.inference import (
     BatchOutput,
     OnnxDetector,
@@ -65,7 +65,7 @@ def evaluate(
     """The full evaluation report of one bundle on labelled samples."""
     unknown = {s.label for s in samples} - set(detector.manifest.labels)
     if unknown:
-        raise ValueError(
+        raise DatasetError(
             f"labels {sorted(unknown)} are not in the model's {detector.manifest.labels}"
         )
     batch = settings.evaluation.batch_size

@@ -23,7 +23,7 @@ from ai_photo_detector.calibration import (
     fit_temperature,
     lower_band_for_fnr,
 )
-from ai_photo_detector.data.discovery import Sample, discover
+from ai_photo_detector.data.discovery import DatasetError, Sample, discover
 from ai_photo_detector.encoders import probe_input
 from ai_photo_detector.evaluation import evaluate, quality_gate_failures, write_report
 from ai_photo_detector.familiarity import FamiliarityReference, threshold_for
@@ -245,7 +245,7 @@ def recorded_splits(
     by_path = {str(s.path): s for s in discover(data_paths, settings.data.extensions)}
     missing = [p for paths in recorded.values() for p in paths if p not in by_path]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} split images are gone, e.g. {missing[0]}")
+        raise DatasetError(f"{len(missing)} split images are gone, e.g. {missing[0]}")
     return {name: [by_path[p] for p in paths] for name, paths in recorded.items()}
 
 

@@ -21,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from ai_photo_detector.degrade import encode, jpeg_reencode
+from ai_photo_detector.errors import InputError
 
 # Formats decided by magic bytes, never by file name or client-declared type.
 MAGIC_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
@@ -95,13 +96,11 @@ class DecodeLimits:
     reject_markup: bool = False  # refuse images that also carry HTML or script (polyglots)
 
 
-class ImageError(Exception):
+class ImageError(InputError):
     """An image that cannot be used; ``code`` is stable and shown to API clients."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code)
 
 
 def _polyglot_error() -> ImageError:

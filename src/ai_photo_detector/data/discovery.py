@@ -8,6 +8,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ai_photo_detector.errors import DatasetInvalid
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -16,7 +18,7 @@ class Sample:
     source: str  # the dataset a sample came from: folder or manifest name
 
 
-class DatasetError(Exception):
+class DatasetError(DatasetInvalid):
     """A dataset path that cannot be read as labelled images."""
 
 

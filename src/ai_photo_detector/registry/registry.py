@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ai_photo_detector.bundle import Bundle, BundleError, load_bundle
+from ai_photo_detector.errors import RegistryUnavailable
 from ai_photo_detector.monitoring.schema import RegistryEvent
 from ai_photo_detector.monitoring.store import Store
 from ai_photo_detector.settings import Settings
@@ -24,7 +25,7 @@ HISTORY_TAG = "champion_history"  # JSON list of past champions, newest last
 REFERENCE_PREFIX = "models:/"
 
 
-class RegistryError(Exception):
+class RegistryError(RegistryUnavailable):
     """A registry action that cannot be done, with the reason."""
 
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from ai_photo_detector.errors import Overloaded
 from ai_photo_detector.inference import BatchOutput, OnnxDetector
-from ai_photo_detector.serving.errors import Overloaded
 
 
 @dataclass

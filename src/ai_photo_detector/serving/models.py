@@ -12,11 +12,11 @@ import logging
 from dataclasses import dataclass
 
 from ai_photo_detector.bundle import Bundle
+from ai_photo_detector.errors import ModelNotFound, ReloadFailed
 from ai_photo_detector.imaging import DecodeLimits
 from ai_photo_detector.inference import OnnxDetector
 from ai_photo_detector.registry.registry import resolve_bundle
 from ai_photo_detector.serving.engine import MicroBatcher
-from ai_photo_detector.serving.errors import ApiError
 from ai_photo_detector.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class LoadedModel:
         return f"{self.name}@{self.version}"
 
 
-class ReloadError(Exception):
+class ReloadError(ReloadFailed):
     """A model that could not be loaded; the one serving before keeps serving."""
 
 
@@ -88,7 +88,7 @@ class ModelManager:
                 (m for m in self.roles.values() if m.key == name), None
             )
         if model is None:
-            raise ApiError(404, "model_not_found", f"no model named {name!r} is loaded")
+            raise ModelNotFound(f"no model named {name!r} is loaded")
         return model
 
     @property

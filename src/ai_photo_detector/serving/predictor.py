@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from ai_photo_detector.bundle import BundleError
+from ai_photo_detector.errors import ExplanationUnavailable, Overloaded
 from ai_photo_detector.explain import Evidence, evidence, overlay_jpeg
 from ai_photo_detector.image_stats import image_statistics
 from ai_photo_detector.imaging import (
@@ -32,7 +33,6 @@ from ai_photo_detector.monitoring.prediction_log import PredictionRecord
 from ai_photo_detector.serving.api.schemas import ImageMeta, ModelRef, Prediction, Timing
 from ai_photo_detector.serving.api.state import Services
 from ai_photo_detector.serving.engine import EngineResult, MicroBatcher, Ticket
-from ai_photo_detector.serving.errors import IMAGE_ERROR_STATUS, ApiError, Overloaded
 from ai_photo_detector.serving.models import LoadedModel
 from ai_photo_detector.serving.spare_time import SpareTimeExecutor
 
@@ -72,15 +72,16 @@ def prepare(
     return Prepared(array, view, decoded, result)
 
 
-def image_error(services: Services, exc: ImageError) -> ApiError:
+def image_error(services: Services, exc: ImageError) -> ImageError:
+    """Count an unusable image (by code) on its way to the caller."""
     services.metrics.input_errors.labels(exc.code).inc()
-    return ApiError(IMAGE_ERROR_STATUS.get(exc.code, 422), exc.code, exc.message)
+    return exc
 
 
-def overloaded(services: Services, exc: Overloaded) -> ApiError:
+def overloaded(services: Services, exc: Overloaded) -> Overloaded:
+    """Count a refusal for lack of room on its way to the caller."""
     services.metrics.overloaded.inc()
-    retry = str(services.settings.server.retry_after_s)
-    return ApiError(503, "overloaded", str(exc), {"Retry-After": retry})
+    return exc
 
 
 async def score_image(
@@ -102,11 +103,9 @@ async def explain_image(
     try:
         weight, bias = model.bundle.head()
     except BundleError as exc:  # the message names no server path: clients see it
-        raise ApiError(
-            409,
-            "explanation_unavailable",
+        raise ExplanationUnavailable(
             f"model {model.name} {model.version} does not ship its head's weights; an operator "
-            "can add them with `ai-photo-detector optimize BUNDLE`",
+            "can add them with `ai-photo-detector optimize BUNDLE`"
         ) from exc
     scored = await _admitted(services, model, data, caller, "primary", None, explain=True)
     features = scored.result.features

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from ai_photo_detector.errors import TrainingFailed
 from ai_photo_detector.inference import make_session
 from ai_photo_detector.training.graph import optimize_file
 from ai_photo_detector.training.model import Detector
@@ -16,7 +17,7 @@ from ai_photo_detector.training.model import Detector
 OUTPUT_NAMES = ["logits", "features", "embedding"]
 
 
-class ExportError(Exception):
+class ExportError(TrainingFailed):
     """The exported graph disagrees with the PyTorch model."""
 
 

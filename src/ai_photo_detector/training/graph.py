@@ -23,9 +23,10 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from ai_photo_detector.bundle import HEAD_FILE, MODEL_FILE, load_bundle, write_manifest
+from ai_photo_detector.errors import TrainingFailed
 
 
-class GraphRewriteError(Exception):
+class GraphRewriteError(TrainingFailed):
     """The graph does not have the shape this rewrite expects; nothing was changed."""
 
 

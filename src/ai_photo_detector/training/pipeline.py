@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from ai_photo_detector import bundle as bundle_io
-from ai_photo_detector.data.discovery import counts, discover, fingerprint, labels_of
+from ai_photo_detector.data.discovery import (
+    DatasetError,
+    counts,
+    discover,
+    fingerprint,
+    labels_of,
+)
 from ai_photo_detector.data.scan import scan
 from ai_photo_detector.data.splits import split_samples
 from ai_photo_detector.data.validate import build_report
@@ -61,7 +67,7 @@ def run_training(
     labels = labels_of(samples)
     ai_label = settings.data.ai_label
     if ai_label not in labels:
-        raise ValueError(f"no images labelled '{ai_label}' (labels found: {labels})")
+        raise DatasetError(f"no images labelled '{ai_label}' (labels found: {labels})")
     backbone = backbone_class(settings.training.backbone)(settings, labels, log, progress)
     spec = backbone.preprocessing()
     advance = progress("scanning images", len(samples))
@@ -84,7 +90,7 @@ def run_training(
     log("split sizes: " + ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
     for split_name in ("train", "val", "test"):
         if {s.label for s in splits[split_name]} != set(labels):
-            raise ValueError(f"the {split_name} split lacks some labels; add more images")
+            raise DatasetError(f"the {split_name} split lacks some labels; add more images")
 
     backbone.prepare(usable)
     held_out = leave_one_source_out(backbone, splits, labels, settings, log)

@@ -29,6 +29,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ai_photo_detector import bundle as bundle_io
+from ai_photo_detector.bundle import BundleError
 from ai_photo_detector.data.discovery import Sample
 from ai_photo_detector.familiarity import FamiliarityReference
 from ai_photo_detector.finalize import (
@@ -76,7 +77,7 @@ def _head_node(model_path: Path) -> str:
     for node in onnx.load(str(model_path)).graph.node:
         if "logits" in node.output:
             return str(node.name)
-    raise ValueError(f"{model_path} has no node computing 'logits'")
+    raise BundleError(f"{model_path} has no node computing 'logits'")
 
 
 def quantize_run(
@@ -90,7 +91,7 @@ def quantize_run(
     source = bundle_io.load_bundle(run_dir / "bundle")
     manifest = source.manifest
     if manifest.encoder is not None:
-        raise ValueError("a packaged-encoder bundle is built from its package at load time")
+        raise BundleError("a packaged-encoder bundle is built from its package at load time")
     splits = recorded_splits(run_dir, manifest, settings)
     rng = np.random.default_rng(0)
     train = splits["train"]

@@ -122,7 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         '`{"error": {"code", "message", "request_id"}}`.',
         lifespan=lifespan,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, settings.server.retry_after_s)
     app.include_router(predict.router)
     app.include_router(explain.router)
     app.include_router(models.router)

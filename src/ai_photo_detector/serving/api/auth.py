@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Response
 
 from ai_photo_detector.serving.api.deps import services_of
-from ai_photo_detector.serving.errors import ApiError
+from ai_photo_detector.serving.api.errors import ApiError
 from ai_photo_detector.settings import Settings
 
 KEY_PREFIX = "apd_"

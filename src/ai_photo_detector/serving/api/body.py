@@ -8,7 +8,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
-from ai_photo_detector.serving.errors import ApiError
+from ai_photo_detector.serving.api.errors import ApiError
 
 
 @dataclass

@@ -1,4 +1,9 @@
-"""One error shape for every failure: {"error": {"code", "message", "request_id"}}."""
+"""One error shape for every failure: {"error": {"code", "message", "request_id"}}.
+
+The one place where errors become HTTP: the core raises :mod:`ai_photo_detector.errors`
+classes, which :data:`STATUS` maps to a status; what only HTTP can get wrong (keys, request
+shape, body size) is an :class:`ApiError` that carries its own.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,63 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ai_photo_detector.errors import (
+    BundleInvalid,
+    DatasetInvalid,
+    DetectorError,
+    ExplanationUnavailable,
+    InputError,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    RegistryUnavailable,
+    ReloadFailed,
+    ShuttingDown,
+    StoreUnavailable,
+)
 from ai_photo_detector.serving.api.middleware import request_id_of
-from ai_photo_detector.serving.errors import ApiError
 
 logger = logging.getLogger(__name__)
+
+
+class ApiError(DetectorError):
+    """An error of the HTTP exchange itself, with its status (and headers, e.g. Retry-After)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, code)
+        self.status = status
+        self.headers = headers or {}
+
+
+# Domain errors -> HTTP status, most specific class first.
+STATUS: tuple[tuple[type[DetectorError], int], ...] = (
+    (ModelNotFound, 404),
+    (ExplanationUnavailable, 409),
+    (ReloadFailed, 422),
+    (BundleInvalid, 422),
+    (DatasetInvalid, 422),
+    (Overloaded, 503),
+    (ModelNotReady, 503),
+    (ShuttingDown, 503),
+    (StoreUnavailable, 503),
+    (RegistryUnavailable, 503),
+    (InputError, 422),
+)
+# Image problems (imaging.ImageError codes) whose status is not 422.
+IMAGE_STATUS = {"empty_body": 400, "unsupported_format": 415, "image_too_large": 413}
+# Refusals a client should retry after a pause.
+RETRY_LATER = (Overloaded, ModelNotReady, ShuttingDown)
+
+
+def http_status(exc: DetectorError) -> int:
+    if isinstance(exc, ApiError):
+        return exc.status
+    if isinstance(exc, InputError) and exc.code in IMAGE_STATUS:
+        return IMAGE_STATUS[exc.code]
+    return next((status for kind, status in STATUS if isinstance(exc, kind)), 500)
+
 
 _HTTP_CODES = {
     404: "not_found",
@@ -29,10 +87,16 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(request, exc.status, exc.code, exc.message, exc.headers)
+def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
+    @app.exception_handler(DetectorError)
+    async def detector_error(request: Request, exc: DetectorError) -> JSONResponse:
+        headers = dict(exc.headers) if isinstance(exc, ApiError) else {}
+        if isinstance(exc, RETRY_LATER):
+            headers.setdefault("Retry-After", str(retry_after_s))
+        status = http_status(exc)
+        if status == 500:
+            logger.error("unmapped error %s: %s", type(exc).__name__, exc.message)
+        return error_response(request, status, exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

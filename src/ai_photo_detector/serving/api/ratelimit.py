@@ -18,7 +18,7 @@ from limits.aio import strategies
 from limits.aio.storage import Storage
 from limits.storage import storage_from_string
 
-from ai_photo_detector.serving.errors import ApiError
+from ai_photo_detector.serving.api.errors import ApiError
 from ai_photo_detector.serving.metrics import ServiceMetrics
 from ai_photo_detector.settings import RateLimitSettings
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ai_photo_detector.errors import StoreUnavailable
 from ai_photo_detector.monitoring.prediction_log import PredictionLog
 from ai_photo_detector.monitoring.store import Store
 from ai_photo_detector.serving.api.ratelimit import RateLimiter
@@ -38,7 +39,5 @@ class Services:
     def require_store(self) -> Store:
         """The store, or a clear 503 where the service runs without one."""
         if self.store is None:
-            from ai_photo_detector.serving.errors import ApiError
-
-            raise ApiError(503, "store_unavailable", "the prediction store is not configured")
+            raise StoreUnavailable("the prediction store is not configured")
         return self.store

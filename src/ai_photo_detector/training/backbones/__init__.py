@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ai_photo_detector.data.discovery import Sample
+from ai_photo_detector.errors import TrainingFailed
 from ai_photo_detector.imaging import PreprocessSpec
 from ai_photo_detector.settings import Settings
 
@@ -103,8 +104,8 @@ def register_backbone(cls: type[Backbone]) -> type[Backbone]:
     return cls
 
 
-class UnknownBackbone(ValueError):
-    pass
+class UnknownBackbone(TrainingFailed):
+    code = "unknown_backbone"
 
 
 def backbone_class(name: str) -> type[Backbone]:

@@ -9,8 +9,10 @@ import timm
 import torch
 from torch import nn
 
+from ai_photo_detector.errors import TrainingFailed
 
-class WeightsError(Exception):
+
+class WeightsError(TrainingFailed):
     """Pretrained weights that could not be found or do not fit the backbone."""
 
 

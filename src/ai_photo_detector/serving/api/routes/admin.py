@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Query
 
+from ai_photo_detector.errors import ModelNotReady, ReloadFailed
 from ai_photo_detector.monitoring.shadow import shadow_report
 from ai_photo_detector.serving.api.auth import AdminCaller, PredictCaller
 from ai_photo_detector.serving.api.deps import ServicesDep
@@ -18,7 +19,6 @@ from ai_photo_detector.serving.api.schemas import (
     error_responses,
 )
 from ai_photo_detector.serving.api.state import Services
-from ai_photo_detector.serving.errors import ApiError
 from ai_photo_detector.serving.models import CHALLENGER, ReloadError
 from ai_photo_detector.serving.rollout import Rollout
 
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1", tags=["rollout"])
 
 def _rollout(services: Services) -> Rollout:
     if services.rollout is None:
-        raise ApiError(503, "not_ready", "the service is starting")
+        raise ModelNotReady("the service is starting")
     return services.rollout
 
 
@@ -49,7 +49,7 @@ async def reload(services: ServicesDep, _: AdminCaller) -> ReloadResponse:
         changes = await services.models.reload()
     except ReloadError as exc:
         services.metrics.reloads.labels("failed").inc()
-        raise ApiError(422, "reload_failed", f"reload failed, previous model kept: {exc}") from exc
+        raise ReloadFailed(f"reload failed, previous model kept: {exc}") from exc
     services.metrics.reloads.labels("ok").inc()
     if CHALLENGER in changes and changes[CHALLENGER]["from"] != changes[CHALLENGER]["to"]:
         _rollout(services).reset()
@@ -74,7 +74,7 @@ async def update_rollout(
             try:
                 await services.models.swap(CHALLENGER, body.challenger)
             except ReloadError as exc:
-                raise ApiError(422, "reload_failed", f"challenger not loaded: {exc}") from exc
+                raise ReloadFailed(f"challenger not loaded: {exc}") from exc
         rollout.reset()
     if body.canary_weight is not None:
         rollout.canary_weight = body.canary_weight

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Query, Response
 
+from ai_photo_detector.errors import ModelNotReady
 from ai_photo_detector.monitoring.feedback import (
     PredictionNotFound,
     live_accuracy,
@@ -18,6 +19,7 @@ from ai_photo_detector.monitoring.schema import Alert
 from ai_photo_detector.monitoring.store import Store
 from ai_photo_detector.serving.api.auth import AdminCaller, PredictCaller
 from ai_photo_detector.serving.api.deps import ServicesDep
+from ai_photo_detector.serving.api.errors import ApiError
 from ai_photo_detector.serving.api.schemas import (
     AlertmanagerWebhook,
     AlertsRecorded,
@@ -31,7 +33,6 @@ from ai_photo_detector.serving.api.schemas import (
     ModelRef,
     error_responses,
 )
-from ai_photo_detector.serving.errors import ApiError
 
 router = APIRouter(prefix="/v1", tags=["monitoring"])
 
@@ -145,7 +146,7 @@ async def run_drift(services: ServicesDep, _: AdminCaller) -> DriftRunResponse:
     store = services.require_store()
     monitor = services.monitor
     if monitor is None:
-        raise ApiError(503, "not_ready", "the service is starting")
+        raise ModelNotReady("the service is starting")
     if services.prediction_log is not None:
         await asyncio.to_thread(services.prediction_log.flush, 5.0)
     await asyncio.to_thread(monitor.run_all)

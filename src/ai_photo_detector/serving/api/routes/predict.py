@@ -9,9 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
+from ai_photo_detector.errors import DetectorError, ModelNotReady, Overloaded, ShuttingDown
 from ai_photo_detector.serving.api.auth import PredictCaller, Principal
 from ai_photo_detector.serving.api.body import Upload, read_uploads
 from ai_photo_detector.serving.api.deps import ServicesDep
+from ai_photo_detector.serving.api.errors import RETRY_LATER, http_status
 from ai_photo_detector.serving.api.middleware import request_id_of
 from ai_photo_detector.serving.api.schemas import (
     BatchItem,
@@ -23,7 +25,6 @@ from ai_photo_detector.serving.api.schemas import (
     error_responses,
 )
 from ai_photo_detector.serving.api.state import Services
-from ai_photo_detector.serving.errors import ApiError, Overloaded
 from ai_photo_detector.serving.models import LoadedModel
 from ai_photo_detector.serving.predictor import Caller, overloaded, score_image
 
@@ -84,10 +85,9 @@ def prediction_response(body: BaseModel, response: Response) -> Response:
 
 def ready_model(services: Services, model: LoadedModel) -> LoadedModel:
     if services.draining:
-        retry = str(services.settings.server.retry_after_s)
-        raise ApiError(503, "shutting_down", "the server is shutting down", {"Retry-After": retry})
+        raise ShuttingDown("the server is shutting down")
     if not model.ready:
-        raise ApiError(503, "not_ready", f"model {model.name} is not ready")
+        raise ModelNotReady(f"model {model.name} is not ready")
     if model.batcher.saturated:  # refuse before reading the body
         raise overloaded(services, Overloaded("the inference queue is full"))
     return model
@@ -139,8 +139,8 @@ async def _score_routed(
     try:
         prediction = await score_image(services, model, data, caller)
         failed = False
-    except ApiError as exc:
-        failed = exc.status >= 500 and exc.code not in ("overloaded", "shutting_down")
+    except DetectorError as exc:  # refusals for lack of room are not the model's failures
+        failed = http_status(exc) >= 500 and not isinstance(exc, RETRY_LATER)
         raise
     finally:
         if services.rollout is not None:
@@ -155,7 +155,7 @@ async def _batch_item(
 ) -> BatchItem:
     try:
         result = await _score_routed(services, model, upload.data, caller)
-    except ApiError as exc:
+    except DetectorError as exc:
         body = ErrorBody(code=exc.code, message=exc.message, request_id="")
         return BatchItem(index=i, filename=upload.filename, error=body)
     return BatchItem(index=i, filename=upload.filename, result=result)
