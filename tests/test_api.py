@@ -314,7 +314,7 @@ def test_cors_is_off_by_default_and_configurable(bundle_dir: Path, client: TestC
 
 
 def test_several_workers_are_refused_one_process_per_container(bundle_dir: Path) -> None:
-    from ai_photo_detector.serving.server import run_server
+    from ai_photo_detector.serving.api.server import run_server
 
     with pytest.raises(SystemExit, match="one process per container"):
         run_server(Settings(model=str(bundle_dir), server={"workers": 2}))

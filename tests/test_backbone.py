@@ -11,7 +11,7 @@ skimage_data = pytest.importorskip("skimage.data")
 from PIL import Image  # noqa: E402
 
 from ai_photo_detector.imaging import PreprocessSpec, preprocess_bytes  # noqa: E402
-from ai_photo_detector.training.backbones.timm_weights import (  # noqa: E402
+from ai_photo_detector.training.timm_weights import (  # noqa: E402
     WeightsError,
     create_backbone,
     load_positional,

@@ -611,7 +611,7 @@ def serve(
     config: ConfigOption = None,
 ) -> None:
     """Serve the HTTP API with the configured model."""
-    from ai_photo_detector.serving.server import run_server
+    from ai_photo_detector.serving.api.server import run_server
 
     settings = _settings(config)
     if model:

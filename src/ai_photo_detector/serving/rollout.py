@@ -20,16 +20,16 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ai_photo_detector.monitoring.schema import Alert, RegistryEvent
-from ai_photo_detector.serving.models import CHALLENGER, LoadedModel
-
-if TYPE_CHECKING:
-    from ai_photo_detector.serving.api.schemas import Prediction
-    from ai_photo_detector.serving.api.state import Services
+from ai_photo_detector.monitoring.store import Store
+from ai_photo_detector.serving.metrics import ServiceMetrics
+from ai_photo_detector.serving.models import CHALLENGER, LoadedModel, ModelManager
+from ai_photo_detector.serving.predictor import Caller, ScoredImage, Scorer
+from ai_photo_detector.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +58,20 @@ class ChallengerStats:
 
 
 class Rollout:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        config = services.settings.rollout
+    def __init__(
+        self,
+        settings: Settings,
+        models: ModelManager,
+        metrics: ServiceMetrics,
+        scorer: Scorer,
+        store: Store | None,
+    ) -> None:
+        self.settings = settings
+        self.models = models
+        self.metrics = metrics
+        self.scorer = scorer
+        self.store = store
+        config = settings.rollout
         self.canary_weight = config.canary_weight
         self.shadow_fraction = config.shadow_fraction
         self.stats = ChallengerStats()
@@ -78,7 +89,7 @@ class Rollout:
         return int.from_bytes(digest[:8], "big") / 2**64
 
     def choose(self, caller_key: str) -> LoadedModel:
-        models = self.services.models
+        models = self.models
         challenger = models.challenger
         champion = models.champion
         if champion is None:
@@ -110,18 +121,18 @@ class Rollout:
         self.check()
 
     def maybe_mirror(
-        self, answered: LoadedModel, data: bytes, prediction: Prediction, caller: Any
+        self, answered: LoadedModel, data: bytes, prediction: ScoredImage, caller: Caller
     ) -> None:
         """Score the same image with the other model in the background, if this one is picked."""
-        models = self.services.models
+        models = self.models
         other = models.champion if answered.role == CHALLENGER else models.challenger
         if other is None or not other.ready:
             return
         if answered.role != CHALLENGER and self._random.random() >= self.shadow_fraction:
             return
-        if len(self._in_flight) >= self.services.settings.rollout.shadow_queue:
+        if len(self._in_flight) >= self.settings.rollout.shadow_queue:
             self.dropped += 1
-            self.services.metrics.shadow_dropped.inc()
+            self.metrics.shadow_dropped.inc()
             return
         task = asyncio.get_running_loop().create_task(
             self._mirror(answered, other, data, prediction, caller)
@@ -134,23 +145,16 @@ class Rollout:
         answered: LoadedModel,
         other: LoadedModel,
         data: bytes,
-        prediction: Prediction,
-        caller: Any,
+        prediction: ScoredImage,
+        caller: Caller,
     ) -> None:
-        from ai_photo_detector.serving.predictor import score_image
-
         try:
-            mirrored = await score_image(
-                self.services,
-                other,
-                data,
-                caller,
-                route="shadow",
-                paired_id=prediction.prediction_id,
+            mirrored = await self.scorer.score(
+                other, data, caller, route="shadow", paired_id=prediction.prediction_id
             )
         except Exception as exc:  # a failed mirror is counted, never surfaces to a client
             self.dropped += 1
-            self.services.metrics.shadow_dropped.inc()
+            self.metrics.shadow_dropped.inc()
             if other.role == CHALLENGER:
                 self.stats.requests += 1
                 self.stats.errors += 1
@@ -164,7 +168,7 @@ class Rollout:
         self.stats.pairs.append(
             (champion.label, challenger.label, champion.probability, challenger.probability)
         )
-        metrics = self.services.metrics
+        metrics = self.metrics
         metrics.shadow_pairs.labels(
             "agree" if champion.label == challenger.label else "disagree"
         ).inc()
@@ -182,11 +186,11 @@ class Rollout:
 
     def check(self, live_accuracy: tuple[float, int] | None = None) -> str | None:
         """Trip the guard when the challenger breaks a limit; returns the reason if tripped."""
-        if self.tripped is not None or self.services.models.challenger is None:
+        if self.tripped is not None or self.models.challenger is None:
             return self.tripped
         if self.canary_weight <= 0:  # shadow only observes: nothing to stop
             return None
-        guard = self.services.settings.rollout.guard
+        guard = self.settings.rollout.guard
         stats = self.stats
         reason = None
         if stats.requests >= guard.min_requests:
@@ -210,12 +214,12 @@ class Rollout:
         return self.tripped
 
     def trip(self, reason: str) -> None:
-        challenger = self.services.models.challenger
+        challenger = self.models.challenger
         assert challenger is not None
         self.tripped = reason
         self.canary_weight = 0.0
-        self.services.metrics.canary_rollbacks.inc()
-        self.services.metrics.canary_weight.set(0.0)
+        self.metrics.canary_rollbacks.inc()
+        self.metrics.canary_weight.set(0.0)
         logger.warning("canary guard tripped for %s: %s", challenger.key, reason)
         # The guard may trip on the event loop (a request) or in the monitor's thread.
         self._loop.call_soon_threadsafe(
@@ -231,13 +235,13 @@ class Rollout:
                 from ai_photo_detector.registry.registry import Registry, parse_reference
 
                 name, _ = parse_reference(reference)
-                registry = Registry(self.services.settings, self.services.store, name=name)
+                registry = Registry(self.settings, self.store, name=name)
                 reverted = registry.remove_alias(
                     CHALLENGER, f"canary guard: {reason}", "canary-guard"
                 )
             except Exception:  # the canary is already stopped; the alias is reported below
                 logger.exception("could not remove the challenger alias")
-        store = self.services.store
+        store = self.store
         if store is None:
             return
         now = datetime.now(UTC)
@@ -270,7 +274,7 @@ class Rollout:
                 )
 
     def status(self) -> dict[str, Any]:
-        models = self.services.models
+        models = self.models
         stats = self.stats
         return {
             "champion": _ref(models.champion),

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ai_photo_detector.training.backbones.timm_weights import create_backbone
+from ai_photo_detector.training.timm_weights import create_backbone
 
 
 class Detector(nn.Module):

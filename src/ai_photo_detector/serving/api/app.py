@@ -26,10 +26,11 @@ from ai_photo_detector.serving.api.routes import (
     monitoring,
     predict,
 )
-from ai_photo_detector.serving.api.state import Services
+from ai_photo_detector.serving.api.state import Services, publish_models
 from ai_photo_detector.serving.metrics import PredictionLogCollector, ServiceMetrics
 from ai_photo_detector.serving.models import CHALLENGER, CHAMPION, ModelManager
 from ai_photo_detector.serving.monitor import Monitor
+from ai_photo_detector.serving.predictor import Scorer
 from ai_photo_detector.serving.rollout import Rollout
 from ai_photo_detector.serving.spare_time import SpareTimeExecutor
 from ai_photo_detector.serving.warm_pool import WarmThreadPool
@@ -37,25 +38,6 @@ from ai_photo_detector.settings import Settings
 
 UI_FOLDER = Path(__file__).resolve().parents[1] / "ui"  # static files, shipped in the package
 logger = logging.getLogger(__name__)
-
-
-def publish_models(services: Services) -> None:
-    """Model info and readiness gauges, per role; called at start, reload and stop."""
-    metrics = services.metrics
-    for role in (CHAMPION, CHALLENGER):
-        model = services.models.roles.get(role)
-        if model is None:
-            continue
-        manifest = model.bundle.manifest
-        metrics.model_info.labels(role, model.name).info(
-            {
-                "version": manifest.version,
-                "backbone": manifest.backbone,
-                "labels": ",".join(manifest.labels),
-            }
-        )
-        metrics.model_ready.labels(role, model.name).set(float(model.ready))
-    metrics.canary_weight.set(services.rollout.canary_weight if services.rollout else 0.0)
 
 
 async def _stop_models(services: Services) -> None:
@@ -74,20 +56,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with AsyncExitStack() as cleanup:
             store = Store(settings.database_url)  # applies pending migrations
             cleanup.callback(store.close)
+            prediction_log = None
+            if settings.prediction_log.enabled:
+                prediction_log = PredictionLog(store, settings.prediction_log)
+                cleanup.callback(prediction_log.close)  # after the rows are made
+                metrics.registry.register(PredictionLogCollector(prediction_log))
+            models = ModelManager(settings)
+            decode_pool = WarmThreadPool(settings.server.decode_threads, "decode")
+            side_pool = WarmThreadPool(settings.server.decode_threads, "beside-decode")
+            spare_time = SpareTimeExecutor()
             services = Services(
                 settings=settings,
-                models=ModelManager(settings),
+                models=models,
                 metrics=metrics,
-                decode_pool=WarmThreadPool(settings.server.decode_threads, "decode"),
-                side_pool=WarmThreadPool(settings.server.decode_threads, "beside-decode"),
-                spare_time=SpareTimeExecutor(),
+                decode_pool=decode_pool,
+                side_pool=side_pool,
+                spare_time=spare_time,
                 rate_limiter=RateLimiter(settings.rate_limit, metrics),
+                scorer=Scorer(
+                    limits=models.limits,
+                    metrics=metrics,
+                    decode_pool=decode_pool,
+                    side_pool=side_pool,
+                    spare_time=spare_time,
+                    prediction_log=prediction_log,
+                    store_images=settings.prediction_log.store_images,
+                ),
                 store=store,
+                prediction_log=prediction_log,
             )
-            if settings.prediction_log.enabled:
-                services.prediction_log = PredictionLog(store, settings.prediction_log)
-                cleanup.callback(services.prediction_log.close)  # after the rows are made
-                metrics.registry.register(PredictionLogCollector(services.prediction_log))
             cleanup.callback(services.spare_time.shutdown)
             # Models stop once no decode job can reach their batchers any more.
             cleanup.push_async_callback(_stop_models, services)
@@ -98,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             services.models.load(settings.model, CHAMPION)
             if settings.rollout.challenger:
                 services.models.load(settings.rollout.challenger, CHALLENGER)
-            services.rollout = Rollout(services)
+            services.rollout = Rollout(settings, models, metrics, services.scorer, store)
             services.monitor.rollout = services.rollout
             services.models.start()
             publish_models(services)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Request, Response
 from limits import parse
@@ -21,9 +21,6 @@ from limits.storage import storage_from_string
 from ai_photo_detector.serving.api.errors import ApiError
 from ai_photo_detector.serving.metrics import ServiceMetrics
 from ai_photo_detector.settings import RateLimitSettings
-
-if TYPE_CHECKING:
-    from ai_photo_detector.serving.api.auth import Principal
 
 _STRATEGIES: dict[str, Any] = {
     "fixed-window": strategies.FixedWindowRateLimiter,
@@ -70,15 +67,16 @@ class RateLimiter:
                 return hop
         return peer
 
-    def identity(self, request: Request, principal: Principal) -> str:
-        if principal.key_id is not None:
-            return f"key:{principal.key_id}"
+    def identity(self, request: Request, key_id: str | None) -> str:
+        if key_id is not None:
+            return f"key:{key_id}"
         return f"ip:{self.client_address(request)}"
 
-    async def check(self, request: Request, response: Response, principal: Principal) -> None:
+    async def check(self, request: Request, response: Response, key_id: str | None) -> None:
+        """Count a request of this API key (else this client address) against its limit."""
         if not self.settings.enabled:
             return
-        identity = self.identity(request, principal)
+        identity = self.identity(request, key_id)
         allowed = await self.limiter.hit(self.item, identity)
         stats = await self.limiter.get_window_stats(self.item, identity)
         reset_in = max(0, math.ceil(stats.reset_time - time.time()))

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ai_photo_detector.serving.predictor import ScoredImage
+
 
 class ErrorBody(BaseModel):
     code: str = Field(description="Stable machine-readable error code.", examples=["corrupt_image"])
@@ -56,6 +58,22 @@ class Prediction(BaseModel):
 
 class PredictResponse(Prediction):
     request_id: str
+
+
+def prediction_fields(image: ScoredImage) -> dict[str, Any]:
+    """A scored image as the fields of :class:`Prediction`, already valid (the core built
+    them): for ``model_construct``, which does not validate them again."""
+    return {
+        "prediction_id": image.prediction_id,
+        "label": image.label,
+        "band": image.band,
+        "probability": image.probability,
+        "scores": image.scores,
+        "reasons": image.reasons,
+        "model": ModelRef.model_construct(name=image.model_name, version=image.model_version),
+        "timing": Timing.model_construct(**vars(image.timing)),
+        "image": ImageMeta.model_construct(**vars(image.image)),
+    }
 
 
 class Explanation(BaseModel):

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from ai_photo_detector.serving.monitor import Monitor
     from ai_photo_detector.serving.rollout import Rollout
 from ai_photo_detector.serving.metrics import ServiceMetrics
-from ai_photo_detector.serving.models import ModelManager
+from ai_photo_detector.serving.models import CHALLENGER, CHAMPION, ModelManager
+from ai_photo_detector.serving.predictor import Scorer
 from ai_photo_detector.serving.spare_time import SpareTimeExecutor
 from ai_photo_detector.serving.warm_pool import WarmThreadPool
 from ai_photo_detector.settings import Settings
@@ -29,6 +30,7 @@ class Services:
     side_pool: WarmThreadPool  # work beside each decode: the markup scan
     spare_time: SpareTimeExecutor  # work after the answer: the prediction log's rows
     rate_limiter: RateLimiter
+    scorer: Scorer
     store: Store | None = None
     prediction_log: PredictionLog | None = None
     monitor: Monitor | None = None
@@ -41,3 +43,22 @@ class Services:
         if self.store is None:
             raise StoreUnavailable("the prediction store is not configured")
         return self.store
+
+
+def publish_models(services: Services) -> None:
+    """Model info and readiness gauges, per role; called at start, reload and stop."""
+    metrics = services.metrics
+    for role in (CHAMPION, CHALLENGER):
+        model = services.models.roles.get(role)
+        if model is None:
+            continue
+        manifest = model.bundle.manifest
+        metrics.model_info.labels(role, model.name).info(
+            {
+                "version": manifest.version,
+                "backbone": manifest.backbone,
+                "labels": ",".join(manifest.labels),
+            }
+        )
+        metrics.model_ready.labels(role, model.name).set(float(model.ready))
+    metrics.canary_weight.set(services.rollout.canary_weight if services.rollout else 0.0)

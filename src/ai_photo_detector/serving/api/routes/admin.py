@@ -18,7 +18,7 @@ from ai_photo_detector.serving.api.schemas import (
     ShadowReport,
     error_responses,
 )
-from ai_photo_detector.serving.api.state import Services
+from ai_photo_detector.serving.api.state import Services, publish_models
 from ai_photo_detector.serving.models import CHALLENGER, ReloadError
 from ai_photo_detector.serving.rollout import Rollout
 
@@ -29,12 +29,6 @@ def _rollout(services: Services) -> Rollout:
     if services.rollout is None:
         raise ModelNotReady("the service is starting")
     return services.rollout
-
-
-def _publish(services: Services) -> None:
-    from ai_photo_detector.serving.api.app import publish_models
-
-    publish_models(services)
 
 
 @router.post(
@@ -53,7 +47,7 @@ async def reload(services: ServicesDep, _: AdminCaller) -> ReloadResponse:
     services.metrics.reloads.labels("ok").inc()
     if CHALLENGER in changes and changes[CHALLENGER]["from"] != changes[CHALLENGER]["to"]:
         _rollout(services).reset()
-    _publish(services)
+    publish_models(services)
     return ReloadResponse(reloaded=changes)
 
 
@@ -81,7 +75,7 @@ async def update_rollout(
         rollout.tripped = None if body.canary_weight > 0 else rollout.tripped
     if body.shadow_fraction is not None:
         rollout.shadow_fraction = body.shadow_fraction
-    _publish(services)
+    publish_models(services)
     return RolloutStatus(**rollout.status())
 
 

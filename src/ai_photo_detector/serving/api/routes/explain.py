@@ -17,8 +17,13 @@ from ai_photo_detector.serving.api.routes.predict import (
     prediction_response,
     ready_model,
 )
-from ai_photo_detector.serving.api.schemas import ExplainResponse, Explanation, error_responses
-from ai_photo_detector.serving.predictor import Caller, explain_image
+from ai_photo_detector.serving.api.schemas import (
+    ExplainResponse,
+    Explanation,
+    error_responses,
+    prediction_fields,
+)
+from ai_photo_detector.serving.predictor import Caller
 
 router = APIRouter(prefix="/v1", tags=["explain"])
 
@@ -46,8 +51,8 @@ async def explain(
     loaded = ready_model(services, pick_model(services, request, principal, model))
     uploads = await read_uploads(request, services.settings.server.max_upload_bytes, 1, "file")
     caller = Caller(request_id_of(request.scope), principal.key_id)
-    prediction, evidence, picture = await explain_image(
-        services, loaded, uploads[0].data, caller, overlay
+    prediction, evidence, picture = await services.scorer.explain(
+        loaded, uploads[0].data, caller, overlay
     )
     explanation = Explanation(
         target=evidence.target,
@@ -57,6 +62,6 @@ async def explain(
         overlay_jpeg=base64.b64encode(picture).decode("ascii") if picture is not None else None,
     )
     body = ExplainResponse.model_construct(
-        **dict(prediction), request_id=caller.request_id, explanation=explanation
+        **prediction_fields(prediction), request_id=caller.request_id, explanation=explanation
     )
     return prediction_response(body, response)

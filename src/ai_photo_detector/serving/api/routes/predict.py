@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
-from ai_photo_detector.errors import DetectorError, ModelNotReady, Overloaded, ShuttingDown
+from ai_photo_detector.errors import DetectorError, ModelNotReady, ShuttingDown
 from ai_photo_detector.serving.api.auth import PredictCaller, Principal
 from ai_photo_detector.serving.api.body import Upload, read_uploads
 from ai_photo_detector.serving.api.deps import ServicesDep
@@ -23,10 +23,11 @@ from ai_photo_detector.serving.api.schemas import (
     Prediction,
     PredictResponse,
     error_responses,
+    prediction_fields,
 )
 from ai_photo_detector.serving.api.state import Services
 from ai_photo_detector.serving.models import LoadedModel
-from ai_photo_detector.serving.predictor import Caller, overloaded, score_image
+from ai_photo_detector.serving.predictor import Caller, ScoredImage
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -89,7 +90,7 @@ def ready_model(services: Services, model: LoadedModel) -> LoadedModel:
     if not model.ready:
         raise ModelNotReady(f"model {model.name} is not ready")
     if model.batcher.saturated:  # refuse before reading the body
-        raise overloaded(services, Overloaded("the inference queue is full"))
+        raise services.scorer.refuse_overloaded()
     return model
 
 
@@ -114,8 +115,9 @@ async def predict(
     uploads = await read_uploads(request, server.max_upload_bytes, 1, "file")
     caller = Caller(request_id_of(request.scope), principal.key_id)
     prediction = await _score_routed(services, loaded, uploads[0].data, caller)
-    # The prediction is validated already: construct, do not validate its copy again.
-    body = PredictResponse.model_construct(**dict(prediction), request_id=caller.request_id)
+    body = PredictResponse.model_construct(
+        **prediction_fields(prediction), request_id=caller.request_id
+    )
     return prediction_response(body, response)
 
 
@@ -132,12 +134,12 @@ def pick_model(
 
 async def _score_routed(
     services: Services, model: LoadedModel, data: bytes, caller: Caller
-) -> Prediction:
+) -> ScoredImage:
     """Score, feed the canary guard, and mirror to the other model when rollout asks."""
     started = time.perf_counter()
     failed = True
     try:
-        prediction = await score_image(services, model, data, caller)
+        prediction = await services.scorer.score(model, data, caller)
         failed = False
     except DetectorError as exc:  # refusals for lack of room are not the model's failures
         failed = http_status(exc) >= 500 and not isinstance(exc, RETRY_LATER)
@@ -158,7 +160,8 @@ async def _batch_item(
     except DetectorError as exc:
         body = ErrorBody(code=exc.code, message=exc.message, request_id="")
         return BatchItem(index=i, filename=upload.filename, error=body)
-    return BatchItem(index=i, filename=upload.filename, result=result)
+    answer = Prediction.model_construct(**prediction_fields(result))
+    return BatchItem(index=i, filename=upload.filename, result=answer)
 
 
 @router.post(
