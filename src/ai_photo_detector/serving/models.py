@@ -198,15 +198,11 @@ class ModelManager:
                 moved.append(role)
         return moved
 
-    async def poll_aliases(self, interval_s: float) -> None:
-        """Reload a role when its registry alias moves (``registry.poll_interval_s``)."""
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                for role in await asyncio.to_thread(self._moved):
-                    await self.swap(role, self.roles[role].reference)
-            except Exception:  # a failed poll keeps the current models and tries again
-                logger.exception("alias polling failed")
+    async def follow_aliases(self) -> None:
+        """Reload each role whose registry alias moved (one round of alias polling; a failure
+        keeps the current models)."""
+        for role in await asyncio.to_thread(self._moved):
+            await self.swap(role, self.roles[role].reference)
 
     async def reload(self) -> dict[str, dict[str, str | None]]:
         """Re-resolve every role's reference (aliases may have moved) and swap what changed."""

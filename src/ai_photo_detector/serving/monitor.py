@@ -5,11 +5,10 @@ exported as ``apd_drift_*`` and ``apd_live_*`` gauges. Also run on demand (POST 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ai_photo_detector.monitoring.drift import DriftConfig, Sample, detect
 from ai_photo_detector.monitoring.feedback import live_accuracy
@@ -17,10 +16,9 @@ from ai_photo_detector.monitoring.history import load_window, reference_sample, 
 from ai_photo_detector.monitoring.store import Store
 from ai_photo_detector.serving.metrics import ServiceMetrics
 from ai_photo_detector.serving.models import LoadedModel, ModelManager
+from ai_photo_detector.serving.periodic import Periodic
+from ai_photo_detector.serving.rollout import Rollout
 from ai_photo_detector.settings import Settings
-
-if TYPE_CHECKING:
-    from ai_photo_detector.serving.rollout import Rollout
 
 logger = logging.getLogger(__name__)
 SEVERITY_LEVEL = {"none": 0, "warning": 1, "critical": 2}
@@ -28,15 +26,24 @@ SEVERITY_LEVEL = {"none": 0, "warning": 1, "critical": 2}
 
 class Monitor:
     def __init__(
-        self, settings: Settings, store: Store, models: ModelManager, metrics: ServiceMetrics
+        self,
+        settings: Settings,
+        store: Store,
+        models: ModelManager,
+        metrics: ServiceMetrics,
+        rollout: Rollout,  # the canary guard also watches the challenger's live accuracy
     ) -> None:
         self.settings = settings
         self.store = store
         self.models = models
         self.metrics = metrics
+        self.rollout = rollout
         self._references: dict[tuple[str, str], Sample] = {}
-        self._task: asyncio.Task[None] | None = None
-        self.rollout: Rollout | None = None  # set by the app: the guard also watches accuracy
+        self.checks = Periodic(
+            "drift and live-accuracy checks",
+            settings.monitoring.interval_s,
+            lambda: asyncio.to_thread(self.run_all),
+        )
         config = settings.monitoring
         self.config = DriftConfig(
             alpha=config.alpha,
@@ -46,23 +53,11 @@ class Monitor:
         )
 
     def start(self) -> None:
-        if self.settings.monitoring.enabled and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
+        if self.settings.monitoring.enabled:
+            self.checks.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.monitoring.interval_s)
-            try:
-                await asyncio.to_thread(self.run_all)
-            except Exception:  # a failed check is logged and retried next interval
-                logger.exception("background monitoring check failed")
+        await self.checks.stop()
 
     def reference(self, model: LoadedModel) -> Sample:
         key = (model.name, model.version)
@@ -136,11 +131,7 @@ class Monitor:
             self.metrics.live_reviewed.labels(*labels).set(result.count)
             self.metrics.live_accuracy.labels(*labels).set(result.accuracy)
             challenger = self.models.challenger
-            if (
-                self.rollout is not None
-                and challenger is not None
-                and (challenger.name, challenger.version) == labels
-            ):
+            if challenger is not None and (challenger.name, challenger.version) == labels:
                 self.rollout.check((result.accuracy, result.count))
             for gauge, value in (
                 (self.metrics.live_precision, result.precision),

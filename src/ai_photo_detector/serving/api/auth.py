@@ -79,7 +79,7 @@ def require(scope: str) -> Callable[[Request, Response], Awaitable[Principal]]:
             principal = Principal(None, frozenset())
         elif scope not in principal.scopes and "admin" not in principal.scopes:
             raise ApiError(403, "insufficient_scope", f"the API key lacks the '{scope}' scope")
-        await services.rate_limiter.check(request, response, principal.key_id)
+        await request.app.state.rate_limiter.check(request, response, principal.key_id)
         return principal
 
     return dependency

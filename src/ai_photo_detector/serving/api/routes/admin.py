@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Query
 
-from ai_photo_detector.errors import ModelNotReady, ReloadFailed
+from ai_photo_detector.errors import ReloadFailed
 from ai_photo_detector.monitoring.shadow import shadow_report
 from ai_photo_detector.serving.api.auth import AdminCaller, PredictCaller
 from ai_photo_detector.serving.api.deps import ServicesDep
@@ -18,17 +18,9 @@ from ai_photo_detector.serving.api.schemas import (
     ShadowReport,
     error_responses,
 )
-from ai_photo_detector.serving.api.state import Services, publish_models
 from ai_photo_detector.serving.models import CHALLENGER, ReloadError
-from ai_photo_detector.serving.rollout import Rollout
 
 router = APIRouter(prefix="/v1", tags=["rollout"])
-
-
-def _rollout(services: Services) -> Rollout:
-    if services.rollout is None:
-        raise ModelNotReady("the service is starting")
-    return services.rollout
 
 
 @router.post(
@@ -46,8 +38,8 @@ async def reload(services: ServicesDep, _: AdminCaller) -> ReloadResponse:
         raise ReloadFailed(f"reload failed, previous model kept: {exc}") from exc
     services.metrics.reloads.labels("ok").inc()
     if CHALLENGER in changes and changes[CHALLENGER]["from"] != changes[CHALLENGER]["to"]:
-        _rollout(services).reset()
-    publish_models(services)
+        services.rollout.reset()
+    services.publish_models()
     return ReloadResponse(reloaded=changes)
 
 
@@ -60,7 +52,7 @@ async def reload(services: ServicesDep, _: AdminCaller) -> ReloadResponse:
 async def update_rollout(
     body: RolloutUpdate, services: ServicesDep, _: AdminCaller
 ) -> RolloutStatus:
-    rollout = _rollout(services)
+    rollout = services.rollout
     if body.challenger is not None:
         if body.challenger == "":
             services.models.remove(CHALLENGER)
@@ -75,7 +67,7 @@ async def update_rollout(
         rollout.tripped = None if body.canary_weight > 0 else rollout.tripped
     if body.shadow_fraction is not None:
         rollout.shadow_fraction = body.shadow_fraction
-    publish_models(services)
+    services.publish_models()
     return RolloutStatus(**rollout.status())
 
 
@@ -86,7 +78,7 @@ async def update_rollout(
     summary="Champion, challenger, canary and shadow state, and the guard's statistics",
 )
 async def rollout_status(services: ServicesDep, _: PredictCaller) -> RolloutStatus:
-    return RolloutStatus(**_rollout(services).status())
+    return RolloutStatus(**services.rollout.status())
 
 
 @router.get(
@@ -100,7 +92,7 @@ async def shadow(
     _: PredictCaller,
     window_hours: float = Query(24.0, gt=0, le=24 * 366),
 ) -> ShadowReport:
-    store = services.require_store()
+    store = services.store
     if services.prediction_log is not None:
         await asyncio.to_thread(services.prediction_log.flush, 5.0)
     since = datetime.now(UTC) - timedelta(hours=window_hours)

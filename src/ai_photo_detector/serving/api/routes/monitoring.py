@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Query, Response
 
-from ai_photo_detector.errors import ModelNotReady
 from ai_photo_detector.monitoring.feedback import (
     PredictionNotFound,
     live_accuracy,
@@ -47,7 +46,7 @@ router = APIRouter(prefix="/v1", tags=["monitoring"])
 async def post_feedback(
     body: FeedbackIn, response: Response, services: ServicesDep, _: PredictCaller
 ) -> FeedbackOut:
-    store = services.require_store()
+    store = services.store
     known = {label for m in services.models.models.values() for label in m.bundle.manifest.labels}
     if known and body.label not in known:
         raise ApiError(422, "invalid_label", f"label must be one of {sorted(known)}")
@@ -95,7 +94,7 @@ async def get_accuracy(
     _: PredictCaller,
     window_hours: float = Query(None, gt=0, le=24 * 366, description="Default from settings."),
 ) -> LiveAccuracyResponse:
-    store = services.require_store()
+    store = services.store
     hours = window_hours or services.settings.monitoring.accuracy_window_hours
     since = datetime.now(UTC) - timedelta(hours=hours)
     results = await asyncio.to_thread(live_accuracy, store, since, services.settings.data.ai_label)
@@ -128,7 +127,7 @@ async def get_drift(
     model: str | None = Query(None, max_length=128),
     limit: int = Query(50, ge=1, le=1000),
 ) -> DriftResponse:
-    entries = await asyncio.to_thread(history, services.require_store(), model, limit)
+    entries = await asyncio.to_thread(history, services.store, model, limit)
     latest: dict[tuple[str, str], DriftEntry] = {}
     parsed = [DriftEntry(**entry) for entry in entries]
     for entry in parsed:  # newest first: keep the first per model and window
@@ -143,10 +142,8 @@ async def get_drift(
     summary="Evaluate drift now (admin)",
 )
 async def run_drift(services: ServicesDep, _: AdminCaller) -> DriftRunResponse:
-    store = services.require_store()
+    store = services.store
     monitor = services.monitor
-    if monitor is None:
-        raise ModelNotReady("the service is starting")
     if services.prediction_log is not None:
         await asyncio.to_thread(services.prediction_log.flush, 5.0)
     await asyncio.to_thread(monitor.run_all)
@@ -182,7 +179,7 @@ def _record_alerts(store: Store, payload: AlertmanagerWebhook) -> int:
 async def post_alerts(
     payload: AlertmanagerWebhook, services: ServicesDep, _: AdminCaller
 ) -> AlertsRecorded:
-    count = await asyncio.to_thread(_record_alerts, services.require_store(), payload)
+    count = await asyncio.to_thread(_record_alerts, services.store, payload)
     for alert in payload.alerts:
         services.metrics.alerts_received.labels(alert.status[:16]).inc()
     return AlertsRecorded(recorded=count)

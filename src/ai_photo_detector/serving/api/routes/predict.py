@@ -125,7 +125,7 @@ def pick_model(
     services: Services, request: Request, principal: Principal, name: str | None
 ) -> LoadedModel:
     """An explicitly named model, else the canary router's choice for this caller."""
-    if name is not None or services.rollout is None:
+    if name is not None:
         return services.models.get(name)
     sticky = request.headers.get(services.settings.rollout.sticky_header, "")[:256]
     client = request.client.host if request.client else ""
@@ -145,10 +145,8 @@ async def _score_routed(
         failed = http_status(exc) >= 500 and not isinstance(exc, RETRY_LATER)
         raise
     finally:
-        if services.rollout is not None:
-            services.rollout.answered(model, (time.perf_counter() - started) * 1000, failed)
-    if services.rollout is not None:
-        services.rollout.maybe_mirror(model, data, prediction, caller)
+        services.rollout.answered(model, (time.perf_counter() - started) * 1000, failed)
+    services.rollout.maybe_mirror(model, data, prediction, caller)
     return prediction
 
 

@@ -1,0 +1,128 @@
+"""The composition root: every component of a running service, built from settings in order and
+stopped in reverse order, also when start-up fails half-way.
+
+Nothing here knows HTTP: the app (``serving/api``) receives a :class:`Runtime`, and so can any
+other front end. A new component is one field and its lines in :func:`running`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from ai_photo_detector.monitoring.prediction_log import PredictionLog
+from ai_photo_detector.monitoring.store import Store
+from ai_photo_detector.serving.metrics import PredictionLogCollector, ServiceMetrics
+from ai_photo_detector.serving.models import CHALLENGER, CHAMPION, ModelManager
+from ai_photo_detector.serving.monitor import Monitor
+from ai_photo_detector.serving.periodic import Periodic
+from ai_photo_detector.serving.predictor import Scorer
+from ai_photo_detector.serving.rollout import Rollout
+from ai_photo_detector.serving.spare_time import SpareTimeExecutor
+from ai_photo_detector.serving.warm_pool import WarmThreadPool
+from ai_photo_detector.settings import Settings
+
+
+@dataclass(kw_only=True)
+class Runtime:
+    settings: Settings
+    metrics: ServiceMetrics
+    store: Store
+    prediction_log: PredictionLog | None  # None when prediction_log.enabled is off
+    models: ModelManager
+    decode_pool: WarmThreadPool  # decode and preprocess
+    side_pool: WarmThreadPool  # work beside each decode: the markup scan
+    spare_time: SpareTimeExecutor  # work after the answer: the prediction log's rows
+    scorer: Scorer
+    rollout: Rollout
+    monitor: Monitor
+    draining: bool = False  # set first on shutdown: new work is refused from then on
+
+    def publish_models(self) -> None:
+        """Model info, readiness and canary gauges; at start and after a reload."""
+        publish_models(self.metrics, self.models, self.rollout.canary_weight)
+
+
+def publish_models(metrics: ServiceMetrics, models: ModelManager, canary_weight: float) -> None:
+    for role in (CHAMPION, CHALLENGER):
+        model = models.roles.get(role)
+        if model is None:
+            continue
+        manifest = model.bundle.manifest
+        metrics.model_info.labels(role, model.name).info(
+            {
+                "version": manifest.version,
+                "backbone": manifest.backbone,
+                "labels": ",".join(manifest.labels),
+            }
+        )
+        metrics.model_ready.labels(role, model.name).set(float(model.ready))
+    metrics.canary_weight.set(canary_weight)
+
+
+async def _stop_models(models: ModelManager, metrics: ServiceMetrics) -> None:
+    await models.stop()
+    publish_models(metrics, models, 0.0)  # not ready, no canary: the gauges say so
+
+
+@asynccontextmanager
+async def running(settings: Settings, metrics: ServiceMetrics) -> AsyncIterator[Runtime]:
+    """Build, start, yield, then stop every component (each clean-up registered as soon as
+    its component exists, run in reverse order even if one of them raises)."""
+    async with AsyncExitStack() as cleanup:
+        store = Store(settings.database_url)  # applies pending migrations
+        cleanup.callback(store.close)
+        prediction_log = None
+        if settings.prediction_log.enabled:
+            prediction_log = PredictionLog(store, settings.prediction_log)
+            cleanup.callback(prediction_log.close)  # after the last rows are made
+            metrics.registry.register(PredictionLogCollector(prediction_log))
+        spare_time = SpareTimeExecutor()
+        cleanup.callback(spare_time.shutdown)
+        models = ModelManager(settings)
+        # Models stop once no decode job can reach their batchers any more.
+        cleanup.push_async_callback(_stop_models, models, metrics)
+        decode_pool = WarmThreadPool(settings.server.decode_threads, "decode")
+        side_pool = WarmThreadPool(settings.server.decode_threads, "beside-decode")
+        cleanup.callback(side_pool.shutdown)
+        cleanup.callback(decode_pool.shutdown)
+        models.load(settings.model, CHAMPION)
+        if settings.rollout.challenger:
+            models.load(settings.rollout.challenger, CHALLENGER)
+        scorer = Scorer(
+            limits=models.limits,
+            metrics=metrics,
+            decode_pool=decode_pool,
+            side_pool=side_pool,
+            spare_time=spare_time,
+            prediction_log=prediction_log,
+            store_images=settings.prediction_log.store_images,
+        )
+        rollout = Rollout(settings, models, metrics, scorer, store)
+        runtime = Runtime(
+            settings=settings,
+            metrics=metrics,
+            store=store,
+            prediction_log=prediction_log,
+            models=models,
+            decode_pool=decode_pool,
+            side_pool=side_pool,
+            spare_time=spare_time,
+            scorer=scorer,
+            rollout=rollout,
+            monitor=Monitor(settings, store, models, metrics, rollout),
+        )
+        models.start()
+        runtime.publish_models()
+        runtime.monitor.start()
+        cleanup.push_async_callback(runtime.monitor.stop)
+        cleanup.push_async_callback(rollout.drain)  # shadow work in flight
+        if settings.registry.poll_interval_s > 0:
+            polling = Periodic(
+                "registry alias polling", settings.registry.poll_interval_s, models.follow_aliases
+            )
+            polling.start()
+            cleanup.push_async_callback(polling.stop)
+        cleanup.callback(setattr, runtime, "draining", True)
+        yield runtime
