@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -91,3 +92,41 @@ def test_forwarded_for_from_an_untrusted_peer_is_ignored(bundle_dir: Path) -> No
         process.terminate()
         process.wait(timeout=60)
     assert statuses == [200, 200, 429]
+
+
+def _post_whole_body(port: int, body: bytes, chunked: bool) -> tuple[int, dict[str, object]]:
+    """As Python's urllib (and requests, and most SDKs) do: the whole body, then read the
+    answer, with no ``Expect: 100-continue``."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data: bytes | Iterator[bytes] = body
+    if chunked:  # an iterable body goes out with Transfer-Encoding: chunked
+        data = (body[i : i + 65536] for i in range(0, len(body), 65536))
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/predict", data=data, headers={"Content-Type": "image/jpeg"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_oversize_bodies_get_their_413_even_from_clients_that_send_everything_first(
+    bundle_dir: Path,
+) -> None:
+    port = _free_port()
+    limit = 200_000
+    process = _start(bundle_dir, port, {"APD_SERVER__MAX_UPLOAD_BYTES": str(limit)})
+    try:
+        for chunked in (False, True):
+            # 48 MB: far past what the socket buffers hold, so the client is still sending
+            # when the server has decided (without draining: "connection reset by peer").
+            status, body = _post_whole_body(port, b"\xff" * (48 << 20), chunked)
+            assert status == 413, chunked
+            assert body["error"]["code"] == "body_too_large"  # type: ignore[index]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -253,6 +253,13 @@ class ServerSettings(Section):
     port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server binds.")
     workers: int = Field(1, ge=1, description="Server worker processes.")
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest accepted body.")
+    max_discard_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="An over-limit body is read and dropped up to this many bytes, so clients "
+        "that send it whole before reading (most SDKs) receive their 413 instead of a reset "
+        "connection; beyond it the connection is dropped.",
+    )
     max_batch_items: int = Field(32, ge=1, description="Most images in one batch request.")
     accepted_formats: list[str] = Field(
         ["JPEG", "PNG", "WEBP", "GIF"],

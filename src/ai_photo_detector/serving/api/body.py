@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -21,22 +22,40 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, "body_too_large", f"the request body exceeds {limit} bytes")
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
+async def _discard(chunks: AsyncIterator[bytes], received: int, discard: int) -> None:
+    """Read and drop the rest of an over-limit body, up to ``discard`` bytes in all.
+
+    Most HTTP clients (Python's requests and urllib, most SDKs) send the whole body before they
+    read any answer. Answered early, such a client finds the connection reset and never sees
+    the 413; drained, it gets it. Past ``discard`` bytes the connection is dropped instead: a
+    bounded cost, paid in network reads only (nothing is kept).
+    """
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > discard:
+            return
+
+
+async def read_limited(request: Request, limit: int, discard: int) -> bytes:
     """The whole body, refusing with 413 as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
+    chunks = request.stream()
     if declared is not None:
         if not declared.isdigit():
             raise ApiError(400, "bad_request", "invalid Content-Length header")
         if int(declared) > limit:
+            if int(declared) <= discard:
+                await _discard(chunks, 0, discard)
             raise _too_large(limit)
-    chunks: list[bytes] = []
+    parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
+            await _discard(chunks, size, discard)
             raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _is_form(request: Request) -> bool:
@@ -44,13 +63,15 @@ def _is_form(request: Request) -> bool:
     return content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
 
 
-async def read_uploads(request: Request, limit: int, max_files: int, field: str) -> list[Upload]:
+async def read_uploads(
+    request: Request, limit: int, discard: int, max_files: int, field: str
+) -> list[Upload]:
     """Images of a request: the multipart files under ``field`` (or any field), or a raw body.
 
     The body is read under the size limit first, then the multipart parser works on memory, so
     no upload can grow past the limit on disk or in memory.
     """
-    body = await read_limited(request, limit)
+    body = await read_limited(request, limit, discard)
     if not _is_form(request):
         return [Upload(body, None)]
     request._body = body  # starlette's form parser reads the cached body

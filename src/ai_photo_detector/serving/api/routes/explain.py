@@ -49,7 +49,10 @@ async def explain(
     overlay: bool = OverlayQuery,
 ) -> Response:
     loaded = ready_model(services, pick_model(services, request, principal, model))
-    uploads = await read_uploads(request, services.settings.server.max_upload_bytes, 1, "file")
+    server = services.settings.server
+    uploads = await read_uploads(
+        request, server.max_upload_bytes, server.max_discard_bytes, 1, "file"
+    )
     caller = Caller(request_id_of(request.scope), principal.key_id)
     prediction, evidence, picture = await services.scorer.explain(
         loaded, uploads[0].data, caller, overlay

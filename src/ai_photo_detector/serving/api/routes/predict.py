@@ -112,7 +112,9 @@ async def predict(
 ) -> Response:
     loaded = ready_model(services, pick_model(services, request, principal, model))
     server = services.settings.server
-    uploads = await read_uploads(request, server.max_upload_bytes, 1, "file")
+    uploads = await read_uploads(
+        request, server.max_upload_bytes, server.max_discard_bytes, 1, "file"
+    )
     caller = Caller(request_id_of(request.scope), principal.key_id)
     prediction = await _score_routed(services, loaded, uploads[0].data, caller)
     body = PredictResponse.model_construct(
@@ -182,7 +184,9 @@ async def predict_batch(
     loaded = ready_model(services, pick_model(services, request, principal, model))
     server = services.settings.server
     limit = server.max_upload_bytes * server.max_batch_items
-    uploads = await read_uploads(request, limit, server.max_batch_items, "files")
+    uploads = await read_uploads(
+        request, limit, server.max_discard_bytes, server.max_batch_items, "files"
+    )
     caller = Caller(request_id_of(request.scope), principal.key_id)
     items = await asyncio.gather(
         *(_batch_item(services, loaded, i, upload, caller) for i, upload in enumerate(uploads))
