@@ -182,3 +182,19 @@ def test_a_corrupted_bundle_never_replaces_a_healthy_one(
         answer = client.post("/v1/predict", content=data)
         assert answer.status_code == 200 and answer.json()["model"]["version"] == "test"
         assert 'apd_model_reloads_total{outcome="failed"} 1.0' in client.get("/metrics").text
+
+
+def test_explanations_answered_by_the_canary_are_watched_and_mirrored(
+    bundle_dir: Path, second_bundle: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """/v1/explain can be answered by the challenger: the guard counts it and the champion
+    scores the same image beside it, as for /v1/predict."""
+    settings = _settings(bundle_dir, tmp_path, challenger=str(second_bundle), canary_weight=1.0)
+    with TestClient(create_app(settings)) as client:
+        images = _images(tiny_dataset)[:6]
+        answers = [client.post("/v1/explain?overlay=false", content=data).json() for data in images]
+        assert {a["model"]["version"] for a in answers} == {"test2"}  # the canary answered
+        _wait(lambda: client.get("/v1/rollout").json()["shadow"]["mirrored"] == 6)
+        status = client.get("/v1/rollout").json()
+        assert status["challenger_stats"]["requests"] == 6
+        assert status["challenger_stats"]["pairs"] == 6

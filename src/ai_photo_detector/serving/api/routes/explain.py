@@ -16,6 +16,7 @@ from ai_photo_detector.serving.api.routes.predict import (
     pick_model,
     prediction_response,
     ready_model,
+    watched,
 )
 from ai_photo_detector.serving.api.schemas import (
     ExplainResponse,
@@ -54,9 +55,11 @@ async def explain(
         request, server.max_upload_bytes, server.max_discard_bytes, 1, "file"
     )
     caller = Caller(request_id_of(request.scope), principal.key_id)
-    prediction, evidence, picture = await services.scorer.explain(
-        loaded, uploads[0].data, caller, overlay
-    )
+    with watched(services, loaded):
+        prediction, evidence, picture = await services.scorer.explain(
+            loaded, uploads[0].data, caller, overlay
+        )
+    services.rollout.maybe_mirror(loaded, uploads[0].data, prediction, caller)
     explanation = Explanation(
         target=evidence.target,
         against=evidence.against,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -134,20 +136,28 @@ def pick_model(
     return services.rollout.choose(sticky or principal.key_id or client)
 
 
-async def _score_routed(
-    services: Services, model: LoadedModel, data: bytes, caller: Caller
-) -> ScoredImage:
-    """Score, feed the canary guard, and mirror to the other model when rollout asks."""
+@contextmanager
+def watched(services: Services, model: LoadedModel) -> Iterator[None]:
+    """Report the answer's latency and outcome to the canary guard (it watches only the
+    challenger): every route a challenger can answer goes through here."""
     started = time.perf_counter()
     failed = True
     try:
-        prediction = await services.scorer.score(model, data, caller)
+        yield
         failed = False
     except DetectorError as exc:  # refusals for lack of room are not the model's failures
         failed = http_status(exc) >= 500 and not isinstance(exc, RETRY_LATER)
         raise
     finally:
         services.rollout.answered(model, (time.perf_counter() - started) * 1000, failed)
+
+
+async def _score_routed(
+    services: Services, model: LoadedModel, data: bytes, caller: Caller
+) -> ScoredImage:
+    """Score, feed the canary guard, and mirror to the other model when rollout asks."""
+    with watched(services, model):
+        prediction = await services.scorer.score(model, data, caller)
     services.rollout.maybe_mirror(model, data, prediction, caller)
     return prediction
 
