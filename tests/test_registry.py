@@ -150,8 +150,52 @@ def test_service_follows_aliases_and_reloads_under_load(
     statuses, versions, reloaded = asyncio.run(scenario())
     assert statuses and all(status == 200 for status in statuses)  # no failed request
     assert versions == {"test", "test2"}
-    assert reloaded == {"reloaded": {"champion": {"from": "test", "to": "test2"}}}
-    assert (env / "cache" / "ai-photo-detector" / second / "manifest.json").is_file()
+    assert reloaded == {
+        "reloaded": {
+            "champion": {
+                "from": "test",
+                "to": "test2",
+                "from_registry": f"models:/ai-photo-detector/{first}",
+                "to_registry": f"models:/ai-photo-detector/{second}",
+            }
+        }
+    }
+    cached = list((env / "cache" / "ai-photo-detector").glob(f"{second}-*/manifest.json"))
+    assert len(cached) == 1
+
+
+def test_two_registries_with_the_same_version_number_never_share_a_cache_entry(
+    env: Path, bundle_dir: Path, second_bundle: Path
+) -> None:
+    """A staging and a production registry (or one re-created) both have a version 1: each
+    must serve its own bundle, with one local cache between them."""
+    staging = Settings(mlflow={"tracking_uri": f"sqlite:///{env / 'staging.db'}"})
+    production = Settings(mlflow={"tracking_uri": f"sqlite:///{env / 'production.db'}"})
+    assert Registry(staging).register(bundle_dir) == "1"
+    assert Registry(production).register(second_bundle) == "1"
+    assert Registry(staging).download("1").manifest.version == "test"
+    assert Registry(production).download("1").manifest.version == "test2"
+    assert Registry(staging).download("1").manifest.version == "test"  # from the cache
+
+
+def test_models_and_rollout_show_which_registry_version_answers(
+    env: Path, bundle_dir: Path
+) -> None:
+    registry = Registry(Settings(), Store(Settings().database_url))
+    version = registry.register(bundle_dir)
+    registry.promote(version)
+    settings = Settings(model="models:/ai-photo-detector@champion")
+    with TestClient(create_app(settings)) as client:
+        [listed] = client.get("/v1/models").json()["models"]
+        assert listed["reference"] == "models:/ai-photo-detector@champion"
+        assert listed["registry_version"] == f"models:/ai-photo-detector/{version}"
+        detail = client.get("/v1/models/ai-photo-detector").json()
+        assert detail["registry_version"] == listed["registry_version"]
+        champion = client.get("/v1/rollout").json()["champion"]
+        assert champion["registry_version"] == listed["registry_version"]
+    with TestClient(create_app(Settings(model=str(bundle_dir)))) as client:
+        [listed] = client.get("/v1/models").json()["models"]
+        assert listed["reference"] is None and listed["registry_version"] is None  # no path
 
 
 def test_guard_removes_the_registry_challenger_alias(

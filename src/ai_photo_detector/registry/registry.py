@@ -7,6 +7,7 @@ never per request. Every change is written to the store's audit log with who, wh
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ai_photo_detector.bundle import Bundle, BundleError, load_bundle
+from ai_photo_detector.bundle import MANIFEST_FILE, Bundle, BundleError, load_bundle, sha256_file
 from ai_photo_detector.errors import RegistryUnavailable
 from ai_photo_detector.monitoring.schema import RegistryEvent
 from ai_photo_detector.monitoring.store import Store
@@ -22,6 +23,7 @@ from ai_photo_detector.settings import Settings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "champion_history"  # JSON list of past champions, newest last
+MANIFEST_TAG = "bundle.manifest_sha256"  # what a version is: its bundle's manifest checksum
 REFERENCE_PREFIX = "models:/"
 
 
@@ -110,25 +112,42 @@ class Registry:
         return version
 
     def download(self, version: str) -> Bundle:
-        """The bundle of a version, from the local cache or MLflow, checksums verified."""
-        cache = Path(self.settings.registry.cache_dir) / self.name / version
-        if (cache / "manifest.json").is_file():
+        """The bundle of a version, from the local cache or MLflow, checksums verified.
+
+        The cache is keyed by what the version *is* (the registered bundle's manifest
+        checksum, else its artifact source), never by its number alone: two registries (staging
+        and production, or one re-created) both have a version 2, and must not share it.
+        """
+        info = self.client.get_model_version(self.name, version)
+        expected = (info.tags or {}).get(MANIFEST_TAG)
+        identity = expected or hashlib.sha256(str(info.source).encode()).hexdigest()
+        cache = Path(self.settings.registry.cache_dir) / self.name / f"{version}-{identity[:16]}"
+        if (cache / MANIFEST_FILE).is_file():
             try:
-                return load_bundle(cache)
+                return self._checked(load_bundle(cache), version, expected)
             except BundleError:
                 shutil.rmtree(cache)  # a damaged cache is fetched again
-        source = self.client.get_model_version(self.name, version).source
-        staging = cache.with_name(f"{version}.partial")
+        source = info.source
+        staging = cache.with_name(f"{cache.name}.partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         path = Path(
             self._mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(staging))
         )
-        load_bundle(path)  # verify before it can enter the cache
+        self._checked(load_bundle(path), version, expected)  # verify before it enters the cache
         shutil.rmtree(cache, ignore_errors=True)
         shutil.move(str(path), str(cache))
         shutil.rmtree(staging, ignore_errors=True)
         return load_bundle(cache)
+
+    def _checked(self, bundle: Bundle, version: str, expected: str | None) -> Bundle:
+        """The bundle, if it is the one registered as ``version`` (when that was recorded)."""
+        if expected is not None and sha256_file(bundle.path / MANIFEST_FILE) != expected:
+            raise BundleError(
+                f"{self.name} version {version}: the downloaded bundle is not the one registered "
+                "(manifest checksum differs)"
+            )
+        return bundle
 
     # --- changing ------------------------------------------------------------------------
 
@@ -141,6 +160,7 @@ class Registry:
         with self._mlflow.start_run(run_name=f"register {manifest.name} {manifest.version}") as run:
             self._mlflow.log_artifacts(str(bundle.path), artifact_path="bundle")
         tags = {
+            MANIFEST_TAG: sha256_file(bundle.path / MANIFEST_FILE),
             "bundle.name": manifest.name,
             "bundle.version": manifest.version,
             "deployable": str(manifest.deployable).lower(),
@@ -281,14 +301,21 @@ def audit_log(store: Store, limit: int = 100) -> list[dict[str, Any]]:
         ]
 
 
-def resolve_bundle(reference: str, settings: Settings) -> Bundle:
+@dataclass(frozen=True)
+class Resolved:
+    bundle: Bundle
+    registry_version: str | None  # models:/NAME/VERSION it came from; None for a folder
+
+
+def resolve_bundle(reference: str, settings: Settings) -> Resolved:
     """A bundle folder or a ``models:/`` reference -> a verified local bundle."""
     if not reference.startswith(REFERENCE_PREFIX):
-        return load_bundle(reference)
+        return Resolved(load_bundle(reference), None)
     try:
         name, alias = parse_reference(reference)
         registry = Registry(settings, name=name)
-        return registry.download(registry.resolve(alias))
+        version = registry.resolve(alias)
+        return Resolved(registry.download(version), f"{REFERENCE_PREFIX}{name}/{version}")
     except ImportError as exc:
         raise BundleError("models:/ references need MLflow: pip install '.[registry]'") from exc
     except RegistryError as exc:

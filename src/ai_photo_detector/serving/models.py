@@ -32,10 +32,16 @@ class LoadedModel:
     reference: str
     role: str
     ready: bool = False
+    registry_version: str | None = None  # models:/NAME/VERSION it was resolved to, if any
 
     @property
     def version(self) -> str:
         return self.bundle.manifest.version
+
+    @property
+    def public_reference(self) -> str | None:
+        """What it was loaded from, for clients: a registry reference; never a server path."""
+        return self.reference if self.registry_version is not None else None
 
     @property
     def key(self) -> str:
@@ -107,7 +113,8 @@ class ModelManager:
 
     def build(self, reference: str, role: str) -> LoadedModel:
         """Resolve, verify, open and warm up a model (blocking: call it off the event loop)."""
-        bundle = resolve_bundle(reference, self.settings)
+        resolved = resolve_bundle(reference, self.settings)
+        bundle = resolved.bundle
         inference = self.settings.inference
         threads = (inference.intra_op_threads, inference.inter_op_threads)
         spinning = inference.spinning
@@ -128,7 +135,15 @@ class ModelManager:
             max_queue=server.max_queue_size,
             solo=solo,
         )
-        return LoadedModel(bundle.manifest.name, bundle, detector, batcher, reference, role)
+        return LoadedModel(
+            bundle.manifest.name,
+            bundle,
+            detector,
+            batcher,
+            reference,
+            role,
+            registry_version=resolved.registry_version,
+        )
 
     def load(self, reference: str, role: str = CHAMPION) -> LoadedModel:
         """Load at start-up (before the event loop serves requests)."""
@@ -149,8 +164,9 @@ class ModelManager:
         for task in list(self._retiring):
             task.cancel()
 
-    async def swap(self, role: str, reference: str) -> tuple[str | None, str]:
-        """Load ``reference`` for ``role`` and swap it in; returns (old version, new version)."""
+    async def swap(self, role: str, reference: str) -> dict[str, str | None]:
+        """Load ``reference`` for ``role`` and swap it in; returns what was and what is now
+        served (bundle versions, and registry versions where they came from a registry)."""
         try:
             model = await asyncio.to_thread(self.build, reference, role)
         except Exception as exc:  # any failure keeps the old model serving
@@ -161,7 +177,12 @@ class ModelManager:
         self.roles[role] = model
         if old is not None:
             self._retire(old)
-        return (old.version if old else None), model.version
+        return {
+            "from": old.version if old else None,
+            "to": model.version,
+            "from_registry": old.registry_version if old else None,
+            "to_registry": model.registry_version,
+        }
 
     def remove(self, role: str) -> LoadedModel | None:
         old = self.roles.pop(role, None)
@@ -194,7 +215,7 @@ class ModelManager:
                 continue
             name, alias = parse_reference(model.reference)
             current = Registry(self.settings, name=name).resolve(alias)
-            if current != model.bundle.path.name:  # the cache folder is named by version
+            if model.registry_version != f"{REFERENCE_PREFIX}{name}/{current}":
                 moved.append(role)
         return moved
 
@@ -208,6 +229,5 @@ class ModelManager:
         """Re-resolve every role's reference (aliases may have moved) and swap what changed."""
         changes: dict[str, dict[str, str | None]] = {}
         for role, model in list(self.roles.items()):
-            old, new = await self.swap(role, model.reference)
-            changes[role] = {"from": old, "to": new}
+            changes[role] = await self.swap(role, model.reference)
         return changes

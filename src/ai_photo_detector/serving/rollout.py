@@ -298,5 +298,12 @@ class Rollout:
         }
 
 
-def _ref(model: LoadedModel | None) -> dict[str, str] | None:
-    return {"name": model.name, "version": model.version} if model else None
+def _ref(model: LoadedModel | None) -> dict[str, str | None] | None:
+    if model is None:
+        return None
+    return {
+        "name": model.name,
+        "version": model.version,
+        "reference": model.public_reference,
+        "registry_version": model.registry_version,
+    }

@@ -120,6 +120,12 @@ class ModelSummary(BaseModel):
     ready: bool
     labels: list[str]
     deployable: bool
+    reference: str | None = Field(
+        None, description="The registry reference it follows (models:/NAME@ALIAS), if any."
+    )
+    registry_version: str | None = Field(
+        None, description="The registry version it was resolved to (models:/NAME/VERSION)."
+    )
 
 
 class ModelList(BaseModel):
@@ -131,6 +137,8 @@ class ModelDetail(BaseModel):
     name: str
     version: str
     ready: bool
+    reference: str | None = None
+    registry_version: str | None = None
     manifest: dict[str, Any] = Field(description="Public part of the bundle manifest.")
 
 
@@ -245,7 +253,8 @@ class AlertsRecorded(BaseModel):
 
 class ReloadResponse(BaseModel):
     reloaded: dict[str, dict[str, str | None]] = Field(
-        description="Per role: the version before and after."
+        description="Per role: the bundle version before and after ('from', 'to') and the "
+        "registry versions where they came from a registry ('from_registry', 'to_registry')."
     )
 
 
@@ -260,8 +269,8 @@ class RolloutUpdate(BaseModel):
 
 
 class RolloutStatus(BaseModel):
-    champion: dict[str, str] | None
-    challenger: dict[str, str] | None
+    champion: dict[str, str | None] | None
+    challenger: dict[str, str | None] | None
     canary: dict[str, Any]
     shadow: dict[str, Any]
     challenger_stats: dict[str, Any]

@@ -26,6 +26,8 @@ async def list_models(services: ServicesDep) -> ModelList:
                 ready=m.ready,
                 labels=m.bundle.manifest.labels,
                 deployable=m.bundle.manifest.deployable,
+                reference=m.public_reference,
+                registry_version=m.registry_version,
             )
             for m in services.models.models.values()
         ],
@@ -44,5 +46,7 @@ async def model_detail(
         name=model.name,
         version=model.version,
         ready=model.ready,
+        reference=model.public_reference,
+        registry_version=model.registry_version,
         manifest=model.bundle.manifest.public(),
     )
