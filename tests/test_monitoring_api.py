@@ -160,8 +160,13 @@ def test_stored_images_are_exported_as_a_training_dataset(
 
     images = tmp_path / "kept"
     settings = _settings(bundle_dir, database)
-    settings.prediction_log.store_images = True
-    settings.prediction_log.image_dir = str(images)
+    settings = settings.model_copy(
+        update={
+            "prediction_log": settings.prediction_log.model_copy(
+                update={"store_images": True, "image_dir": str(images)}
+            )
+        }
+    )
     with TestClient(create_app(settings)) as client:
         answers = _predict_all(client, tiny_dataset / "ai")[:4]
         for answer, label in zip(answers, ["ai", "ai", "real", "ai"], strict=True):

@@ -148,11 +148,16 @@ def test_broken_challenger_trips_the_guard_and_is_rolled_back(
 def test_admin_routes_need_the_admin_scope(bundle_dir: Path, tmp_path: Path) -> None:
     from ai_photo_detector.serving.api.auth import hash_key
 
-    settings = _settings(bundle_dir, tmp_path)
-    settings.environment = "production"
-    settings.auth.keys = [
-        {"id": "shop", "sha256": hash_key("apd_shop_key_123456789"), "scopes": ["predict"]}
-    ]  # type: ignore[list-item]
+    settings = Settings(  # type: ignore[arg-type]
+        model=str(bundle_dir),
+        database_url=f"sqlite:///{tmp_path / 'rollout.db'}",
+        environment="production",
+        auth={
+            "keys": [
+                {"id": "shop", "sha256": hash_key("apd_shop_key_123456789"), "scopes": ["predict"]}
+            ]
+        },
+    )
     with TestClient(create_app(settings)) as client:
         headers = {"X-API-Key": "apd_shop_key_123456789"}
         assert client.post("/v1/admin/reload", headers=headers).status_code == 403

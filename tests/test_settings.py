@@ -53,3 +53,40 @@ def test_default_model_is_the_shipped_bundle() -> None:
     assert Path(Settings().model).resolve() == (
         Path(__file__).resolve().parents[1] / "models" / "default"
     )
+
+
+def test_the_short_tracking_uri_variable_beats_the_yaml_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("mlflow:\n  tracking_uri: sqlite:///from-yaml.db\n  experiment: from-yaml\n")
+    monkeypatch.setenv("APD_MLFLOW_TRACKING_URI", "sqlite:///from-env.db")
+    settings = load_settings(config)
+    assert settings.mlflow.tracking_uri == "sqlite:///from-env.db"
+    assert settings.mlflow.experiment == "from-yaml"  # the rest of the section still merges
+    explicit = load_settings(config, mlflow={"tracking_uri": "sqlite:///explicit.db"})
+    assert explicit.mlflow.tracking_uri == "sqlite:///explicit.db"  # arguments beat both
+
+
+def test_loading_a_file_leaves_the_environment_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.delenv("APD_CONFIG", raising=False)
+    config = tmp_path / "config.yaml"
+    config.write_text("training:\n  epochs: 5\n")
+    before = dict(os.environ)
+    assert load_settings(config).training.epochs == 5
+    assert dict(os.environ) == before
+    assert Settings().training.epochs != 5  # nothing of the file leaks into later settings
+
+
+def test_settings_cannot_change_after_loading() -> None:
+    from pydantic import ValidationError
+
+    settings = Settings()
+    with pytest.raises(ValidationError):
+        settings.model = "elsewhere"  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        settings.server.port = 1  # type: ignore[misc]

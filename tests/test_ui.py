@@ -39,8 +39,9 @@ def test_the_page_and_its_assets_are_served_with_a_strict_policy(tmp_path: Path)
         assert api.headers["content-security-policy"].startswith("default-src 'none'")
         assert "script-src" not in api.headers["content-security-policy"]
         assert client.get("/ui/../settings.py").status_code == 404
-    off = Settings(model=str(SHIPPED_MODEL), database_url=f"sqlite:///{tmp_path}/off.db")
-    off.server.ui = False
+    off = Settings(  # type: ignore[arg-type]
+        model=str(SHIPPED_MODEL), database_url=f"sqlite:///{tmp_path}/off.db", server={"ui": False}
+    )
     with TestClient(create_app(off)) as client:
         assert client.get("/ui/").status_code == 404
 

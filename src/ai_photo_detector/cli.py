@@ -614,13 +614,15 @@ def serve(
     from ai_photo_detector.serving.api.server import run_server
 
     settings = _settings(config)
-    if model:
-        settings.model = model
-    if host:
-        settings.server.host = host
-    if port:
-        settings.server.port = port
-    run_server(settings)
+    server = {"host": host or settings.server.host, "port": port or settings.server.port}
+    run_server(
+        settings.model_copy(
+            update={
+                "model": model or settings.model,
+                "server": settings.server.model_copy(update=server),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

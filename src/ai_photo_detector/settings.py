@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,7 +33,7 @@ def default_model_path() -> str:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ImagingSettings(Section):
@@ -408,7 +408,7 @@ class RolloutSettings(Section):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="APD_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+        env_prefix="APD_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
     environment: Literal["development", "production"] = Field(
@@ -460,17 +460,6 @@ class Settings(BaseSettings):
         default_factory=RolloutSettings, description="Shadow, canary and guard."
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def mlflow_uri_from_env(cls, data: Any) -> Any:
-        """``APD_MLFLOW_TRACKING_URI`` is the documented short name of mlflow.tracking_uri."""
-        uri = os.environ.get("APD_MLFLOW_TRACKING_URI")
-        if uri and isinstance(data, dict):
-            section = dict(data.get("mlflow") or {})
-            section.setdefault("tracking_uri", uri)
-            data = {**data, "mlflow": section}
-        return data
-
     rate_limit: RateLimitSettings = Field(
         default_factory=RateLimitSettings, description="Per-client rate limits."
     )
@@ -490,26 +479,49 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        yaml_file = os.environ.get("APD_CONFIG")
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        # Earlier sources win, field by field (nested sections are merged): keyword arguments,
+        # then the environment (short names included), then the YAML file.
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            ShortEnvNames(settings_cls),
+        ]
+        yaml_file = settings_cls.model_config.get("yaml_file") or os.environ.get("APD_CONFIG")
         if yaml_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
 
 
+class ShortEnvNames(PydanticBaseSettingsSource):
+    """Documented short names of nested settings, read with the environment's precedence."""
+
+    NAMES: ClassVar[dict[str, tuple[str, str]]] = {
+        "APD_MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri")
+    }
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is returned by __call__
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for variable, (section, name) in self.NAMES.items():
+            value = os.environ.get(variable)
+            if value:
+                found.setdefault(section, {})[name] = value
+        return found
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Build settings, reading ``config_file`` (or ``APD_CONFIG``) as YAML when given."""
-    if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        previous = os.environ.get("APD_CONFIG")
-        os.environ["APD_CONFIG"] = str(path)
-        try:
-            return Settings(**overrides)
-        finally:
-            if previous is None:
-                os.environ.pop("APD_CONFIG", None)
-            else:
-                os.environ["APD_CONFIG"] = previous
-    return Settings(**overrides)
+    """Build settings, reading ``config_file`` (else ``APD_CONFIG``) as YAML when given.
+
+    Reads the environment, never writes it: the file is named on a subclass's configuration.
+    """
+    if config_file is None:
+        return Settings(**overrides)
+    path = Path(config_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    config = SettingsConfigDict(**{**Settings.model_config, "yaml_file": str(path)})
+    configured = type("Settings", (Settings,), {"model_config": config})
+    settings: Settings = configured(**overrides)
+    return settings
