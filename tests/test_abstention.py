@@ -86,7 +86,7 @@ def test_unfamiliar_input_is_answered_uncertain_with_its_reason_and_logged(
 ) -> None:
     from sqlalchemy import select
 
-    from ai_photo_detector.monitoring.schema import Prediction
+    from ai_photo_detector.persistence.schema import Prediction
 
     strange = client.post("/v1/predict", content=_noise()).json()
     assert strange["band"] == "uncertain" and "unfamiliar" in strange["reasons"]

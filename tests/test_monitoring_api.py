@@ -133,7 +133,7 @@ def test_alertmanager_webhook_is_recorded(client: TestClient) -> None:
     assert 'apd_alerts_received_total{status="firing"} 1.0' in client.get("/metrics").text
     from sqlalchemy import select
 
-    from ai_photo_detector.monitoring.schema import Alert
+    from ai_photo_detector.persistence.schema import Alert
 
     store = client.app.state.services.store  # type: ignore[attr-defined]
     with store.session() as session:
@@ -195,7 +195,7 @@ def test_logged_image_statistics_equal_the_training_side_ones(
     from ai_photo_detector.data.discovery import Sample as DataSample
     from ai_photo_detector.image_stats import STAT_NAMES
     from ai_photo_detector.inference import OnnxDetector
-    from ai_photo_detector.monitoring.schema import Prediction
+    from ai_photo_detector.persistence.schema import Prediction
     from ai_photo_detector.scoring import score_samples
 
     paths = sorted((tiny_dataset / "real").iterdir())[:4]

@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from ai_photo_detector.cli import app
 from ai_photo_detector.monitoring.drift import DriftConfig, Sample, detect
-from ai_photo_detector.monitoring.history import save_report
-from ai_photo_detector.monitoring.store import Store, tables
+from ai_photo_detector.persistence.drift_history import save_report
+from ai_photo_detector.persistence.store import Store, tables
 
 runner = CliRunner()
 

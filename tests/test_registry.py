@@ -19,8 +19,9 @@ pytest.importorskip("mlflow")
 
 from ai_photo_detector.bundle import MANIFEST_FILE, write_manifest
 from ai_photo_detector.cli import app as cli
-from ai_photo_detector.monitoring.store import Store
-from ai_photo_detector.registry.registry import Registry, audit_log
+from ai_photo_detector.persistence.audit import audit_log
+from ai_photo_detector.persistence.store import Store
+from ai_photo_detector.registry.registry import Registry
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.settings import Settings
 

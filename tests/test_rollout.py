@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from ai_photo_detector.monitoring.schema import Alert, RegistryEvent
+from ai_photo_detector.persistence.schema import Alert, RegistryEvent
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.settings import Settings
 from conftest import broken_copy

@@ -13,15 +13,16 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
-from ai_photo_detector.monitoring.feedback import (
+from ai_photo_detector.monitoring.windows import load_window
+from ai_photo_detector.persistence.drift_history import history, save_report
+from ai_photo_detector.persistence.feedback import (
     PredictionNotFound,
     export_dataset,
     live_accuracy,
     record_feedback,
 )
-from ai_photo_detector.monitoring.history import history, load_window, save_report
-from ai_photo_detector.monitoring.prediction_log import PredictionLog, PredictionRecord
-from ai_photo_detector.monitoring.store import Store, downgrade, tables, upgrade
+from ai_photo_detector.persistence.predictions import PredictionLog, PredictionRecord
+from ai_photo_detector.persistence.store import Store, downgrade, tables, upgrade
 from ai_photo_detector.settings import PredictionLogSettings
 
 TABLES = {"predictions", "feedback", "drift_reports", "alerts"}

@@ -362,7 +362,7 @@ app.add_typer(models_app, name="models")
 
 
 def _registry(config: Path | None) -> Any:
-    from ai_photo_detector.monitoring.store import Store
+    from ai_photo_detector.persistence.store import Store
     from ai_photo_detector.registry.registry import Registry
 
     settings = _settings(config)
@@ -469,7 +469,7 @@ def models_shadow_report(
     from rich.table import Table
 
     from ai_photo_detector.monitoring.shadow import shadow_report
-    from ai_photo_detector.monitoring.store import Store
+    from ai_photo_detector.persistence.store import Store
 
     settings = _settings(config)
     pairs = shadow_report(Store(settings.database_url), datetime.now(UTC) - timedelta(hours=hours))
@@ -507,8 +507,8 @@ def models_audit(
     config: ConfigOption = None,
 ) -> None:
     """The registry audit log: who changed what, when and why."""
-    from ai_photo_detector.monitoring.store import Store
-    from ai_photo_detector.registry.registry import audit_log
+    from ai_photo_detector.persistence.audit import audit_log
+    from ai_photo_detector.persistence.store import Store
 
     settings = _settings(config)
     for event in audit_log(Store(settings.database_url), limit):
@@ -521,7 +521,7 @@ def db_upgrade(
     config: ConfigOption = None,
 ) -> None:
     """Apply the store's migrations (the service also applies them on start)."""
-    from ai_photo_detector.monitoring.store import make_engine, tables, upgrade
+    from ai_photo_detector.persistence.store import make_engine, tables, upgrade
 
     settings = _settings(config)
     engine = make_engine(settings.database_url)
@@ -536,7 +536,7 @@ def db_downgrade(
     config: ConfigOption = None,
 ) -> None:
     """Revert the store's migrations down to a revision."""
-    from ai_photo_detector.monitoring.store import downgrade, make_engine
+    from ai_photo_detector.persistence.store import downgrade, make_engine
 
     settings = _settings(config)
     engine = make_engine(settings.database_url)
@@ -555,8 +555,8 @@ def feedback_export(
     always a manifest.csv for ``train --data``)."""
     from datetime import UTC, datetime, timedelta
 
-    from ai_photo_detector.monitoring.feedback import export_dataset
-    from ai_photo_detector.monitoring.store import Store
+    from ai_photo_detector.persistence.feedback import export_dataset
+    from ai_photo_detector.persistence.store import Store
 
     settings = _settings(config)
     store = Store(settings.database_url)
@@ -575,9 +575,9 @@ def drift_report(
     config: ConfigOption = None,
 ) -> None:
     """Write the drift history as an HTML or Markdown report with plots."""
-    from ai_photo_detector.monitoring.history import history
     from ai_photo_detector.monitoring.report import write_drift_report
-    from ai_photo_detector.monitoring.store import Store
+    from ai_photo_detector.persistence.drift_history import history
+    from ai_photo_detector.persistence.store import Store
 
     settings = _settings(config)
     store = Store(settings.database_url)

@@ -9,8 +9,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
-from ai_photo_detector.monitoring.schema import Feedback, Prediction
-from ai_photo_detector.monitoring.store import Store
+from ai_photo_detector.persistence.schema import Feedback, Prediction
+from ai_photo_detector.persistence.store import Store
 
 
 def shadow_report(store: Store, since: datetime) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ never per request. Every change is written to the store's audit log with who, wh
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import shutil
@@ -17,8 +16,8 @@ from typing import Any
 
 from ai_photo_detector.bundle import MANIFEST_FILE, Bundle, BundleError, load_bundle, sha256_file
 from ai_photo_detector.errors import RegistryUnavailable
-from ai_photo_detector.monitoring.schema import RegistryEvent
-from ai_photo_detector.monitoring.store import Store
+from ai_photo_detector.persistence.audit import record_event
+from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.settings import Settings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -264,41 +263,17 @@ class Registry:
     ) -> None:
         if self.store is None:
             return
-        with self.store.session() as session, session.begin():
-            session.add(
-                RegistryEvent(
-                    created_at=datetime.now(UTC),
-                    action=action,
-                    model_name=self.name,
-                    version=version,
-                    alias=alias,
-                    previous_version=previous,
-                    actor=actor or getpass.getuser(),
-                    reason=reason[:1000],
-                    details=details,
-                )
-            )
-
-
-def audit_log(store: Store, limit: int = 100) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
-    query = select(RegistryEvent).order_by(RegistryEvent.id.desc()).limit(limit)
-    with store.session() as session:
-        return [
-            {
-                "at": e.created_at.isoformat(),
-                "action": e.action,
-                "model": e.model_name,
-                "version": e.version,
-                "alias": e.alias,
-                "previous": e.previous_version,
-                "actor": e.actor,
-                "reason": e.reason,
-                "details": e.details,
-            }
-            for e in session.scalars(query)
-        ]
+        record_event(
+            self.store,
+            action=action,
+            model_name=self.name,
+            version=version,
+            alias=alias,
+            previous=previous,
+            actor=actor,
+            reason=reason,
+            details=details,
+        )
 
 
 @dataclass(frozen=True)

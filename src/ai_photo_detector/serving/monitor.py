@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ai_photo_detector.monitoring.drift import DriftConfig, Sample, detect
-from ai_photo_detector.monitoring.feedback import live_accuracy
-from ai_photo_detector.monitoring.history import load_window, reference_sample, save_report
-from ai_photo_detector.monitoring.store import Store
+from ai_photo_detector.monitoring.windows import load_window, reference_sample
+from ai_photo_detector.persistence.drift_history import save_report
+from ai_photo_detector.persistence.feedback import live_accuracy
+from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.serving.metrics import ServiceMetrics
 from ai_photo_detector.serving.models import LoadedModel, ModelManager
 from ai_photo_detector.serving.periodic import Periodic

@@ -33,7 +33,7 @@ from ai_photo_detector.imaging import (
     normalise,
 )
 from ai_photo_detector.inference import verdicts
-from ai_photo_detector.monitoring.prediction_log import PredictionLog, PredictionRecord
+from ai_photo_detector.persistence.predictions import PredictionLog, PredictionRecord
 from ai_photo_detector.serving.engine import EngineResult, MicroBatcher, Ticket
 from ai_photo_detector.serving.metrics import ServiceMetrics
 from ai_photo_detector.serving.models import LoadedModel

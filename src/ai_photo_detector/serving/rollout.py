@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ai_photo_detector.monitoring.schema import Alert, RegistryEvent
-from ai_photo_detector.monitoring.store import Store
+from ai_photo_detector.persistence.alerts import AlertRecord, record_alerts
+from ai_photo_detector.persistence.audit import record_event
+from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.serving.metrics import ServiceMetrics
 from ai_photo_detector.serving.models import CHALLENGER, LoadedModel, ModelManager
 from ai_photo_detector.serving.predictor import Caller, ScoredImage, Scorer
@@ -64,7 +65,7 @@ class Rollout:
         models: ModelManager,
         metrics: ServiceMetrics,
         scorer: Scorer,
-        store: Store | None,
+        store: Store,
     ) -> None:
         self.settings = settings
         self.models = models
@@ -241,37 +242,27 @@ class Rollout:
                 )
             except Exception:  # the canary is already stopped; the alias is reported below
                 logger.exception("could not remove the challenger alias")
-        store = self.store
-        if store is None:
-            return
-        now = datetime.now(UTC)
-        with store.session() as session, session.begin():
-            session.add(
-                Alert(
-                    received_at=now,
-                    status="firing",
-                    name="APDCanaryRolledBack",
-                    severity="critical",
-                    fingerprint=hashlib.sha256(f"{challenger.key}{now}".encode()).hexdigest()[:16],
-                    starts_at=now.isoformat(),
-                    labels={"model": challenger.name, "version": challenger.version},
-                    annotations={"summary": f"canary of {challenger.key} stopped: {reason}"},
-                )
+        alert = AlertRecord(
+            name="APDCanaryRolledBack",
+            status="firing",
+            severity="critical",
+            starts_at=datetime.now(UTC).isoformat(),
+            labels={"model": challenger.name, "version": challenger.version},
+            annotations={"summary": f"canary of {challenger.key} stopped: {reason}"},
+        )
+        record_alerts(self.store, [alert])
+        if reverted is None:  # registry-backed challengers are audited by the registry
+            record_event(
+                self.store,
+                action="canary_rollback",
+                model_name=challenger.name,
+                version=challenger.version,
+                alias=CHALLENGER,
+                previous=None,
+                actor="canary-guard",
+                reason=reason,
+                details={"reference": reference},
             )
-            if reverted is None:  # registry-backed challengers are audited by the registry
-                session.add(
-                    RegistryEvent(
-                        created_at=now,
-                        action="canary_rollback",
-                        model_name=challenger.name,
-                        version=challenger.version,
-                        alias=CHALLENGER,
-                        previous_version=None,
-                        actor="canary-guard",
-                        reason=reason,
-                        details={"reference": reference},
-                    )
-                )
 
     def status(self) -> dict[str, Any]:
         models = self.models

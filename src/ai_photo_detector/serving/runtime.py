@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from ai_photo_detector.monitoring.prediction_log import PredictionLog
-from ai_photo_detector.monitoring.store import Store
+from ai_photo_detector.persistence.predictions import PredictionLog
+from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.serving.metrics import PredictionLogCollector, ServiceMetrics
 from ai_photo_detector.serving.models import CHALLENGER, CHAMPION, ModelManager
 from ai_photo_detector.serving.monitor import Monitor

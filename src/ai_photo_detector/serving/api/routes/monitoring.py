@@ -8,14 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Query, Response
 
-from ai_photo_detector.monitoring.feedback import (
+from ai_photo_detector.persistence.alerts import AlertRecord, record_alerts
+from ai_photo_detector.persistence.drift_history import history
+from ai_photo_detector.persistence.feedback import (
     PredictionNotFound,
     live_accuracy,
     record_feedback,
 )
-from ai_photo_detector.monitoring.history import history
-from ai_photo_detector.monitoring.schema import Alert
-from ai_photo_detector.monitoring.store import Store
 from ai_photo_detector.serving.api.auth import AdminCaller, PredictCaller
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.errors import ApiError
@@ -151,23 +150,19 @@ async def run_drift(services: ServicesDep, _: AdminCaller) -> DriftRunResponse:
     return DriftRunResponse(reports=[DriftEntry(**entry) for entry in entries])
 
 
-def _record_alerts(store: Store, payload: AlertmanagerWebhook) -> int:
-    now = datetime.now(UTC)
-    with store.session() as session, session.begin():
-        for alert in payload.alerts:
-            session.add(
-                Alert(
-                    received_at=now,
-                    status=alert.status,
-                    name=alert.labels.get("alertname", "unnamed")[:128],
-                    severity=alert.labels.get("severity", "none")[:32],
-                    fingerprint=alert.fingerprint,
-                    starts_at=alert.startsAt,
-                    labels=alert.labels,
-                    annotations=alert.annotations,
-                )
-            )
-    return len(payload.alerts)
+def _alerts(payload: AlertmanagerWebhook) -> list[AlertRecord]:
+    return [
+        AlertRecord(
+            name=alert.labels.get("alertname", "unnamed"),
+            status=alert.status,
+            severity=alert.labels.get("severity", "none"),
+            starts_at=alert.startsAt,
+            labels=alert.labels,
+            annotations=alert.annotations,
+            fingerprint=alert.fingerprint,
+        )
+        for alert in payload.alerts
+    ]
 
 
 @router.post(
@@ -179,7 +174,7 @@ def _record_alerts(store: Store, payload: AlertmanagerWebhook) -> int:
 async def post_alerts(
     payload: AlertmanagerWebhook, services: ServicesDep, _: AdminCaller
 ) -> AlertsRecorded:
-    count = await asyncio.to_thread(_record_alerts, services.store, payload)
+    count = await asyncio.to_thread(record_alerts, services.store, _alerts(payload))
     for alert in payload.alerts:
         services.metrics.alerts_received.labels(alert.status[:16]).inc()
     return AlertsRecorded(recorded=count)

@@ -24,8 +24,8 @@ from typing import Any, cast
 
 from sqlalchemy import Table, insert
 
-from ai_photo_detector.monitoring.schema import Prediction
-from ai_photo_detector.monitoring.store import Store
+from ai_photo_detector.persistence.schema import Prediction
+from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.settings import PredictionLogSettings
 
 logger = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ai_photo_detector.monitoring.schema import Feedback, Prediction
-from ai_photo_detector.monitoring.store import Store
+from ai_photo_detector.persistence.schema import Feedback, Prediction
+from ai_photo_detector.persistence.store import Store
 
 
 class PredictionNotFound(LookupError):

@@ -1,10 +1,10 @@
-"""Drift windows read from the prediction log, and drift reports kept in the store."""
+"""What drift detection compares: a bundle's reference sample and windows of the prediction
+log, both as the detectors' :class:`~ai_photo_detector.monitoring.drift.Sample`."""
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime
 
 import numpy as np
 from sqlalchemy import select
@@ -12,8 +12,8 @@ from sqlalchemy import select
 from ai_photo_detector.bundle import Bundle
 from ai_photo_detector.image_stats import STAT_NAMES, STATS_BASIS
 from ai_photo_detector.monitoring.drift import Sample
-from ai_photo_detector.monitoring.schema import DriftReport, Prediction
-from ai_photo_detector.monitoring.store import Store
+from ai_photo_detector.persistence.schema import Prediction
+from ai_photo_detector.persistence.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -81,47 +81,3 @@ def load_window(
         },
         np.stack([np.frombuffer(r[2], dtype="<f2").astype(np.float32) for r in rows]),
     )
-
-
-def save_report(
-    store: Store, model_name: str, model_version: str, window: str, report: dict[str, Any]
-) -> int:
-    with store.session() as session, session.begin():
-        row = DriftReport(
-            created_at=datetime.now(UTC),
-            model_name=model_name,
-            model_version=model_version,
-            window=window,
-            size=int(report["window_size"]),
-            drift=bool(report["drift"]),
-            severity=str(report["severity"]),
-            report=report,
-        )
-        session.add(row)
-        session.flush()
-        return int(row.id)
-
-
-def report_dict(row: DriftReport) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "created_at": row.created_at.isoformat(),
-        "model": {"name": row.model_name, "version": row.model_version},
-        "window": row.window,
-        "size": row.size,
-        "drift": row.drift,
-        "severity": row.severity,
-        "report": row.report,
-    }
-
-
-def history(
-    store: Store, model_name: str | None, limit: int = 50, hours: float | None = None
-) -> list[dict[str, Any]]:
-    query = select(DriftReport).order_by(DriftReport.created_at.desc(), DriftReport.id.desc())
-    if model_name:
-        query = query.where(DriftReport.model_name == model_name)
-    if hours is not None:
-        query = query.where(DriftReport.created_at >= datetime.now(UTC) - timedelta(hours=hours))
-    with store.session() as session:
-        return [report_dict(row) for row in session.scalars(query.limit(limit))]
