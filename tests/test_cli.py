@@ -135,3 +135,24 @@ def test_a_training_set_without_ai_images_is_refused_clearly(tmp_path: Path) -> 
     result = runner.invoke(app, ["train", "--data", str(only_real)])
     assert result.exit_code == 2
     assert "error (dataset_invalid): no images labelled 'ai'" in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["models", "audit"], ["models", "shadow-report"], ["drift", "report"]],
+    ids=["audit", "shadow-report", "drift-report"],
+)
+def test_read_only_commands_never_migrate_the_store(command: list[str], tmp_path: Path) -> None:
+    import sqlite3
+
+    database = tmp_path / "fresh.db"
+    result = runner.invoke(
+        app,
+        [*command] + (["--out", str(tmp_path / "drift.md")] if command[0] == "drift" else []),
+        env={"APD_DATABASE_URL": f"sqlite:///{database}"},
+    )
+    assert result.exit_code == 2, result.output
+    assert "error (store_unavailable):" in result.output and "db upgrade" in result.output
+    with sqlite3.connect(database) as connection:
+        tables = connection.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    assert tables == []  # a read made no schema

@@ -148,6 +148,35 @@ class Registry:
             )
         return bundle
 
+    def compare_on_data(self, candidate: str, data: list[Path]) -> dict[str, Any] | None:
+        """The promotion gate's evidence: the candidate and the champion scored on the same
+        labelled data (None when there is no other champion to compare with)."""
+        from ai_photo_detector.data.discovery import discover
+        from ai_photo_detector.inference import OnnxDetector, calibrated_probabilities
+        from ai_photo_detector.metrics import safe_auc
+        from ai_photo_detector.scoring import score_samples
+
+        champion = self.alias_version(CHAMPION)
+        if champion is None or champion == candidate:
+            return None
+        samples = discover(list(data), self.settings.data.extensions)
+        aucs = {}
+        for version in (candidate, champion):
+            detector = OnnxDetector(self.download(version))
+            scored = score_samples(detector, samples)
+            manifest = detector.manifest
+            truth = (scored.targets(manifest.labels) == manifest.ai_index).astype(int)
+            probs = calibrated_probabilities(scored.logits, manifest)[:, manifest.ai_index]
+            aucs[version] = safe_auc(truth, probs)
+        tolerance = self.settings.registry.auc_tolerance
+        return {
+            "better_or_equal": aucs[candidate] >= aucs[champion] - tolerance,
+            "why": f"ROC-AUC on {len(samples)} images: {aucs[candidate]:.4f} vs "
+            f"{aucs[champion]:.4f}",
+            "candidate_roc_auc": aucs[candidate],
+            "champion_roc_auc": aucs[champion],
+        }
+
     # --- changing ------------------------------------------------------------------------
 
     def register(self, bundle_dir: Path, actor: str | None = None, reason: str = "") -> str:

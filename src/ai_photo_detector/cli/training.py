@@ -1,0 +1,121 @@
+"""Commands that make bundles: train, recalibrate, quantize, optimize."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ai_photo_detector.cli.common import (
+    ConfigOption,
+    console,
+    exit_on_gate_failures,
+    load,
+    progress_bars,
+)
+
+
+def train(
+    data: Annotated[list[Path], typer.Option("--data", help="Dataset folder or CSV (repeatable).")],
+    config: ConfigOption = None,
+    name: Annotated[str, typer.Option(help="Bundle name.")] = "ai-photo-detector",
+    version: Annotated[str | None, typer.Option(help="Bundle version (default: UTC time).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Runs folder (default from settings).")] = None,
+) -> None:
+    """Train, calibrate, evaluate and export a bundle; exits 1 when a quality gate fails."""
+    from ai_photo_detector.training.pipeline import run_training
+
+    settings = load(config)
+    with progress_bars() as progress:
+        outcome = run_training(
+            list(data),
+            settings,
+            name=name,
+            version=version,
+            out_dir=out,
+            progress=progress,
+            log=lambda text: console.print(text, markup=False, highlight=False),
+        )
+    overall = outcome.report["overall"]
+    console.print(
+        f"bundle: {outcome.bundle_dir}\ntest ROC-AUC {overall['roc_auc']:.4f}, accuracy "
+        f"{overall['accuracy']:.4f}, ECE {overall['ece']:.4f}"
+    )
+    sources = outcome.report.get("sources")
+    if sources:
+        for row in sources["rows"]:
+            console.print(
+                f"held-out {row['source']}: ROC-AUC {row['roc_auc']:.4f}, real photos in the "
+                f"'ai' band {row['ai_band_fpr']:.1%}, uncertain {row['uncertain_share']:.1%}"
+            )
+    if outcome.gate_failures:
+        for failure in outcome.gate_failures:
+            console.print(f"[red]quality gate failed:[/red] {failure}")
+        console.print("[red]the bundle is marked not deployable[/red]")
+        raise typer.Exit(1)
+    console.print("[green]all quality gates passed: the bundle is deployable[/green]")
+
+
+def recalibrate(
+    run_dir: Annotated[Path, typer.Argument(help="A training run folder (holds bundle/).")],
+    config: ConfigOption = None,
+) -> None:
+    """Re-fit temperature, threshold and bands on a run's validation split and re-evaluate.
+
+    Uses ONNX Runtime only: change calibration targets without retraining.
+    """
+    from ai_photo_detector.finalize import recalibrate_run
+
+    settings = load(config)
+    with progress_bars() as progress:
+        finished = recalibrate_run(run_dir, settings, progress)
+    calibration = finished.manifest.calibration
+    console.print(
+        f"threshold {calibration.threshold:.4f}, bands real < {calibration.bands.real_below:.4f}"
+        f" <= uncertain < {calibration.bands.ai_from:.4f} <= ai; test ECE "
+        f"{finished.report['overall']['ece']:.4f}"
+    )
+    exit_on_gate_failures(finished.failures)
+
+
+def quantize(
+    run_dir: Annotated[Path, typer.Argument(help="A training run of a fine-tuned backbone.")],
+    images: Annotated[int, typer.Option(help="Training images that set activation ranges.")] = 256,
+    config: ConfigOption = None,
+) -> None:
+    """Write RUN_DIR/bundle-int8: a static INT8 variant, re-calibrated, evaluated and gated on
+    its own; prints its ROC-AUC cost against the float bundle on the same test split."""
+    from ai_photo_detector.training.quantize import quantize_run
+
+    settings = load(config)
+    with progress_bars() as progress:
+        finished, cost = quantize_run(run_dir, settings, images, progress)
+    console.print(
+        f"bundle: {run_dir / 'bundle-int8'}\ntest ROC-AUC {cost['int8_roc_auc']:.4f} against "
+        f"{cost['float_roc_auc']:.4f} in float (cost {cost['roc_auc_cost']:+.4f})"
+    )
+    exit_on_gate_failures(finished.failures)
+
+
+def optimize(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder, rewritten in place.")],
+) -> None:
+    """Upgrade a bundle exported by an older version: same outputs, faster graph, head shipped.
+
+    Folds the backbone's shape-computed padding into its convolutions and writes the linear
+    head's weights for class activation maps (what export does now), checks the outputs are
+    unchanged and rewrites the manifest's checksums.
+    """
+    from ai_photo_detector.training.graph import optimize_bundle
+
+    upgrade = optimize_bundle(bundle)
+    if upgrade.folded:
+        console.print(
+            f"folded {upgrade.folded} padding computations; outputs differ by at most "
+            f"{upgrade.difference:.1e}"
+        )
+    if upgrade.head_added:
+        console.print("added the head's weights (head.npz) for class activation maps")
+    if not upgrade.folded and not upgrade.head_added:
+        console.print("nothing to do: the bundle is already up to date")
