@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ai_photo_detector.monitoring.drift import DriftConfig, Sample, detect, holm, psi
+from ai_photo_detector.monitoring.detectors.image_stats import holm
+from ai_photo_detector.monitoring.detectors.score import psi
+from ai_photo_detector.monitoring.drift import DriftConfig, Sample, detect
 
 CONFIG = DriftConfig(permutations=100)
 
@@ -144,3 +146,44 @@ def test_reference_statistics_measured_another_way_are_not_compared(bundle_dir, 
     assert report["detectors"]["image_stats"]["skipped"]
     assert report["detectors"]["image_stats"]["p_value"] == 1.0
     assert "score" in report["detectors"] and "embedding" in report["detectors"]
+
+
+def test_a_new_detector_is_one_registration_and_counts_in_the_correction() -> None:
+    from ai_photo_detector.monitoring.detectors import (
+        DETECTORS,
+        DetectorResult,
+        DriftDetector,
+        register_detector,
+    )
+
+    rng = np.random.default_rng(0)
+
+    def sample(n: int) -> Sample:
+        return Sample(
+            rng.uniform(0, 1, n),
+            ["ai", "real"] * (n // 2),
+            {},
+            rng.normal(size=(n, 4)).astype(np.float32),
+        )
+
+    @register_detector
+    class AlwaysAlarmed(DriftDetector):
+        name = "always_alarmed"
+
+        def run(
+            self, reference: Sample, live: Sample, config: DriftConfig, threshold: float
+        ) -> DetectorResult:
+            return DetectorResult(0.0, statistics={"size_ratio": len(live) / len(reference)})
+
+    try:
+        report = detect(sample(200), sample(100), DriftConfig(alpha=0.05))
+        assert report["family_threshold"] == 0.05 / len(DETECTORS) == 0.01  # five detectors
+        assert "always_alarmed" in report["drifted"]
+        assert report["detectors"]["always_alarmed"] == {
+            "p_value": 0.0,
+            "size_ratio": 0.5,
+            "drift": True,
+        }
+        assert report["statistics"]["always_alarmed"] == {"size_ratio": 0.5}
+    finally:
+        DETECTORS.pop("always_alarmed")

@@ -102,11 +102,18 @@ def test_drift_run_history_gauges_and_restart(
         for name in (
             "apd_drift_detected",
             "apd_drift_p_value",
-            "apd_drift_score_psi",
-            "apd_drift_embedding_mmd",
+            "apd_drift_statistic",
         ):
             assert f"{name}{{" in metrics, name
         assert 'detector="embedding"' in metrics
+        exported = [
+            line for line in metrics.splitlines() if line.startswith("apd_drift_statistic{")
+        ]
+        for detector, statistic in (("score", "psi"), ("embedding", "mmd2")):
+            assert any(
+                f'detector="{detector}"' in line and f'statistic="{statistic}"' in line
+                for line in exported
+            ), (detector, statistic)
     with TestClient(create_app(settings)) as client:  # restart: history is in the store
         drift = client.get("/v1/drift").json()
         assert len(drift["history"]) == 2

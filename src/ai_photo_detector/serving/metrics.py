@@ -114,19 +114,13 @@ class ServiceMetrics:
             [*window, "detector"],
             registry=r,
         )
-        self.drift_feature_p_value = Gauge(
-            "apd_drift_feature_p_value",
-            "Holm-adjusted p-value per image statistic.",
-            [*window, "feature"],
+        self.drift_statistic = Gauge(
+            "apd_drift_statistic",
+            "Effect sizes each drift detector reports (score psi and wasserstein, embedding "
+            "mmd2, image_stats <statistic>_p_adjusted, labels chi2, ...).",
+            [*window, "detector", "statistic"],
             registry=r,
         )
-        self.drift_psi = Gauge(
-            "apd_drift_score_psi", "PSI of the score distribution.", window, registry=r
-        )
-        self.drift_wasserstein = Gauge(
-            "apd_drift_score_wasserstein", "Wasserstein distance of scores.", window, registry=r
-        )
-        self.drift_mmd = Gauge("apd_drift_embedding_mmd", "Embedding MMD².", window, registry=r)
         self.drift_runs = Counter(
             "apd_drift_runs_total",
             "Drift checks by outcome.",

@@ -112,16 +112,11 @@ class Monitor:
         metrics.drift_detected.labels(*labels).set(float(report["drift"]))
         metrics.drift_severity.labels(*labels).set(SEVERITY_LEVEL[report["severity"]])
         metrics.drift_window_size.labels(*labels).set(report["window_size"])
-        for family, result in report.get("detectors", {}).items():
-            metrics.drift_p_value.labels(*labels, family).set(result["p_value"])
-            if family == "score":
-                metrics.drift_psi.labels(*labels).set(result["psi"])
-                metrics.drift_wasserstein.labels(*labels).set(result["wasserstein"])
-            if family == "image_stats":
-                for feature, values in result["per_stat"].items():
-                    metrics.drift_feature_p_value.labels(*labels, feature).set(values["p_adjusted"])
-            if family == "embedding":
-                metrics.drift_mmd.labels(*labels).set(result["mmd2"])
+        for detector, result in report.get("detectors", {}).items():
+            metrics.drift_p_value.labels(*labels, detector).set(result["p_value"])
+        for detector, statistics in report.get("statistics", {}).items():
+            for statistic, value in statistics.items():
+                metrics.drift_statistic.labels(*labels, detector, statistic).set(value)
         metrics.drift_runs.labels(model.name, window, report["severity"]).inc()
 
     def update_live_accuracy(self) -> list[dict[str, Any]]:
