@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -140,10 +141,16 @@ def test_service_follows_aliases_and_reloads_under_load(
                     statuses.append(response.status_code)
                     versions.add(response.json()["model"]["version"])
 
+            async def until(condition: Callable[[], bool]) -> None:
+                async with asyncio.timeout(30):
+                    while not condition():
+                        await asyncio.sleep(0.01)
+
             workers = [asyncio.create_task(load()) for _ in range(4)]
-            await asyncio.sleep(0.3)
+            await until(lambda: len(statuses) >= 8)  # the load is running
             reloaded = (await client.post("/v1/admin/reload")).json()
-            await asyncio.sleep(0.5)
+            answered = len(statuses)
+            await until(lambda: len(statuses) >= answered + 8)  # and goes on after the swap
             stop.set()
             await asyncio.gather(*workers)
             return statuses, versions, reloaded
@@ -219,7 +226,6 @@ def test_guard_removes_the_registry_challenger_alias(
     with TestClient(create_app(settings)) as client:
         for path in sorted((tiny_dataset / "real").iterdir()):
             client.post("/v1/predict", content=path.read_bytes())
-            time.sleep(0.02)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and registry.alias_version("challenger") is not None:
             time.sleep(0.1)
@@ -294,7 +300,6 @@ def test_end_to_end_register_shadow_canary_and_automatic_rollback(
         client.post("/v1/admin/rollout", json={"canary_weight": 1.0})
         for i, data in enumerate(images):
             client.post("/v1/predict", content=data, headers={"X-Canary-Key": f"k{i}"})
-            time.sleep(0.02)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and registry.alias_version("challenger") is not None:
             time.sleep(0.1)

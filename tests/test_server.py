@@ -60,7 +60,16 @@ def test_sigterm_lets_in_flight_requests_finish(bundle_dir: Path) -> None:
     threads = [threading.Thread(target=call) for _ in range(6)]
     for thread in threads:
         thread.start()
-    time.sleep(0.3)  # the requests are in flight
+
+    def in_flight() -> float:  # the scrape itself counts one
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        line = next(x for x in metrics.splitlines() if x.startswith("apd_http_requests_in_flight "))
+        return float(line.split()[1]) - 1
+
+    deadline = time.monotonic() + 30
+    while in_flight() < len(threads) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert in_flight() == len(threads)  # every request is in the server when the signal comes
     process.send_signal(signal.SIGTERM)
     for thread in threads:
         thread.join(timeout=60)
