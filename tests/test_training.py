@@ -27,7 +27,7 @@ def test_training_produces_a_verified_deployable_bundle(trained) -> None:  # typ
     manifest = bundle.manifest
     assert manifest.labels == ["ai", "real"] and manifest.ai_label == "ai"
     assert manifest.deployable and manifest.gates.passed
-    assert manifest.training["onnx_parity_max_abs_diff"] <= 1e-4
+    assert manifest.training["onnx_parity_max_scaled_diff"] <= 1e-4
     assert manifest.calibration.temperature > 0
     bands = manifest.calibration.bands
     assert bands.real_below <= bands.ai_from == manifest.calibration.threshold

@@ -149,7 +149,10 @@ class TrainingSettings(Section):
         0, ge=0, description="Cap on training images per epoch (0: all), for quick runs."
     )
     parity_tolerance: float = Field(
-        1e-4, gt=0, description="Max abs logit difference allowed between ONNX and PyTorch."
+        1e-4,
+        gt=0,
+        description="Largest difference allowed between ONNX and PyTorch outputs (absolute "
+        "below 1, relative above: feature maps reach tens).",
     )
     onnx_opset: int = Field(17, ge=13, description="ONNX opset of the exported model.")
     drift_reference_size: int = Field(

@@ -92,7 +92,10 @@ class FineTunedBackbone(Backbone):
         model_path = bundle_dir / bundle_io.MODEL_FILE
         folded = export_onnx(model, model_path, spec.input_size, tset.onnx_opset)
         parity = check_parity(model, model_path, self._batch(check[:8]), tset.parity_tolerance)
-        self.log(f"ONNX parity with PyTorch: max abs difference {parity:.2e}")
+        self.log(
+            f"ONNX parity with PyTorch: {parity.scaled:.2e} (max abs difference "
+            f"{parity.absolute:.2e})"
+        )
         save_head(model_path, bundle_dir)  # read from the exported graph: what serving runs
         with torch.no_grad():
             features = model(torch.zeros(1, 3, spec.input_size, spec.input_size))[1]
@@ -110,7 +113,8 @@ class FineTunedBackbone(Backbone):
             "training_details": {
                 "best_epoch": result.best_epoch,
                 "epochs_run": len(result.history),
-                "onnx_parity_max_abs_diff": parity,
+                "onnx_parity_max_abs_diff": parity.absolute,
+                "onnx_parity_max_scaled_diff": parity.scaled,
                 "graph_rewrites": {"same_padding_folded": folded},
             },
         }
