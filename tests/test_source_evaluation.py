@@ -54,3 +54,30 @@ def test_gates_include_the_held_out_source_figures() -> None:
     assert any("10.0% of held-out sources' real photos" in f for f in failures)
     report["sources"]["summary"] = {"mean_roc_auc": 0.9, "pooled_ai_band_fpr": 0.01}
     assert quality_gate_failures(report, settings) == []
+
+
+def test_single_label_sources_fall_back_to_validation_calibration(
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Source 'alpha' has both labels, 'generator' only AI images: leaving 'alpha' out leaves
+    no real photos to train on, so the only fold holds AI images alone. Calibration cannot be
+    fitted on that; it falls back to validation, and the gates do not fail on an unmeasured
+    table."""
+    import shutil
+
+    from ai_photo_detector.training.pipeline import run_training
+    from conftest import quick_settings
+    from helpers import build_dataset
+
+    alpha = build_dataset(tmp_path / "alpha", per_class=24, seed=0)
+    generator = build_dataset(tmp_path / "generator", per_class=24, seed=1)
+    shutil.rmtree(generator / "real")
+    settings = quick_settings(
+        tmp_path,
+        training={"backbone": "clip_vit_b16", "feature_views": 0},
+        mlflow={"enabled": False},
+    )
+    outcome = run_training([alpha, generator], settings, version="one-label", log=lambda _: None)
+    manifest = load_bundle(outcome.bundle_dir).manifest
+    assert manifest.calibration.fitted_on == "validation"
+    assert manifest.deployable, outcome.gate_failures

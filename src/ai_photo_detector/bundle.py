@@ -11,7 +11,6 @@ clear :class:`BundleError` instead of serving garbage.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ai_photo_detector.encoders import EncoderError, EncoderRecipe, served_graph
 from ai_photo_detector.errors import BundleInvalid
+from ai_photo_detector.hashing import sha256_file
 from ai_photo_detector.image_stats import LEGACY_STATS_BASIS
 from ai_photo_detector.imaging import PreprocessSpec
 
@@ -67,8 +67,12 @@ class Calibration(Strict):
     target_fpr: float
     ai_band_fpr: float
     real_band_fnr: float
-    validation_fpr: float = Field(description="FPR on validation at the threshold.")
-    validation_tpr: float = Field(description="TPR on validation at the threshold.")
+    validation_fpr: float = Field(
+        description="FPR at the threshold on the data calibration was fitted on (fitted_on)."
+    )
+    validation_tpr: float = Field(
+        description="TPR at the threshold on the data calibration was fitted on (fitted_on)."
+    )
     fitted_on: Literal["validation", "out_of_source"] = Field(
         "validation",
         description="out_of_source: fitted on predictions of models that never saw the "
@@ -136,8 +140,8 @@ class DriftReference(Strict):
 class Familiarity(Strict):
     """How far a photo's embedding may lie from the training embeddings before the answer is
     'uncertain' with reason ``unfamiliar``: the mean distance to its ``k`` nearest training
-    embeddings (standardised, PCA-reduced), against a threshold calibrated on images the
-    fitted model never saw."""
+    embeddings on their principal components (standardised), combined with its distance off
+    those components, against a threshold calibrated on validation images."""
 
     file: str = FAMILIARITY_FILE
     k: int = Field(ge=1)
@@ -187,6 +191,8 @@ class Manifest(Strict):
             raise ValueError(f"files must list {graph_file}")
         if self.encoder is not None and self.explain.head_file != HEAD_FILE:
             raise ValueError(f"a packaged-encoder bundle ships its head as {HEAD_FILE}")
+        if self.familiarity is not None and self.familiarity.file not in self.files:
+            raise ValueError(f"files must list the familiarity reference {self.familiarity.file}")
         return self
 
     @property
@@ -246,7 +252,11 @@ class Bundle:
         if spec is None:
             raise BundleError(f"bundle {self.path} has no familiarity reference")
         with np.load(self.path / spec.file) as data:
-            return {name: np.asarray(data[name], dtype=np.float32) for name in data.files}
+            found = {name: np.asarray(data[name], dtype=np.float32) for name in data.files}
+        missing = {"mean", "scale", "components", "points"} - set(found)
+        if missing:
+            raise BundleError(f"{spec.file} in {self.path} lacks {sorted(missing)}")
+        return found
 
     def head(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """The linear head's weight (classes x channels) and bias (classes)."""
@@ -273,11 +283,6 @@ class Bundle:
     def embedding_reference(self) -> NDArray[np.float32]:
         with np.load(self.path / self.manifest.drift_reference.embedding_file) as data:
             return np.asarray(data["embeddings"], dtype=np.float32)
-
-
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def load_bundle(path: str | Path) -> Bundle:

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import logging
 import os
+import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
@@ -30,6 +31,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from ai_photo_detector.errors import BundleInvalid
+from ai_photo_detector.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -127,14 +129,9 @@ def package_file(package: str, resource: str) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def verified_source(recipe: EncoderRecipe) -> Path:
     path = package_file(recipe.package, recipe.resource)
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != recipe.sha256:
         raise EncoderError(
             f"{recipe.package}/{recipe.resource} is not the file this model was trained on "
@@ -298,6 +295,13 @@ def cache_dir() -> Path:
 def encoder_graph(recipe: EncoderRecipe) -> onnx.ModelProto:
     """The recipe's encoder graph (outputs ``features`` and ``embedding``), built afresh."""
     family = encoder_family(recipe.family)
+    pinned = (family.package, family.resource, family.sha256)
+    if (recipe.package, recipe.resource, recipe.sha256) != pinned:
+        # A manifest names no file of its own choosing: only the family's pinned one is read.
+        raise EncoderError(
+            f"the recipe names {recipe.package}/{recipe.resource}, not the file the "
+            f"{family.name} family pins ({family.package}/{family.resource})"
+        )
     source = onnx.load(str(verified_source(recipe)))
     return family.build(source, recipe)
 
@@ -321,16 +325,30 @@ def served_graph(
     data: bytes = model.SerializeToString()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_bytes(data)
-        os.replace(partial, path)
+        # A unique temporary name: replicas sharing a cache volume may all be process 1.
+        handle, partial = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            os.replace(partial, path)
+        finally:
+            Path(partial).unlink(missing_ok=True)
         meta.write_text(json.dumps(_source_stamp(recipe)))
-    except OSError as exc:  # a read-only file system: serve from memory
+    except OSError as exc:  # a read-only or full file system: serve from memory
         logger.warning(
             "cannot cache the built graph in %s (%s); building it in memory", folder, exc
         )
         return data
     return str(path)
+
+
+def forget_cached(graph: str | bytes) -> None:
+    """Drop a cached graph that failed to load or to reproduce its probe: the next build
+    starts from the package file again."""
+    if isinstance(graph, str):
+        path = Path(graph)
+        path.unlink(missing_ok=True)
+        path.with_suffix(".json").unlink(missing_ok=True)
 
 
 def _source_stamp(recipe: EncoderRecipe) -> dict[str, object]:

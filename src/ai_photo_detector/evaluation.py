@@ -171,7 +171,7 @@ def quality_gate_failures(report: dict[str, Any], settings: Settings) -> list[st
                 f"{gates.max_robust_auc_drop}"
             )
     summary = report.get("sources", {}).get("summary")
-    if summary:
+    if summary and not math.isnan(summary.get("mean_roc_auc", float("nan"))):  # else unmeasured
         mean_auc = summary["mean_roc_auc"]
         if not mean_auc >= gates.min_source_roc_auc:
             failures.append(

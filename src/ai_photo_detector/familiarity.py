@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from ai_photo_detector.settings import AbstentionSettings
+
 
 @dataclass(frozen=True)
 class FamiliarityReference:
@@ -99,3 +101,19 @@ def threshold_for(distances: NDArray[np.floating], quantile: float) -> float:
     if len(distances) == 0:
         return float("inf")
     return float(np.quantile(np.asarray(distances, np.float64), quantile))
+
+
+def fit_familiarity(
+    training: NDArray[np.floating], held_out: NDArray[np.floating], config: AbstentionSettings
+) -> tuple[FamiliarityReference, float]:
+    """The reference of a fitted model's training embeddings and its threshold from held-out
+    (in-source, never fitted on) embeddings: one recipe for the served check and for each
+    leave-one-source-out fold's."""
+    reference = reference_of(training, config)
+    return reference, threshold_for(reference.distances(held_out), config.quantile)
+
+
+def reference_of(
+    training: NDArray[np.floating], config: AbstentionSettings
+) -> FamiliarityReference:
+    return fit_reference(training, k=config.neighbours, components=config.components)

@@ -8,7 +8,6 @@ new false-positive target) with the serving install alone.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,16 +28,10 @@ from ai_photo_detector.evaluation import evaluate, quality_gate_failures, write_
 from ai_photo_detector.familiarity import FamiliarityReference, threshold_for
 from ai_photo_detector.image_stats import STATS_BASIS
 from ai_photo_detector.inference import OnnxDetector, decide_label, softmax
+from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.scoring import ScoredSet, score_samples
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.source_eval import HeldOutSource, source_table
-
-# Progress hook: (phase name, total units) -> advance(units) callable.
-ProgressFactory = Callable[[str, int], Callable[[int], None]]
-
-
-def no_progress(name: str, total: int) -> Callable[[int], None]:
-    return lambda units: None
 
 
 @dataclass
@@ -145,6 +138,13 @@ def out_of_source_data(held_out: list[HeldOutSource]) -> CalibrationData:
     )
 
 
+def covers_labels(held_out: list[HeldOutSource], labels: list[str]) -> bool:
+    """Whether out-of-source predictions can calibrate: every label is among them (sources
+    holding a single label leave folds that cannot)."""
+    seen = {label for fold in held_out for label in fold.labels}
+    return bool(held_out) and seen >= set(labels)
+
+
 def source_report(
     held_out: list[HeldOutSource], labels: list[str], ai_label: str, settings: Settings
 ) -> dict[str, Any]:
@@ -192,13 +192,17 @@ def finish_bundle(
     every manifest field known before calibration; the graph files must already be in
     ``bundle_dir``.
     """
-    fields = {**fields, "files": {f.name: "" for f in bundle_dir.iterdir() if f.is_file()}}
+    # Metrics are measured again below: a re-calibrated or derived bundle must not carry (or be
+    # gated on) figures measured on another model.
+    files = {f.name: "" for f in bundle_dir.iterdir() if f.is_file()}
+    fields = {**fields, "files": files, "metrics": {}}
     provisional = bundle_io.Manifest.model_validate(fields)
     detector = OnnxDetector(bundle_io.Bundle(bundle_dir, provisional))
     advance = progress("scoring validation", len(val))
     val_scored = score_samples(detector, val, with_stats=True, on_progress=advance)
     labels, ai_label = provisional.labels, provisional.ai_label
-    data = out_of_source_data(held_out) if held_out else CalibrationData.from_scored(val_scored)
+    usable = held_out if held_out and covers_labels(held_out, labels) else []
+    data = out_of_source_data(usable) if usable else CalibrationData.from_scored(val_scored)
     calibration = fit_calibration(data, labels, ai_label, settings)
     reference, embeddings = drift_reference(
         val_scored,
@@ -240,7 +244,10 @@ def recorded_splits(
     run_dir: Path, manifest: bundle_io.Manifest, settings: Settings
 ) -> dict[str, list[Sample]]:
     """A training run's train, validation and test samples, as its ``splits.json`` recorded."""
-    recorded = json.loads((run_dir / "splits.json").read_text())
+    splits_file = run_dir / "splits.json"
+    if not splits_file.is_file():
+        raise DatasetError(f"{run_dir} is not a training run folder: it has no splits.json")
+    recorded = json.loads(splits_file.read_text())
     data_paths = manifest.training.get("data_paths", [])
     by_path = {str(s.path): s for s in discover(data_paths, settings.data.extensions)}
     missing = [p for paths in recorded.values() for p in paths if p not in by_path]
@@ -252,7 +259,8 @@ def recorded_splits(
 def recalibrate_run(
     run_dir: Path, settings: Settings, progress: ProgressFactory = no_progress
 ) -> Finished:
-    """Re-fit calibration and re-evaluate a training run's bundle on its own recorded splits."""
+    """Re-fit calibration (on the run's out-of-source predictions, else its validation split)
+    and re-evaluate the run's bundle on its recorded test split."""
     bundle = bundle_io.load_bundle(run_dir / "bundle")
     splits = recorded_splits(run_dir, bundle.manifest, settings)
     fields = bundle.manifest.model_dump(mode="json")

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from ai_photo_detector.bundle import Bundle, Manifest
-from ai_photo_detector.encoders import probe_input
+from ai_photo_detector.encoders import forget_cached, probe_input
 from ai_photo_detector.familiarity import FamiliarityReference
 
 # Why an answer is 'uncertain': its probability lies between the bands (low_margin), or the
@@ -211,25 +211,40 @@ class OnnxDetector:
         intra_op_threads: int = 0,
         inter_op_threads: int = 1,
         spinning: Spinning = "always",
+        lanes: bool = True,
     ):
+        """``lanes=False`` for a detector that only ever runs one image at a time."""
         self.bundle = bundle
         self.manifest = bundle.manifest
-        graph = bundle.graph()
-        self.session = make_session(graph, intra_op_threads, inter_op_threads, spinning)
         self.input_name = self.manifest.onnx.input
         self.batch_independent = self.manifest.onnx.batch_independent
         self.lanes: ImageLanes | None = None
-        if not self.batch_independent:
+        graph = bundle.graph()
+        try:
+            self.session = make_session(graph, intra_op_threads, inter_op_threads, spinning)
+            self._check_probe()
+        except Exception:
+            if self.manifest.encoder is None:
+                raise
+            # A built graph from the cache that does not load or compute what training
+            # measured is rebuilt once from the package file; a second failure is the bundle's.
+            forget_cached(graph)
+            graph = bundle.graph()
+            self.session = make_session(graph, intra_op_threads, inter_op_threads, spinning)
+            self._check_probe()
+        if lanes and not self.batch_independent:
             self.lanes = ImageLanes(graph, intra_op_threads or available_cpus(), spinning)
-        if self.manifest.probe is not None:
-            probe = probe_input(self.manifest.preprocessing.input_size)
-            bundle.check_probe(self.run(probe).logits)
         self.familiarity: FamiliarityCheck | None = None
         if self.manifest.familiarity is not None:
             reference = FamiliarityReference.from_arrays(
                 bundle.familiarity_reference(), self.manifest.familiarity.k
             )
             self.familiarity = FamiliarityCheck(reference, self.manifest.familiarity.threshold)
+
+    def _check_probe(self) -> None:
+        if self.manifest.probe is not None:
+            probe = probe_input(self.manifest.preprocessing.input_size)
+            self.bundle.check_probe(self.run(probe).logits)
 
     def unfamiliar(self, embeddings: NDArray[np.floating]) -> NDArray[np.bool_]:
         """Which embeddings lie too far from the training data (none, without a reference)."""
@@ -254,4 +269,10 @@ class OnnxDetector:
 
     def warm_up(self) -> None:
         size = self.manifest.preprocessing.input_size
-        self.run(np.zeros((1, 3, size, size), dtype=np.float32))
+        images = 1 if self.lanes is None else len(self.lanes.sessions)  # every lane warmed
+        self.run(np.zeros((images, 3, size, size), dtype=np.float32))
+
+    def close(self) -> None:
+        """Let the lanes' threads go (the sessions go with the detector)."""
+        if self.lanes is not None:
+            self.lanes.pool.shutdown(wait=False)

@@ -56,7 +56,7 @@ def _rates(
         "ai_band_tpr": share(in_ai, is_ai),
         "real_band_fnr": share(in_real, is_ai),
         "uncertain_share": float(uncertain.mean()) if len(uncertain) else float("nan"),
-        "unfamiliar_share": float(fold.unfamiliar.mean()) if len(fold.unfamiliar) else 0.0,
+        "unfamiliar_share": float(fold.unfamiliar.mean()) if len(fold.unfamiliar) else float("nan"),
     }
 
 
@@ -86,7 +86,8 @@ def source_table(
         if reals
         else float("nan"),
         "worst_ai_band_fpr": max(
-            (r["ai_band_fpr"] for r in rows if not math.isnan(r["ai_band_fpr"])), default=0.0
+            (r["ai_band_fpr"] for r in rows if not math.isnan(r["ai_band_fpr"])),
+            default=float("nan"),
         ),
         "uncertain_share": sum(r["uncertain_share"] * r["count"] for r in rows) / images
         if images

@@ -93,18 +93,26 @@ def open_detector(model: str | None, settings: Settings) -> Any:
 
 
 @contextmanager
-def opened_store(settings: Settings, write: bool) -> Iterator[Store]:
-    """The store of ``settings.database_url``, closed afterwards. Only commands that write
-    migrate it; a read finding no tables says how to create them."""
+def store_errors() -> Iterator[None]:
+    """A database that cannot be reached or lacks its tables, as one clear error."""
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
-    store = Store(settings.database_url, migrate=write)
     try:
-        yield store
+        yield
     except (OperationalError, ProgrammingError) as exc:
         raise StoreUnavailable(
             f"the store cannot answer ({exc.orig}); `ai-photo-detector db upgrade` creates or "
             "migrates it"
         ) from exc
-    finally:
-        store.close()
+
+
+@contextmanager
+def opened_store(settings: Settings, write: bool) -> Iterator[Store]:
+    """The store of ``settings.database_url``, closed afterwards. Only commands that write
+    migrate it; a read finding no tables says how to create them."""
+    with store_errors():
+        store = Store(settings.database_url, migrate=write)
+        try:
+            yield store
+        finally:
+            store.close()

@@ -12,6 +12,7 @@ from ai_photo_detector.cli.common import (
     console,
     load,
     opened_store,
+    store_errors,
 )
 
 db_app = typer.Typer(no_args_is_help=True, help="The store (prediction log, drift history).")
@@ -29,9 +30,13 @@ def db_upgrade(
 
     settings = load(config)
     engine = make_engine(settings.database_url)
-    upgrade(engine, revision)
-    console.print(f"{engine.url.render_as_string()} at {revision}: {sorted(tables(engine))}")
-    engine.dispose()
+    try:
+        with store_errors():
+            upgrade(engine, revision)
+            found = sorted(tables(engine))
+    finally:
+        engine.dispose()
+    console.print(f"{engine.url.render_as_string()} at {revision}: {found}")
 
 
 @db_app.command("downgrade")
@@ -44,9 +49,12 @@ def db_downgrade(
 
     settings = load(config)
     engine = make_engine(settings.database_url)
-    downgrade(engine, revision)
+    try:
+        with store_errors():
+            downgrade(engine, revision)
+    finally:
+        engine.dispose()
     console.print(f"{engine.url.render_as_string()} at {revision}")
-    engine.dispose()
 
 
 @feedback_app.command("export")

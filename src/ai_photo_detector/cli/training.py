@@ -61,7 +61,8 @@ def recalibrate(
     run_dir: Annotated[Path, typer.Argument(help="A training run folder (holds bundle/).")],
     config: ConfigOption = None,
 ) -> None:
-    """Re-fit temperature, threshold and bands on a run's validation split and re-evaluate.
+    """Re-fit temperature, threshold and bands (on the run's out-of-source predictions, else
+    its validation split) and re-evaluate on its test split.
 
     Uses ONNX Runtime only: change calibration targets without retraining.
     """

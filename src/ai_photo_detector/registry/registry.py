@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ai_photo_detector.bundle import MANIFEST_FILE, Bundle, BundleError, load_bundle, sha256_file
+from ai_photo_detector.bundle import MANIFEST_FILE, Bundle, BundleError, load_bundle
 from ai_photo_detector.errors import RegistryUnavailable
+from ai_photo_detector.hashing import sha256_file
 from ai_photo_detector.persistence.audit import record_event
 from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.settings import Settings

@@ -152,6 +152,9 @@ class MicroBatcher:
             if not pending.future.done():
                 pending.future.set_exception(Overloaded("the model is shutting down"))
         self._executor.shutdown(wait=True)
+        self.detector.close()
+        if self.solo is not self.detector:
+            self.solo.close()
 
     async def submit(self, array: NDArray[np.float32], ticket: Ticket) -> EngineResult:
         future: asyncio.Future[EngineResult] = asyncio.get_running_loop().create_future()

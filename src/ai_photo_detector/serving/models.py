@@ -122,7 +122,7 @@ class ModelManager:
             # Batches (the server is busy) on threads that never spin, so decoding keeps its
             # cores; a lone image on a second session that spins during its run.
             detector = OnnxDetector(bundle, *threads, "never")
-            solo = OnnxDetector(bundle, *threads, "during_run")
+            solo = OnnxDetector(bundle, *threads, "during_run", lanes=False)
             solo.warm_up()
         else:
             detector = solo = OnnxDetector(bundle, *threads, spinning)

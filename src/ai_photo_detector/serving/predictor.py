@@ -32,7 +32,7 @@ from ai_photo_detector.imaging import (
     model_view,
     normalise,
 )
-from ai_photo_detector.inference import verdicts
+from ai_photo_detector.inference import BatchOutput
 from ai_photo_detector.persistence.predictions import PredictionLog, PredictionRecord
 from ai_photo_detector.serving.engine import EngineResult, MicroBatcher, Ticket
 from ai_photo_detector.serving.metrics import ServiceMetrics
@@ -228,10 +228,8 @@ class Scorer:
                 raise self.refuse_overloaded() from None
             finally:
                 self.metrics.queue_depth.labels(model.name).set(model.batcher.depth)
-        embedding = np.asarray(result.embedding)[None, :]
-        verdict = verdicts(
-            np.asarray(result.logits)[None, :], manifest, model.detector.unfamiliar(embedding)
-        )[0]
+        output = BatchOutput(result.logits[None, :], result.embedding[None, :])
+        verdict = model.detector.verdicts(output)[0]
         info = prepared.decoded.info
         image = ScoredImage(
             prediction_id=uuid.uuid4().hex,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ai_photo_detector.data.discovery import Sample
-from ai_photo_detector.familiarity import fit_reference, threshold_for
+from ai_photo_detector.familiarity import fit_familiarity
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.source_eval import HeldOutSource
 from ai_photo_detector.training.backbones import Backbone
@@ -41,13 +41,10 @@ def leave_one_source_out(
         held = sorted((s for s in everything if s.source == source), key=lambda s: str(s.path))
         fitted = backbone.fit(train, val)
         outputs = backbone.outputs(fitted, held)
-        reference = fit_reference(
+        reference, threshold = fit_familiarity(
             backbone.outputs(fitted, train).embeddings,
-            k=abstain.neighbours,
-            components=abstain.components,
-        )
-        threshold = threshold_for(
-            reference.distances(backbone.outputs(fitted, val).embeddings), abstain.quantile
+            backbone.outputs(fitted, val).embeddings,
+            abstain,
         )
         unfamiliar = (
             reference.distances(outputs.embeddings) > threshold

@@ -22,14 +22,10 @@ from ai_photo_detector.data.scan import scan
 from ai_photo_detector.data.splits import split_samples
 from ai_photo_detector.data.validate import build_report
 from ai_photo_detector.data.validate import write_report as write_data_report
-from ai_photo_detector.familiarity import fit_reference
-from ai_photo_detector.finalize import (
-    ProgressFactory,
-    finish_bundle,
-    no_progress,
-    save_held_out,
-)
+from ai_photo_detector.familiarity import reference_of
+from ai_photo_detector.finalize import finish_bundle, save_held_out
 from ai_photo_detector.image_stats import STATS_BASIS
+from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.training.backbones import FitHistory, backbone_class
 from ai_photo_detector.training.leave_one_out import leave_one_source_out
@@ -101,11 +97,7 @@ def run_training(
     graph_fields = backbone.export(fitted, bundle_dir, splits["val"])
     abstain = settings.abstention
     familiarity = (
-        fit_reference(
-            backbone.outputs(fitted, splits["train"]).embeddings,
-            k=abstain.neighbours,
-            components=abstain.components,
-        )
+        reference_of(backbone.outputs(fitted, splits["train"]).embeddings, abstain)
         if abstain.enabled
         else None
     )

@@ -32,14 +32,9 @@ from ai_photo_detector import bundle as bundle_io
 from ai_photo_detector.bundle import BundleError
 from ai_photo_detector.data.discovery import Sample
 from ai_photo_detector.familiarity import FamiliarityReference
-from ai_photo_detector.finalize import (
-    Finished,
-    ProgressFactory,
-    finish_bundle,
-    no_progress,
-    recorded_splits,
-)
+from ai_photo_detector.finalize import Finished, finish_bundle, recorded_splits
 from ai_photo_detector.imaging import PreprocessSpec, decode_image, to_model_input
+from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.settings import Settings
 
 # Files a finished bundle regenerates; everything else is copied from the float bundle.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,8 @@ def log_run(
                 final[f"test_roc_auc_{row['condition']}"] = row["roc_auc"]
         for row in report.get("sources", {}).get("rows", []):
             if not math.isnan(row["roc_auc"]):
-                final[f"loso_roc_auc_{row['source']}"] = row["roc_auc"]
+                source = re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", row["source"])  # MLflow's alphabet
+                final[f"loso_roc_auc_{source}"] = row["roc_auc"]
         mlflow.log_metrics(final)
         for path in report_files:
             mlflow.log_artifact(str(path), artifact_path="evaluation")

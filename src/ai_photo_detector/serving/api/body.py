@@ -79,15 +79,16 @@ async def read_uploads(
         form = await request.form(max_files=max_files + 1, max_fields=max_files + 16)
     except MultiPartException as exc:
         raise ApiError(400, "bad_multipart", f"invalid multipart body: {exc.message}") from exc
-    files = [v for k, v in form.multi_items() if isinstance(v, UploadFile) and k == field]
-    if not files:
-        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-    if not files:
-        raise ApiError(400, "missing_file", f"no file in the form (expected field '{field}')")
-    if len(files) > max_files:
-        raise ApiError(
-            413, "too_many_files", f"at most {max_files} files per request, got {len(files)}"
-        )
-    uploads = [Upload(await f.read(), f.filename) for f in files]
-    await form.close()
-    return uploads
+    try:
+        files = [v for k, v in form.multi_items() if isinstance(v, UploadFile) and k == field]
+        if not files:
+            files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise ApiError(400, "missing_file", f"no file in the form (expected field '{field}')")
+        if len(files) > max_files:
+            raise ApiError(
+                413, "too_many_files", f"at most {max_files} files per request, got {len(files)}"
+            )
+        return [Upload(await f.read(), f.filename) for f in files]
+    finally:
+        await form.close()

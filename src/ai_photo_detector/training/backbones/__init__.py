@@ -25,14 +25,8 @@ from numpy.typing import NDArray
 from ai_photo_detector.data.discovery import Sample
 from ai_photo_detector.errors import TrainingFailed
 from ai_photo_detector.imaging import PreprocessSpec
+from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.settings import Settings
-
-# Progress hook: (phase name, total units) -> advance(units) callable.
-ProgressFactory = Callable[[str, int], Callable[[int], None]]
-
-
-def no_progress(name: str, total: int) -> Callable[[int], None]:
-    return lambda units: None
 
 
 @dataclass

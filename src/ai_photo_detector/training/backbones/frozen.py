@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from ai_photo_detector import bundle as bundle_io
 from ai_photo_detector.data.discovery import Sample
 from ai_photo_detector.encoders import EncoderFamily, encoder_family, encoder_graph
-from ai_photo_detector.imaging import PreprocessSpec, decode_image, model_view, normalise
+from ai_photo_detector.imaging import PreprocessSpec, decode_image, to_model_input
 from ai_photo_detector.inference import make_session
 from ai_photo_detector.metrics import safe_auc
 from ai_photo_detector.training.augment import augment
@@ -112,7 +112,7 @@ class FrozenEncoderBackbone(Backbone):
             image = decode_image(todo[index].path.read_bytes(), spec).image
             rng = random.Random(f"{seed}:{todo[index].path.name}:{index}")
             images = [image] + [augment(image, augment_settings, rng) for _ in range(views)]
-            return [normalise(model_view(item, spec), spec) for item in images]
+            return [to_model_input(item, spec) for item in images]
 
         advance = self.progress("encoder features (images)", len(todo))
         with ThreadPoolExecutor(max_workers=2) as pool:
