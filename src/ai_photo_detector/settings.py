@@ -151,8 +151,8 @@ class TrainingSettings(Section):
     parity_tolerance: float = Field(
         1e-4,
         gt=0,
-        description="Largest difference allowed between ONNX and PyTorch outputs (absolute "
-        "below 1, relative above: feature maps reach tens).",
+        description="Largest difference allowed between ONNX and PyTorch outputs, relative to "
+        "each output's largest magnitude when above 1 (feature maps reach tens).",
     )
     onnx_opset: int = Field(17, ge=13, description="ONNX opset of the exported model.")
     drift_reference_size: int = Field(

@@ -48,12 +48,13 @@ def export_onnx(model: Detector, path: Path, input_size: int, opset: int) -> int
 @dataclass(frozen=True)
 class Parity:
     absolute: float  # largest absolute difference of any output
-    scaled: float  # the same, relative where an output exceeds 1 in magnitude
+    scaled: float  # the same, relative to each output's largest magnitude (when above 1)
 
 
 def parity_difference(model: Detector, path: Path, batch: NDArray[np.float32]) -> Parity:
-    """How far ONNX Runtime's outputs are from PyTorch's. Feature maps reach tens, where float32
-    rounding alone differs by more than 1e-4, so values above 1 are compared relatively."""
+    """How far ONNX Runtime's outputs are from PyTorch's, each output's difference relative to
+    its own scale (its largest magnitude, at least 1): feature maps reach tens, and after 16
+    blocks float32 accumulation order alone moves their small values by more than 1e-4."""
     model.eval()
     with torch.no_grad():
         expected = [t.numpy() for t in model(torch.from_numpy(batch))]
@@ -62,7 +63,7 @@ def parity_difference(model: Detector, path: Path, batch: NDArray[np.float32]) -
     pairs = list(zip(expected, actual, strict=True))
     return Parity(
         absolute=float(max(np.abs(e - a).max() for e, a in pairs)),
-        scaled=float(max((np.abs(e - a) / np.maximum(1.0, np.abs(e))).max() for e, a in pairs)),
+        scaled=float(max(np.abs(e - a).max() / max(1.0, float(np.abs(e).max())) for e, a in pairs)),
     )
 
 
