@@ -21,17 +21,18 @@ import os
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import onnx
 from numpy.typing import NDArray
-from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from ai_photo_detector.errors import BundleInvalid
 from ai_photo_detector.hashing import sha256_file
+
+if TYPE_CHECKING:  # onnx is imported where a graph is built: serving starts without it
+    import onnx
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,8 @@ def resize_grid(values: NDArray[np.float32], side: int) -> NDArray[np.float32]:
 def _append_head(
     model: onnx.ModelProto, weight: NDArray[np.float32], bias: NDArray[np.float32]
 ) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
     graph = model.graph
     graph.initializer.extend(
         [
@@ -222,6 +225,8 @@ class ClipVitB16(EncoderFamily):
         raise EncoderError(f"the packaged graph has no node {prefix}")
 
     def build(self, source: onnx.ModelProto, recipe: EncoderRecipe) -> onnx.ModelProto:
+        from onnx import TensorProto, helper, numpy_helper
+
         graph = source.graph
         tokens = self._layer_output(graph, recipe.layer)
         grid = recipe.input_size // self.patch
@@ -260,6 +265,8 @@ class ClipVitB16(EncoderFamily):
         return source
 
     def _set_positions(self, graph: onnx.GraphProto, grid: int) -> None:
+        from onnx import helper, numpy_helper
+
         table = next((i for i in graph.initializer if i.name == self._POSITION), None)
         gather = next((n for n in graph.node if n.name == self._POSITION_GATHER), None)
         if table is None or gather is None:
@@ -302,6 +309,8 @@ def encoder_graph(recipe: EncoderRecipe) -> onnx.ModelProto:
             f"the recipe names {recipe.package}/{recipe.resource}, not the file the "
             f"{family.name} family pins ({family.package}/{family.resource})"
         )
+    import onnx
+
     source = onnx.load(str(verified_source(recipe)))
     return family.build(source, recipe)
 
