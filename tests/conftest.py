@@ -47,15 +47,23 @@ def quick_settings(tmp: Path, **overrides: object) -> Settings:
 
 @pytest.fixture(scope="session", autouse=True)
 def embedded_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Every app the tests start logs to a throw-away SQLite file, never to ./apd.db."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'apd.db'}"
-    previous = os.environ.get("APD_DATABASE_URL")
-    os.environ["APD_DATABASE_URL"] = url
+    """Every app the tests start logs to a throw-away SQLite file, never to ./apd.db (and its
+    job queue and spooled uploads go beside it)."""
+    folder = tmp_path_factory.mktemp("store")
+    url = f"sqlite:///{folder / 'apd.db'}"
+    values = {
+        "APD_DATABASE_URL": url,
+        "APD_JOBS__QUEUE_URL": f"sqlite:///{folder / 'queue.db'}",
+        "APD_JOBS__SPOOL_DIR": str(folder / "spool"),
+    }
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     yield url
-    if previous is None:
-        os.environ.pop("APD_DATABASE_URL", None)
-    else:
-        os.environ["APD_DATABASE_URL"] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -81,3 +81,23 @@ class TrainingFailed(DetectorError):
     """Training could not produce a bundle (weights, export parity, configuration)."""
 
     code = "training_failed"
+
+
+class JobNotFound(DetectorError):
+    code = "job_not_found"
+
+
+class JobConflict(DetectorError):
+    """The job cannot do that in its state, or an idempotency key was reused for another body."""
+
+    code = "job_conflict"
+
+
+class JobLimitReached(DetectorError):
+    """An API key has as many jobs or images in flight as it may."""
+
+    code = "job_limit"
+
+
+class JobsUnavailable(DetectorError):
+    code = "jobs_unavailable"

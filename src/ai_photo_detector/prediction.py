@@ -22,6 +22,18 @@ def file_limits(settings: Settings) -> DecodeLimits:
     )
 
 
+def upload_limits(settings: Settings) -> DecodeLimits:
+    """Decode limits for images a client sent (accepted formats only, polyglots refused)."""
+    imaging = settings.imaging
+    return DecodeLimits(
+        max_pixels=imaging.max_pixels,
+        min_side=imaging.min_side,
+        max_side=imaging.max_side,
+        accepted_formats=frozenset(settings.server.accepted_formats),
+        reject_markup=True,
+    )
+
+
 def predict_files(
     detector: OnnxDetector, paths: Iterable[Path], settings: Settings
 ) -> Iterator[dict[str, Any]]:

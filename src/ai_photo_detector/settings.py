@@ -294,7 +294,7 @@ class ApiKeyEntry(Section):
     sha256: str = Field(
         pattern=r"^[0-9a-f]{64}$", description="SHA-256 hex digest of the key (never the key)."
     )
-    scopes: list[str] = Field(["predict"], description="Granted scopes: predict, admin.")
+    scopes: list[str] = Field(["predict"], description="Granted scopes: predict, jobs, admin.")
 
 
 class AuthSettings(Section):
@@ -409,6 +409,57 @@ class RolloutSettings(Section):
     guard: GuardSettings = Field(default_factory=GuardSettings, description="Canary guard.")
 
 
+class JobsSettings(Section):
+    enabled: bool = Field(True, description="Accept batch jobs at /v1/jobs.")
+    queue_url: str = Field(
+        "sqlite:///apd-queue.db",
+        description="Job queue: a SQLite file (embedded default) or redis://… for replicas.",
+    )
+    queue_name: str = Field("ai-photo-detector-jobs", description="Queue name in its store.")
+    in_process: bool = Field(
+        True, description="The service also works jobs off (else only `ai-photo-detector worker`)."
+    )
+    threads: int = Field(
+        0, ge=0, description="Threads working jobs off per process (0: one per CPU)."
+    )
+    spool_dir: str = Field(
+        "data/jobs", description="Uploaded archives; shared storage when workers run elsewhere."
+    )
+    storage_roots: list[str] = Field(
+        [],
+        description="Where manifests may point: folders, or fsspec URLs such as s3://bucket/p/.",
+    )
+    chunk_size: int = Field(32, ge=1, le=4096, description="Images per unit of queued work.")
+    lease_s: float = Field(
+        60.0, gt=0, description="A chunk whose worker is silent this long is given to another."
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="Tries of a chunk before its images are answered with an error."
+    )
+    reap_interval_s: float = Field(
+        5.0, gt=0, description="Seconds between checks for chunks whose worker went silent."
+    )
+    max_archive_bytes: int = Field(
+        2 * 1024**3, ge=1, description="Largest uploaded archive (compressed)."
+    )
+    max_expanded_bytes: int = Field(
+        8 * 1024**3, ge=1, description="Largest sum of the images' sizes inside an archive."
+    )
+    max_compression_ratio: float = Field(
+        200.0, gt=1, description="Largest expanded/compressed size of a member (bombs refused)."
+    )
+    max_images_per_job: int = Field(100_000, ge=1, description="Most images in one job.")
+    max_active_jobs_per_key: int = Field(
+        4, ge=1, description="Queued or running jobs one API key may have."
+    )
+    max_active_images_per_key: int = Field(
+        200_000, ge=1, description="Images in one API key's queued or running jobs."
+    )
+    retention_days: int = Field(
+        30, ge=1, le=36_500, description="Days finished jobs and their results are kept."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APD_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -466,6 +517,7 @@ class Settings(BaseSettings):
     rate_limit: RateLimitSettings = Field(
         default_factory=RateLimitSettings, description="Per-client rate limits."
     )
+    jobs: JobsSettings = Field(default_factory=JobsSettings, description="Batch jobs.")
 
     @property
     def auth_required(self) -> bool:

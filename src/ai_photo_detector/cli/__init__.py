@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from ai_photo_detector.cli import data, keys, models, scoring, serve, store, training
+from ai_photo_detector.cli import batch, data, keys, models, scoring, serve, store, training
 from ai_photo_detector.cli.common import Commands
 
 app = typer.Typer(cls=Commands, no_args_is_help=True, help="Detect AI-generated product photos.")
@@ -23,5 +23,6 @@ app.add_typer(store.feedback_app, name="feedback")
 app.add_typer(store.drift_app, name="drift")
 app.add_typer(models.app, name="models")
 app.command()(serve.serve)
+app.command()(batch.worker)
 
 __all__ = ["app"]

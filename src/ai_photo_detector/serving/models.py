@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from ai_photo_detector.bundle import Bundle
 from ai_photo_detector.errors import ModelNotFound, ReloadFailed
-from ai_photo_detector.imaging import DecodeLimits
 from ai_photo_detector.inference import OnnxDetector
+from ai_photo_detector.prediction import upload_limits
 from ai_photo_detector.registry.registry import resolve_bundle
 from ai_photo_detector.serving.engine import MicroBatcher
 from ai_photo_detector.settings import Settings
@@ -58,14 +58,7 @@ class ModelManager:
         self.roles: dict[str, LoadedModel] = {}
         self.started = False
         self._retiring: set[asyncio.Task[None]] = set()
-        imaging = settings.imaging
-        self.limits = DecodeLimits(
-            max_pixels=imaging.max_pixels,
-            min_side=imaging.min_side,
-            max_side=imaging.max_side,
-            accepted_formats=frozenset(settings.server.accepted_formats),
-            reject_markup=True,
-        )
+        self.limits = upload_limits(settings)
 
     # --- lookup ----------------------------------------------------------------------------
 

@@ -7,10 +7,18 @@ other front end. A new component is one field and its lines in :func:`running`.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from ai_photo_detector.batch.metrics import JobMetrics, JobStoreCollector
+from ai_photo_detector.batch.queue import JobQueue
+from ai_photo_detector.batch.service import JobService
+from ai_photo_detector.batch.worker import ChunkRunner, Consumer, worker_threads
+from ai_photo_detector.inference import OnnxDetector
+from ai_photo_detector.persistence.jobs import JobStore
 from ai_photo_detector.persistence.predictions import PredictionLog
 from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.serving.metrics import PredictionLogCollector, ServiceMetrics
@@ -37,6 +45,7 @@ class Runtime:
     scorer: Scorer
     rollout: Rollout
     monitor: Monitor
+    jobs: JobService | None = None  # None when jobs.enabled is off
     draining: bool = False  # set first on shutdown: new work is refused from then on
 
     def publish_models(self) -> None:
@@ -59,6 +68,57 @@ def publish_models(metrics: ServiceMetrics, models: ModelManager, canary_weight:
         )
         metrics.model_ready.labels(role, model.name).set(float(model.ready))
     metrics.canary_weight.set(canary_weight)
+
+
+class ServedDetectors:
+    """Detectors for job work on the models the service serves: one single-threaded session
+    per model version, beside the interactive ones (its threads run at low priority)."""
+
+    def __init__(self, models: ModelManager) -> None:
+        self.models = models
+        self._detectors: dict[str, OnnxDetector] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> OnnxDetector:
+        model = self.models.get(name)  # ModelNotFound: the chunk's images get that error
+        with self._lock:
+            detector = self._detectors.get(model.key)
+            if detector is None:
+                detector = OnnxDetector(model.bundle, 1, 1, "never", lanes=False)
+                self._detectors = {model.key: detector}  # an older version's is let go
+            return detector
+
+
+async def _start_jobs(
+    settings: Settings,
+    store: Store,
+    models: ModelManager,
+    metrics: ServiceMetrics,
+    cleanup: AsyncExitStack,
+) -> JobService:
+    job_store = JobStore(store)
+    queue = JobQueue(settings.jobs)
+    job_metrics = JobMetrics(metrics.registry)
+    metrics.registry.register(JobStoreCollector(job_store))
+    service = JobService(
+        job_store, queue, settings.jobs, settings.data.extensions, settings.server.max_upload_bytes
+    )
+    if settings.jobs.in_process:
+        runner = ChunkRunner(
+            job_store,
+            settings.jobs,
+            ServedDetectors(models),
+            models.limits,
+            settings.server.max_upload_bytes,
+            job_metrics,
+        )
+        consumer = Consumer(queue, runner, worker_threads(settings.jobs), niceness=19)
+        consumer.start()
+        cleanup.push_async_callback(asyncio.to_thread, consumer.stop)
+    purging = Periodic("job retention", 3600.0, lambda: asyncio.to_thread(service.purge))
+    purging.start()
+    cleanup.push_async_callback(purging.stop)
+    return service
 
 
 async def _stop_models(models: ModelManager, metrics: ServiceMetrics) -> None:
@@ -114,6 +174,8 @@ async def running(settings: Settings, metrics: ServiceMetrics) -> AsyncIterator[
             monitor=Monitor(settings, store, models, metrics, rollout),
         )
         models.start()
+        if settings.jobs.enabled:  # after the models: job work needs them
+            runtime.jobs = await _start_jobs(settings, store, models, metrics, cleanup)
         runtime.publish_models()
         runtime.monitor.start()
         cleanup.push_async_callback(runtime.monitor.stop)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import TypeVar
 
-from ai_photo_detector.serving.jobs import Job, P, cancel_all, new_job, run_job
+from ai_photo_detector.serving.calls import Job, P, cancel_all, new_job, run_job
 
 T = TypeVar("T")
 

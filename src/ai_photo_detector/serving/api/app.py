@@ -19,6 +19,7 @@ from ai_photo_detector.serving.api.routes import (
     admin,
     explain,
     health,
+    jobs,
     models,
     monitoring,
     predict,
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, settings.server.retry_after_s)
     app.include_router(predict.router)
     app.include_router(explain.router)
+    app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(monitoring.router)
     app.include_router(admin.router)
@@ -64,9 +66,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.server.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                "X-Request-ID",
+                "Idempotency-Key",
+            ],
+            expose_headers=["X-Request-ID", "Retry-After", "Location"],
         )
     app.add_middleware(ServiceMiddleware, metrics=metrics)
     return app

@@ -88,3 +88,4 @@ def require(scope: str) -> Callable[[Request, Response], Awaitable[Principal]]:
 # The callers each route accepts; one definition each so every router means the same.
 PredictCaller = Annotated[Principal, Depends(require("predict"))]
 AdminCaller = Annotated[Principal, Depends(require("admin"))]
+JobsCaller = Annotated[Principal, Depends(require("jobs"))]

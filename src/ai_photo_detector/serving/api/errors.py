@@ -20,6 +20,10 @@ from ai_photo_detector.errors import (
     DetectorError,
     ExplanationUnavailable,
     InputError,
+    JobConflict,
+    JobLimitReached,
+    JobNotFound,
+    JobsUnavailable,
     ModelNotFound,
     ModelNotReady,
     Overloaded,
@@ -47,6 +51,10 @@ class ApiError(DetectorError):
 # Domain errors -> HTTP status, most specific class first.
 STATUS: tuple[tuple[type[DetectorError], int], ...] = (
     (ModelNotFound, 404),
+    (JobNotFound, 404),
+    (JobConflict, 409),
+    (JobLimitReached, 429),
+    (JobsUnavailable, 503),
     (ExplanationUnavailable, 409),
     (ReloadFailed, 422),
     (BundleInvalid, 422),
@@ -58,8 +66,14 @@ STATUS: tuple[tuple[type[DetectorError], int], ...] = (
     (RegistryUnavailable, 503),
     (InputError, 422),
 )
-# Image problems (imaging.ImageError codes) whose status is not 422.
-IMAGE_STATUS = {"empty_body": 400, "unsupported_format": 415, "image_too_large": 413}
+# Input problems (image and archive codes) whose status is not 422.
+IMAGE_STATUS = {
+    "empty_body": 400,
+    "unsupported_format": 415,
+    "image_too_large": 413,
+    "archive_unsupported": 415,
+    "path_outside_roots": 403,
+}
 # Refusals a client should retry after a pause.
 RETRY_LATER = (Overloaded, ModelNotReady, ShuttingDown)
 

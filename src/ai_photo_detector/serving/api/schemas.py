@@ -171,11 +171,13 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or invalid API key.",
         403: "The API key lacks the needed scope.",
         404: "Not found.",
-        409: "The model cannot do this (an explanation from a bundle without its head).",
+        406: "The results format asked for is not available here.",
+        409: "The model cannot do this (an explanation from a bundle without its head), or "
+        "the job is over, or an idempotency key was reused for another request.",
         413: "Body or image too large.",
         415: "Not an accepted image format.",
         422: "Corrupt, truncated or too small image, or invalid request.",
-        429: "Rate limited; see Retry-After.",
+        429: "Rate limited (see Retry-After), or the key's job limits are reached.",
         503: "Overloaded or not ready; see Retry-After.",
     }
     return {s: {"model": ErrorResponse, "description": descriptions[s]} for s in statuses}
@@ -279,3 +281,28 @@ class RolloutStatus(BaseModel):
 class ShadowReport(BaseModel):
     window_hours: float
     pairs: list[dict[str, Any]]
+
+
+class JobLinks(BaseModel):
+    self: str
+    results: str
+
+
+class JobStatus(BaseModel):
+    id: str
+    status: str = Field(description="queued, running, done or cancelled.")
+    source: str = Field(description="zip, tar or manifest.")
+    model: str = Field(description="The model the job's images are scored with.")
+    total: int = Field(description="Images in the job.")
+    done: int = Field(description="Images scored.")
+    failed: int = Field(description="Images answered with an error row.")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    rate_per_s: float | None = Field(description="Images per second since the job started.")
+    eta_s: float | None = Field(description="Seconds left at that rate (None when unknown).")
+    links: JobLinks
+
+
+class JobList(BaseModel):
+    jobs: list[JobStatus]

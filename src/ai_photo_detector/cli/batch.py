@@ -1,0 +1,86 @@
+"""Batch commands: ``worker`` works queued jobs off; ``score`` scores folders, manifests and
+storage prefixes straight to a results file, on this machine or on a Ray cluster."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated, Any
+
+import typer
+
+from ai_photo_detector.cli.common import ConfigOption, console, load, opened_store
+from ai_photo_detector.errors import ModelNotFound
+from ai_photo_detector.settings import Settings
+
+
+class WorkerDetectors:
+    """The worker's models, by name: the configured champion and challenger bundles."""
+
+    def __init__(self, settings: Settings) -> None:
+        from ai_photo_detector.inference import OnnxDetector
+        from ai_photo_detector.registry.registry import resolve_bundle
+
+        self.detectors: dict[str, Any] = {}
+        references = [settings.model, settings.rollout.challenger]
+        for reference in filter(None, references):
+            bundle = resolve_bundle(reference, settings).bundle
+            detector = OnnxDetector(bundle, 1, 1, "never", lanes=False)
+            self.detectors.setdefault(bundle.manifest.name, detector)
+            self.detectors.setdefault(f"{bundle.manifest.name}@{bundle.manifest.version}", detector)
+
+    def __call__(self, name: str) -> Any:
+        detector = self.detectors.get(name)
+        if detector is None:
+            raise ModelNotFound(f"this worker does not hold model {name!r}")
+        return detector
+
+
+def worker(
+    threads: Annotated[
+        int | None, typer.Option(help="Chunks worked on at once (default: jobs.threads).")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Work queued jobs off until SIGTERM or Ctrl-C (a chunk in progress is finished)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from ai_photo_detector.batch.metrics import JobMetrics, JobStoreCollector
+    from ai_photo_detector.batch.queue import JobQueue
+    from ai_photo_detector.batch.worker import ChunkRunner, Consumer, worker_threads
+    from ai_photo_detector.persistence.jobs import JobStore
+    from ai_photo_detector.prediction import upload_limits
+
+    settings = load(config)
+    detectors = WorkerDetectors(settings)
+    with opened_store(settings, write=True) as store:
+        jobs = JobStore(store)
+        registry = CollectorRegistry()
+        metrics = JobMetrics(registry)
+        if metrics_port is not None:
+            registry.register(JobStoreCollector(jobs))
+            start_http_server(metrics_port, registry=registry)
+        runner = ChunkRunner(
+            jobs,
+            settings.jobs,
+            detectors,
+            upload_limits(settings),
+            settings.server.max_upload_bytes,
+            metrics,
+        )
+        count = threads or worker_threads(settings.jobs)
+        consumer = Consumer(JobQueue(settings.jobs), runner, count)
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        consumer.start()
+        console.print(
+            f"worker: {count} thread(s) on {settings.jobs.queue_url}, models "
+            + ", ".join(sorted(n for n in detectors.detectors if "@" not in n))
+        )
+        stop.wait()
+        console.print("worker: stopping after the chunks in progress")
+        consumer.stop()
