@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, text
 
 from ai_photo_detector.monitoring.windows import load_window
 from ai_photo_detector.persistence.drift_history import history, save_report
@@ -26,35 +23,6 @@ from ai_photo_detector.persistence.store import Store, downgrade, tables, upgrad
 from ai_photo_detector.settings import PredictionLogSettings
 
 TABLES = {"predictions", "feedback", "drift_reports", "alerts"}
-
-
-def _postgres_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    if not _postgres_up():
-        pytest.skip("needs PostgreSQL on 127.0.0.1:5432")
-    name = f"apd_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(
-        "postgresql+psycopg://root@127.0.0.1:5432/test", isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def record(
