@@ -20,7 +20,7 @@ install: $(BIN)/python
 
 # Everything: training (torch 2.14.1 from this machine's disk, timm, MLflow) and dev tools.
 install-dev: $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[train,dev]"
+	$(BIN)/pip install --quiet -e ".[train,dev,ray]"
 	$(BIN)/pip install --quiet --no-deps $(ENCODERS)
 
 run: install

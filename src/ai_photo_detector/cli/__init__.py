@@ -24,5 +24,6 @@ app.add_typer(store.drift_app, name="drift")
 app.add_typer(models.app, name="models")
 app.command()(serve.serve)
 app.command()(batch.worker)
+app.command()(batch.score)
 
 __all__ = ["app"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -84,3 +85,57 @@ def worker(
         stop.wait()
         console.print("worker: stopping after the chunks in progress")
         consumer.stop()
+
+
+def score(
+    sources: Annotated[
+        list[str], typer.Argument(help="Folders, manifest files or storage prefixes (s3://…/).")
+    ],
+    out: Annotated[Path, typer.Option(help="Results file: .parquet, .csv or .jsonl.")],
+    engine: Annotated[str, typer.Option(help="local (this machine) or ray.")] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: a local Ray instance).")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Threads (local) or actors (ray); 0: one per CPU.")
+    ] = 0,
+    model: Annotated[str | None, typer.Option(help="Bundle folder (default: APD_MODEL).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Score every image of the sources into one results file (a row per image: the verdict,
+    or an error), on this machine's cores or on a Ray cluster."""
+    from ai_photo_detector.batch.engines import ScoreJob, expand_sources, score_local, score_ray
+    from ai_photo_detector.batch.results import RowSink
+    from ai_photo_detector.cli.common import progress_bars
+    from ai_photo_detector.errors import InputError
+    from ai_photo_detector.prediction import upload_limits
+    from ai_photo_detector.registry.registry import resolve_bundle
+
+    if engine not in ("local", "ray"):
+        raise InputError(f"--engine must be local or ray, not {engine!r}")
+    try:
+        sink = RowSink(out)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    settings = load(config)
+    bundle = resolve_bundle(model or settings.model, settings).bundle
+    items = expand_sources(sources, settings.data.extensions)
+    job = ScoreJob(
+        str(bundle.path), items, upload_limits(settings), settings.server.max_upload_bytes
+    )
+    failed = 0
+    with progress_bars() as progress:
+        advance = progress(f"scoring ({engine})", len(items))
+        if engine == "local":
+            pages = score_local(job, workers, advance)
+        else:
+            pages = score_ray(job, address, workers, advance)
+
+        def counted() -> Any:
+            nonlocal failed
+            for page in pages:
+                failed += sum(1 for row in page if row.get("error_code"))
+                yield page
+
+        written = sink.write(counted())
+    console.print(f"{written} rows written to {out} ({failed} image(s) could not be scored)")
