@@ -460,6 +460,32 @@ class JobsSettings(Section):
     )
 
 
+class RetrainingSettings(Section):
+    data: list[str] = Field(
+        [], description="Base dataset folders the reviewed feedback is added to."
+    )
+    recipe: str | None = Field(
+        None,
+        description="YAML settings of the recipe (e.g. configs/default-model.yaml); "
+        "else these settings' own training section.",
+    )
+    feedback_days: int = Field(
+        90, ge=1, le=36_500, description="Reviewed predictions of the last N days join."
+    )
+    on_alert: bool = Field(False, description="Alertmanager alerts below may start a retrain.")
+    alerts: list[str] = Field(
+        ["APDDriftCritical", "APDLiveAccuracyDrop"],
+        description="Alert names that start a retrain when on_alert is on.",
+    )
+    cooldown_hours: float = Field(
+        24.0, ge=0, description="Least time between two retrains started by alerts."
+    )
+    shadow_fraction: float = Field(
+        0.0, ge=0, le=1, description="After a retrain started here: mirror this share to it."
+    )
+    timeout_hours: float = Field(12.0, gt=0, description="A retrain running longer is stopped.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APD_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -518,6 +544,9 @@ class Settings(BaseSettings):
         default_factory=RateLimitSettings, description="Per-client rate limits."
     )
     jobs: JobsSettings = Field(default_factory=JobsSettings, description="Batch jobs.")
+    retraining: RetrainingSettings = Field(
+        default_factory=RetrainingSettings, description="Retraining on reviewed feedback."
+    )
 
     @property
     def auth_required(self) -> bool:

@@ -14,6 +14,7 @@ from ai_photo_detector.cli.common import (
     load,
     progress_bars,
 )
+from ai_photo_detector.errors import InputError
 
 
 def train(
@@ -120,3 +121,65 @@ def optimize(
         console.print("added the head's weights (head.npz) for class activation maps")
     if not upgrade.folded and not upgrade.head_added:
         console.print("nothing to do: the bundle is already up to date")
+
+
+def retrain(
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", help="Base dataset folder (repeatable; else retraining.data)."),
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    shadow: Annotated[
+        float | None,
+        typer.Option(help="Then ask the service to load the challenger and mirror this share."),
+    ] = None,
+    service: Annotated[
+        str, typer.Option(help="The service to ask (its admin key in APD_ADMIN_KEY).")
+    ] = "http://127.0.0.1:8000",
+    report: Annotated[Path | None, typer.Option(help="Write the outcome here as JSON.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Retrain on reviewed feedback plus the base data with the shipped recipe, gate, register,
+    and point the `challenger` alias at it; exits 1 (nothing moved) when a gate fails."""
+    import json
+    import os
+
+    from ai_photo_detector.cli.common import opened_store
+    from ai_photo_detector.training.retrain import retrain as run_retrain
+
+    settings = load(config)
+    with opened_store(settings, write=True) as store, progress_bars() as progress:
+        outcome = run_retrain(
+            settings,
+            store,
+            data=data,
+            reason=reason,
+            progress=progress,
+            log=lambda text: console.print(text, markup=False, highlight=False),
+        )
+    if report is not None:
+        report.write_text(json.dumps(outcome.as_dict(), indent=2) + "\n")
+    if outcome.gate_failures:
+        exit_on_gate_failures(outcome.gate_failures)
+    console.print(
+        f"[green]registered version {outcome.registry_version}; {outcome.challenger} points at "
+        "it[/green]"
+    )
+    if shadow is not None:
+        import urllib.error
+        import urllib.request
+
+        change = urllib.request.Request(
+            f"{service.rstrip('/')}/v1/admin/rollout",
+            data=json.dumps({"challenger": outcome.challenger, "shadow_fraction": shadow}).encode(),
+            headers={
+                "Authorization": f"Bearer {os.environ.get('APD_ADMIN_KEY', '')}",
+                "Content-Type": "application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(change, timeout=600):
+                pass
+        except (urllib.error.URLError, OSError) as exc:
+            raise InputError(f"the service did not take the rollout change: {exc}") from exc
+        console.print(f"the service mirrors {shadow:.0%} of its traffic to the challenger")

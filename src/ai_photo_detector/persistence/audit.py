@@ -58,3 +58,18 @@ def audit_log(store: Store, limit: int = 100) -> list[dict[str, Any]]:
             }
             for e in session.scalars(query)
         ]
+
+
+def last_event_at(store: Store, action: str, model_name: str) -> datetime | None:
+    """When ``action`` was last recorded for ``model_name`` (in UTC), if ever."""
+    query = (
+        select(RegistryEvent.created_at)
+        .where(RegistryEvent.action == action, RegistryEvent.model_name == model_name)
+        .order_by(RegistryEvent.id.desc())
+        .limit(1)
+    )
+    with store.session() as session:
+        found = session.scalar(query)
+    if found is not None and found.tzinfo is None:
+        found = found.replace(tzinfo=UTC)  # SQLite keeps no zone; it was written in UTC
+    return found

@@ -26,6 +26,7 @@ from ai_photo_detector.serving.models import CHALLENGER, CHAMPION, ModelManager
 from ai_photo_detector.serving.monitor import Monitor
 from ai_photo_detector.serving.periodic import Periodic
 from ai_photo_detector.serving.predictor import Scorer
+from ai_photo_detector.serving.retraining import Retrainer
 from ai_photo_detector.serving.rollout import Rollout
 from ai_photo_detector.serving.spare_time import SpareTimeExecutor
 from ai_photo_detector.serving.warm_pool import WarmThreadPool
@@ -45,6 +46,7 @@ class Runtime:
     scorer: Scorer
     rollout: Rollout
     monitor: Monitor
+    retrainer: Retrainer
     jobs: JobService | None = None  # None when jobs.enabled is off
     draining: bool = False  # set first on shutdown: new work is refused from then on
 
@@ -172,7 +174,9 @@ async def running(settings: Settings, metrics: ServiceMetrics) -> AsyncIterator[
             scorer=scorer,
             rollout=rollout,
             monitor=Monitor(settings, store, models, metrics, rollout),
+            retrainer=Retrainer(settings, store, models, rollout, lambda: runtime.publish_models()),
         )
+        cleanup.push_async_callback(runtime.retrainer.stop)
         models.start()
         if settings.jobs.enabled:  # after the models: job work needs them
             runtime.jobs = await _start_jobs(settings, store, models, metrics, cleanup)

@@ -251,6 +251,11 @@ class AlertmanagerWebhook(BaseModel):
 
 class AlertsRecorded(BaseModel):
     recorded: int
+    retrain: str | None = Field(
+        None,
+        description="started or skipped when the alerts call for a retrain "
+        "(retraining.on_alert); None otherwise.",
+    )
 
 
 class ReloadResponse(BaseModel):

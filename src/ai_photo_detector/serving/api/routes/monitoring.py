@@ -174,7 +174,9 @@ def _alerts(payload: AlertmanagerWebhook) -> list[AlertRecord]:
 async def post_alerts(
     payload: AlertmanagerWebhook, services: ServicesDep, _: AdminCaller
 ) -> AlertsRecorded:
-    count = await asyncio.to_thread(record_alerts, services.store, _alerts(payload))
+    alerts = _alerts(payload)
+    count = await asyncio.to_thread(record_alerts, services.store, alerts)
     for alert in payload.alerts:
         services.metrics.alerts_received.labels(alert.status[:16]).inc()
-    return AlertsRecorded(recorded=count)
+    retrain = await services.retrainer.on_alerts(alerts)
+    return AlertsRecorded(recorded=count, retrain=retrain)
