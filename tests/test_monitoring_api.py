@@ -136,7 +136,7 @@ def test_alertmanager_webhook_is_recorded(client: TestClient) -> None:
         ],
     }
     response = client.post("/v1/alerts", json=payload, headers={"Authorization": f"Bearer {ADMIN}"})
-    assert response.status_code == 200 and response.json() == {"recorded": 1}
+    assert response.status_code == 200 and response.json() == {"recorded": 1, "retrain": None}
     assert 'apd_alerts_received_total{status="firing"} 1.0' in client.get("/metrics").text
     from sqlalchemy import select
 

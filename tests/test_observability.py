@@ -156,7 +156,7 @@ def test_real_prometheus_scrapes_the_service_under_traffic(
         ).json()
         assert up["data"]["result"][0]["value"][1] == "1"
         rules = httpx.get(f"http://127.0.0.1:{prometheus_port}/api/v1/rules").json()
-        assert len(rules["data"]["groups"][0]["rules"]) == 9
+        assert len(rules["data"]["groups"][0]["rules"]) == 10
     finally:
         for process in (prometheus, service):
             process.terminate()

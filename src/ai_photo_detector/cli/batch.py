@@ -23,12 +23,15 @@ class WorkerDetectors:
         from ai_photo_detector.registry.registry import resolve_bundle
 
         self.detectors: dict[str, Any] = {}
-        references = [settings.model, settings.rollout.challenger]
-        for reference in filter(None, references):
+        roles = {"champion": settings.model, "challenger": settings.rollout.challenger}
+        for role, reference in roles.items():
+            if not reference:
+                continue
             bundle = resolve_bundle(reference, settings).bundle
             detector = OnnxDetector(bundle, 1, 1, "never", lanes=False)
-            self.detectors.setdefault(bundle.manifest.name, detector)
-            self.detectors.setdefault(f"{bundle.manifest.name}@{bundle.manifest.version}", detector)
+            manifest = bundle.manifest
+            for name in (role, manifest.name, f"{manifest.name}@{manifest.version}"):
+                self.detectors.setdefault(name, detector)
 
     def __call__(self, name: str) -> Any:
         detector = self.detectors.get(name)
@@ -80,7 +83,7 @@ def worker(
         consumer.start()
         console.print(
             f"worker: {count} thread(s) on {settings.jobs.queue_url}, models "
-            + ", ".join(sorted(n for n in detectors.detectors if "@" not in n))
+            + ", ".join(sorted(n for n in detectors.detectors if "@" in n))
         )
         stop.wait()
         console.print("worker: stopping after the chunks in progress")

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from ai_photo_detector.batch.metrics import JobMetrics, JobStoreCollector
+from ai_photo_detector.batch.metrics import JobStoreCollector
 from ai_photo_detector.batch.queue import JobQueue
 from ai_photo_detector.batch.service import JobService
 from ai_photo_detector.batch.worker import ChunkRunner, Consumer, worker_threads
@@ -87,7 +87,9 @@ class ServedDetectors:
             detector = self._detectors.get(model.key)
             if detector is None:
                 detector = OnnxDetector(model.bundle, 1, 1, "never", lanes=False)
-                self._detectors = {model.key: detector}  # an older version's is let go
+                live = {m.key for m in self.models.roles.values()}  # replaced versions go
+                self._detectors = {k: d for k, d in self._detectors.items() if k in live}
+                self._detectors[model.key] = detector
             return detector
 
 
@@ -100,8 +102,9 @@ async def _start_jobs(
 ) -> JobService:
     job_store = JobStore(store)
     queue = JobQueue(settings.jobs)
-    job_metrics = JobMetrics(metrics.registry)
-    metrics.registry.register(JobStoreCollector(job_store))
+    collector = JobStoreCollector(job_store)
+    metrics.registry.register(collector)
+    cleanup.callback(metrics.registry.unregister, collector)  # the app may start again
     service = JobService(
         job_store, queue, settings.jobs, settings.data.extensions, settings.server.max_upload_bytes
     )
@@ -112,7 +115,7 @@ async def _start_jobs(
             ServedDetectors(models),
             models.limits,
             settings.server.max_upload_bytes,
-            job_metrics,
+            metrics.jobs,
         )
         consumer = Consumer(queue, runner, worker_threads(settings.jobs), niceness=19)
         consumer.start()
@@ -139,7 +142,9 @@ async def running(settings: Settings, metrics: ServiceMetrics) -> AsyncIterator[
         if settings.prediction_log.enabled:
             prediction_log = PredictionLog(store, settings.prediction_log)
             cleanup.callback(prediction_log.close)  # after the last rows are made
-            metrics.registry.register(PredictionLogCollector(prediction_log))
+            log_collector = PredictionLogCollector(prediction_log)
+            metrics.registry.register(log_collector)
+            cleanup.callback(metrics.registry.unregister, log_collector)
         spare_time = SpareTimeExecutor()
         cleanup.callback(spare_time.shutdown)
         models = ModelManager(settings)

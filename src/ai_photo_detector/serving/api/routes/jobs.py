@@ -142,12 +142,17 @@ async def submit(
     response: Response,
     services: ServicesDep,
     principal: JobsCaller,
-    model: str | None = Query(None, max_length=128, description="Model name (default: champion)."),
+    model: str | None = Query(
+        None, max_length=128, description="Model name, name@version or role (default: champion)."
+    ),
 ) -> JobStatus:
     jobs = job_service(services)
     if services.draining:
         raise ApiError(503, "shutting_down", "the server is shutting down")
-    model_name = services.models.get(model).name  # ModelNotFound before the body is read
+    # What the job asked for, resolved when each chunk is worked: the champion by default, so
+    # a catalogue re-scored after a promotion is scored by the new one.
+    services.models.get(model)  # ModelNotFound before the body is read
+    model_name = model or "champion"
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     key = _idempotency_key(request)
     submitter = submitter_of(principal)
@@ -187,7 +192,7 @@ async def submit(
     response_model=JobList,
     summary="List jobs",
     description="This key's jobs, newest first (an admin key sees every key's).",
-    responses=error_responses(401, 403, 429, 503),
+    responses=error_responses(401, 403, 422, 429, 503),
 )
 async def list_jobs(
     services: ServicesDep,
@@ -204,7 +209,7 @@ async def list_jobs(
     response_model=JobStatus,
     summary="A job's status",
     description="Status, counts done / failed / total, images per second and an ETA.",
-    responses=error_responses(401, 403, 404, 429, 503),
+    responses=error_responses(401, 403, 404, 422, 429, 503),
 )
 async def get_job(job_id: str, services: ServicesDep, principal: JobsCaller) -> JobStatus:
     jobs = job_service(services)
@@ -216,7 +221,7 @@ async def get_job(job_id: str, services: ServicesDep, principal: JobsCaller) -> 
     response_model=JobStatus,
     summary="Cancel a job",
     description="Chunks not yet started are dropped; results written so far stay readable.",
-    responses=error_responses(401, 403, 404, 409, 429, 503),
+    responses=error_responses(401, 403, 404, 409, 422, 429, 503),
 )
 async def cancel_job(job_id: str, services: ServicesDep, principal: JobsCaller) -> JobStatus:
     jobs = job_service(services)
