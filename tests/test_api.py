@@ -333,3 +333,16 @@ def test_a_failed_start_releases_what_it_had_started(tmp_path: Path) -> None:
         pass
     left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
     assert left == []
+
+
+def test_a_decoder_crash_is_422_and_fails_only_its_batch_item(
+    client: TestClient, jpeg: bytes
+) -> None:
+    from test_imaging import GIF_STRUCT_ERROR
+
+    single = client.post("/v1/predict", content=GIF_STRUCT_ERROR)
+    assert single.status_code == 422 and single.json()["error"]["code"] == "corrupt_image"
+    files = [("files", ("bad.gif", GIF_STRUCT_ERROR)), ("files", ("good.jpg", jpeg))]
+    batch = client.post("/v1/predict/batch", files=files)
+    assert batch.status_code == 200
+    assert (batch.json()["failed"], batch.json()["succeeded"]) == (1, 1)

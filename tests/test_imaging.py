@@ -205,3 +205,18 @@ def test_markup_scan_agrees_with_a_plain_search() -> None:
         assert carries_markup(bytes(data)) == expected
         found += expected
     assert 1000 < found < 2900  # both outcomes well represented
+
+
+# Found by fuzzing: Pillow's GIF plugin raises struct.error on this frame header while counting
+# frames (a 64x64 screen, so no size check refuses it first). Any decoder failure must be an
+# ImageError (a 4xx), never a server error.
+GIF_STRUCT_ERROR = bytes.fromhex(
+    "474946383761400040008000000000000000002c000000000800080000080f0001081c48b0a0c18308132a4c"
+    "1810002c"
+)
+
+
+def test_a_decoder_crash_is_an_image_error() -> None:
+    with pytest.raises(ImageError) as info:
+        decode_image(GIF_STRUCT_ERROR, SPEC)
+    assert info.value.code in {"corrupt_image", "truncated_image"}

@@ -237,7 +237,9 @@ def _decode(
         if sniffed is not None:  # the right signature, but no decodable image behind it
             raise ImageError("corrupt_image", f"the {sniffed} data is corrupt") from exc
         raise ImageError("unsupported_format", "not a recognised image format") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+    except Exception as exc:  # any decoder failure is the image's fault: a 4xx
+        # Pillow's plugins raise what their parsing meets (OSError, SyntaxError, struct.error
+        # from a short frame header, IndexError, ...): never a server error.
         text = str(exc)
         code = "truncated_image" if "truncated" in text.lower() else "corrupt_image"
         raise ImageError(
