@@ -346,3 +346,47 @@ def test_a_decoder_crash_is_422_and_fails_only_its_batch_item(
     batch = client.post("/v1/predict/batch", files=files)
     assert batch.status_code == 200
     assert (batch.json()["failed"], batch.json()["succeeded"]) == (1, 1)
+
+
+def test_a_client_leaving_mid_upload_is_no_server_error(client: TestClient, jpeg: bytes) -> None:
+    """Counted as 499 (client closed request), not 500: it must not feed the 5xx alert."""
+    messages: list[dict[str, object]] = []
+
+    async def leave_mid_upload() -> None:
+        parts = [
+            {"type": "http.request", "body": jpeg[:1000], "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+
+        async def receive() -> dict[str, object]:
+            return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            messages.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/predict",
+            "raw_path": b"/v1/predict",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"testserver"),
+                (b"content-type", b"image/jpeg"),
+                (b"content-length", str(len(jpeg)).encode()),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        await client.app(scope, receive, send)  # type: ignore[arg-type]
+
+    client.portal.call(leave_mid_upload)  # type: ignore[union-attr]
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    assert start["status"] == 499
+    metrics = client.get("/metrics").text
+    assert 'route="/v1/predict",status="499"' in metrics
+    assert 'route="/v1/predict",status="500"' not in metrics

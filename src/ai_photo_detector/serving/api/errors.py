@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ai_photo_detector.errors import (
     BundleInvalid,
@@ -125,6 +126,12 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
         return error_response(
             request, exc.status_code, code, str(exc.detail), dict(exc.headers or {})
         )
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client went away mid-upload: nobody reads this answer, and it is no server
+        # error (499, as nginx counts it), so it neither logs a traceback nor feeds 5xx alerts.
+        return error_response(request, 499, "client_disconnected", "the client disconnected")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
