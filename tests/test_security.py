@@ -180,3 +180,46 @@ def test_keys_create_prints_a_key_and_its_hash() -> None:
     key, entry = lines[0], json.loads(lines[-1])
     assert entry == {"id": "shop", "sha256": hash_key(key), "scopes": ["predict"]}
     assert key not in lines[-1]
+
+
+def test_production_without_keys_refuses_to_start(bundle_dir: Path) -> None:
+    from ai_photo_detector.errors import SettingsInvalid
+
+    with (
+        pytest.raises(SettingsInvalid, match="API keys are required"),
+        _client(bundle_dir, environment="production"),
+    ):
+        pass
+    # Saying so deliberately is allowed.
+    with _client(bundle_dir, environment="production", auth={"mode": "disabled"}) as client:
+        assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_failed_authentication_is_rate_limited(bundle_dir: Path, jpeg: bytes) -> None:
+    limit = {"limit": "3/minute"}
+    with _client(
+        bundle_dir, environment="production", auth={"keys": KEYS}, rate_limit=limit
+    ) as client:
+        guesses = [
+            client.post("/v1/predict", content=jpeg, headers={"X-API-Key": f"apd_guess{i}"})
+            for i in range(4)
+        ]
+        assert [r.status_code for r in guesses] == [401, 401, 401, 429]
+        # A valid key keeps its own budget.
+        ok = client.post("/v1/predict", content=jpeg, headers={"X-API-Key": PREDICT_KEY})
+        assert ok.status_code == 200
+
+
+def test_rate_limit_storage_down_follows_the_policy(bundle_dir: Path, jpeg: bytes) -> None:
+    """Redis unreachable (nothing listens on port 1): never a 5xx; 'local' keeps limiting in
+    this replica's memory, 'refuse' answers 503 with Retry-After."""
+    down = {"limit": "2/minute", "storage_uri": "redis://127.0.0.1:1", "storage_retry_s": 60}
+    with _client(bundle_dir, rate_limit=down) as client:
+        statuses = [client.post("/v1/predict", content=jpeg).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+        assert "apd_rate_limit_storage_errors_total 1.0" in client.get("/metrics").text
+    with _client(bundle_dir, rate_limit={**down, "on_storage_error": "refuse"}) as client:
+        refused = client.post("/v1/predict", content=jpeg)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "rate_limit_unavailable"
+        assert int(refused.headers["retry-after"]) >= 1

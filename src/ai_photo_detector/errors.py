@@ -101,3 +101,9 @@ class JobLimitReached(DetectorError):
 
 class JobsUnavailable(DetectorError):
     code = "jobs_unavailable"
+
+
+class SettingsInvalid(DetectorError):
+    """Settings the service cannot safely start with."""
+
+    code = "settings_invalid"

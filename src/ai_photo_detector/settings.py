@@ -323,6 +323,14 @@ class RateLimitSettings(Section):
     trusted_proxies: list[str] = Field(
         [], description="Proxy addresses (CIDR) whose X-Forwarded-For is believed."
     )
+    on_storage_error: Literal["local", "refuse"] = Field(
+        "local",
+        description="When shared storage (Redis) fails: count in this replica's memory until "
+        "it answers again (local), or answer 503 rate_limit_unavailable (refuse).",
+    )
+    storage_retry_s: float = Field(
+        5.0, gt=0, description="After a storage failure, seconds before it is tried again."
+    )
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -87,6 +87,11 @@ class ServiceMetrics:
         self.input_errors = Counter(
             "apd_input_errors_total", "Refused inputs by error code.", ["code"], registry=r
         )
+        self.rate_limit_storage_errors = Counter(
+            "apd_rate_limit_storage_errors_total",
+            "Rate-limit storage (Redis) failures; rate_limit.on_storage_error decides what then.",
+            registry=r,
+        )
         self.rate_limited = Counter(
             "apd_rate_limited_total", "Requests refused by rate limits.", registry=r
         )

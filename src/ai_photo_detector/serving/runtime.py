@@ -17,6 +17,7 @@ from ai_photo_detector.batch.metrics import JobStoreCollector
 from ai_photo_detector.batch.queue import JobQueue
 from ai_photo_detector.batch.service import JobService
 from ai_photo_detector.batch.worker import ChunkRunner, Consumer, worker_threads
+from ai_photo_detector.errors import SettingsInvalid
 from ai_photo_detector.inference import OnnxDetector
 from ai_photo_detector.persistence.jobs import JobStore
 from ai_photo_detector.persistence.predictions import PredictionLog
@@ -131,10 +132,22 @@ async def _stop_models(models: ModelManager, metrics: ServiceMetrics) -> None:
     publish_models(metrics, models, 0.0)  # not ready, no canary: the gauges say so
 
 
+def check_settings(settings: Settings) -> None:
+    """Refuse what would start a service that cannot work: production mode with no API key
+    would report ready and then answer every call 401."""
+    if settings.auth_required and not settings.auth.keys:
+        raise SettingsInvalid(
+            "API keys are required (environment=production or auth.mode=required) but none are "
+            "configured: add auth.keys (`ai-photo-detector keys create`), or set "
+            "auth.mode=disabled deliberately"
+        )
+
+
 @asynccontextmanager
 async def running(settings: Settings, metrics: ServiceMetrics) -> AsyncIterator[Runtime]:
     """Build, start, yield, then stop every component (each clean-up registered as soon as
     its component exists, run in reverse order even if one of them raises)."""
+    check_settings(settings)
     async with AsyncExitStack() as cleanup:
         store = Store(settings.database_url)  # applies pending migrations
         cleanup.callback(store.close)

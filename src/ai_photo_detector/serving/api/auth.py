@@ -64,12 +64,15 @@ def require(scope: str) -> Callable[[Request, Response], Awaitable[Principal]]:
         principal = authenticate(settings, key)
         if request.scope["path"] in settings.auth.open_paths:  # not request.url: no URL parse
             return principal or Principal(None, frozenset())  # health checks: no key, no limit
+        limiter = request.app.state.rate_limiter
         if key is not None and principal is None:
+            await limiter.check(request, response, None)  # guessing keys costs budget too
             raise ApiError(
                 401, "invalid_api_key", "the API key is not valid", {"WWW-Authenticate": "Bearer"}
             )
         if principal is None:
             if settings.auth_required:
+                await limiter.check(request, response, None)
                 raise ApiError(
                     401,
                     "missing_api_key",
@@ -79,7 +82,7 @@ def require(scope: str) -> Callable[[Request, Response], Awaitable[Principal]]:
             principal = Principal(None, frozenset())
         elif scope not in principal.scopes and "admin" not in principal.scopes:
             raise ApiError(403, "insufficient_scope", f"the API key lacks the '{scope}' scope")
-        await request.app.state.rate_limiter.check(request, response, principal.key_id)
+        await limiter.check(request, response, principal.key_id)
         return principal
 
     return dependency

@@ -8,6 +8,7 @@ replica; Redis storage shares the counts between replicas.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
 from typing import Any
@@ -21,6 +22,8 @@ from limits.storage import storage_from_string
 from ai_photo_detector.serving.api.errors import ApiError
 from ai_photo_detector.serving.metrics import ServiceMetrics
 from ai_photo_detector.settings import RateLimitSettings
+
+logger = logging.getLogger(__name__)
 
 _STRATEGIES: dict[str, Any] = {
     "fixed-window": strategies.FixedWindowRateLimiter,
@@ -46,6 +49,9 @@ class RateLimiter:
             raise ValueError(f"not an async rate-limit storage: {settings.storage_uri}")
         self.storage = storage
         self.limiter = _STRATEGIES[settings.strategy](self.storage)
+        # Where counts go while the shared storage is down (rate_limit.on_storage_error=local).
+        self.local = _STRATEGIES[settings.strategy](storage_from_string("async+memory://"))
+        self.shared_down_until = 0.0
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
 
     def _trusted(self, address: str) -> bool:
@@ -77,8 +83,7 @@ class RateLimiter:
         if not self.settings.enabled:
             return
         identity = self.identity(request, key_id)
-        allowed = await self.limiter.hit(self.item, identity)
-        stats = await self.limiter.get_window_stats(self.item, identity)
+        allowed, stats = await self._count(identity)
         reset_in = max(0, math.ceil(stats.reset_time - time.time()))
         headers = {
             "X-RateLimit-Limit": str(self.item.amount),
@@ -94,6 +99,28 @@ class RateLimiter:
                 {**headers, "Retry-After": str(max(1, reset_in))},
             )
         response.headers.update(headers)
+
+    async def _count(self, identity: str) -> tuple[bool, Any]:
+        """Hit the shared storage; when it fails, follow rate_limit.on_storage_error and leave
+        it alone for storage_retry_s (a dead Redis must not cost every request a timeout)."""
+        if time.monotonic() >= self.shared_down_until:
+            try:
+                allowed = await self.limiter.hit(self.item, identity)
+                return allowed, await self.limiter.get_window_stats(self.item, identity)
+            except Exception as exc:  # the storage's client raises its own error types
+                self.shared_down_until = time.monotonic() + self.settings.storage_retry_s
+                self.metrics.rate_limit_storage_errors.inc()
+                logger.warning("rate-limit storage failed (%s): %s", type(exc).__name__, exc)
+        if self.settings.on_storage_error == "refuse":
+            retry = str(max(1, math.ceil(self.shared_down_until - time.monotonic())))
+            raise ApiError(
+                503,
+                "rate_limit_unavailable",
+                "the rate-limit storage cannot be reached",
+                {"Retry-After": retry},
+            )
+        allowed = await self.local.hit(self.item, identity)
+        return allowed, await self.local.get_window_stats(self.item, identity)
 
     async def reset(self) -> None:
         await self.storage.reset()

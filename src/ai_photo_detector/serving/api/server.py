@@ -7,6 +7,7 @@ import signal
 import uvicorn
 
 from ai_photo_detector.serving.api.app import create_app
+from ai_photo_detector.serving.runtime import check_settings
 from ai_photo_detector.settings import Settings
 
 
@@ -17,6 +18,7 @@ def run_server(settings: Settings) -> None:
             "server.workers > 1 is not supported: run one process per container and scale with "
             "replicas (metrics are per process; see README)"
         )
+    check_settings(settings)  # a clear error before uvicorn, not a failed start-up
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal under the
     # handler that was installed before it started; a no-op one lets the process exit with 0.
     for captured in (signal.SIGTERM, signal.SIGINT):
