@@ -390,3 +390,24 @@ def test_a_client_leaving_mid_upload_is_no_server_error(client: TestClient, jpeg
     metrics = client.get("/metrics").text
     assert 'route="/v1/predict",status="499"' in metrics
     assert 'route="/v1/predict",status="500"' not in metrics
+
+
+def test_curl_default_form_content_type_is_a_raw_image(client: TestClient, jpeg: bytes) -> None:
+    """`curl --data-binary @photo.jpg` labels the body a urlencoded form: the bytes decide."""
+    response = client.post(
+        "/v1/predict",
+        content=jpeg,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_form_parser_limits_answer_documented_codes(client: TestClient, jpeg: bytes) -> None:
+    fields = {f"field{i}": "x" for i in range(40)}  # more fields than any upload needs
+    many_fields = client.post("/v1/predict", data=fields, files={"file": ("a.jpg", jpeg)})
+    assert many_fields.status_code == 400
+    assert many_fields.json()["error"]["code"] == "bad_multipart"
+    files = [("files", (f"{i}.jpg", jpeg)) for i in range(6)]  # the batch limit here is 4
+    too_many = client.post("/v1/predict/batch", files=files)
+    assert too_many.status_code == 413
+    assert too_many.json()["error"]["code"] == "too_many_files"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from ai_photo_detector.serving.api.errors import ApiError
@@ -59,8 +60,9 @@ async def read_limited(request: Request, limit: int, discard: int) -> bytes:
 
 
 def _is_form(request: Request) -> bool:
-    content_type = request.headers.get("content-type", "").lower()
-    return content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
+    """Only multipart carries files. A urlencoded "form" is what curl --data-binary sends by
+    default: its body is the image itself (the bytes decide, never the content type)."""
+    return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
 
 
 async def read_uploads(
@@ -79,6 +81,11 @@ async def read_uploads(
         form = await request.form(max_files=max_files + 1, max_fields=max_files + 16)
     except MultiPartException as exc:
         raise ApiError(400, "bad_multipart", f"invalid multipart body: {exc.message}") from exc
+    except HTTPException as exc:  # starlette's own limits (files, fields, part size)
+        detail = str(exc.detail)
+        if "files" in detail.lower():
+            raise ApiError(413, "too_many_files", f"at most {max_files} files per request") from exc
+        raise ApiError(400, "bad_multipart", f"invalid multipart body: {detail}") from exc
     try:
         files = [v for k, v in form.multi_items() if isinstance(v, UploadFile) and k == field]
         if not files:
