@@ -144,8 +144,11 @@ def test_body_limit_is_enforced_while_streaming(client: TestClient, settings: Se
 
 
 def test_missing_file_field(client: TestClient) -> None:
-    response = client.post("/v1/predict", data={"name": "value"})
-    _error(response, 400, "missing_file")
+    body = b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nvalue\r\n--b--\r\n'
+    headers = {"content-type": "multipart/form-data; boundary=b"}
+    _error(client.post("/v1/predict", content=body, headers=headers), 400, "missing_file")
+    # A urlencoded body is taken as the image itself (curl's default): text is no image.
+    _error(client.post("/v1/predict", data={"name": "value"}), 415, "unsupported_format")
 
 
 def test_batch_allows_partial_failure(client: TestClient, jpeg: bytes) -> None:

@@ -223,3 +223,20 @@ def test_rate_limit_storage_down_follows_the_policy(bundle_dir: Path, jpeg: byte
         assert refused.status_code == 503
         assert refused.json()["error"]["code"] == "rate_limit_unavailable"
         assert int(refused.headers["retry-after"]) >= 1
+
+
+def test_docs_are_closed_in_production_and_carry_security_headers(bundle_dir: Path) -> None:
+    with _client(bundle_dir, environment="production", auth={"keys": KEYS}) as client:
+        assert client.get("/docs").status_code == 404
+        assert client.get("/redoc").status_code == 404
+        assert client.get("/openapi.json").status_code == 401
+        schema = client.get("/openapi.json", headers={"X-API-Key": PREDICT_KEY})
+        assert schema.status_code == 200 and "/v1/predict" in schema.json()["paths"]
+    with _client(bundle_dir) as client:  # development: the docs are served
+        page = client.get("/docs")
+        assert page.status_code == 200
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["x-frame-options"] == "DENY"
+        policy = page.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "https://cdn.jsdelivr.net" in policy
+        assert client.get("/openapi.json").status_code == 200

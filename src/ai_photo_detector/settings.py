@@ -287,6 +287,11 @@ class ServerSettings(Section):
         20.0, ge=0, description="Seconds in-flight requests get to finish on shutdown."
     )
     ui: bool = Field(True, description="Serve the review page (explain, give feedback) at /ui/.")
+    docs: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Interactive docs at /docs and /redoc, with /openapi.json open: auto serves "
+        "them only where no API key is required; else /openapi.json needs a valid key.",
+    )
 
 
 class ApiKeyEntry(Section):

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from ai_photo_detector import __version__
+from ai_photo_detector.serving.api.auth import AnyKeyCaller
 from ai_photo_detector.serving.api.errors import install_error_handlers
 from ai_photo_detector.serving.api.middleware import UI_PATH, ServiceMiddleware
 from ai_photo_detector.serving.api.ratelimit import RateLimiter
@@ -45,9 +47,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 logger.info("serving %s %s as %s", model.name, model.version, model.role)
             yield
 
+    server = settings.server
+    docs = server.docs == "on" or (server.docs == "auto" and not settings.auth_required)
     app = FastAPI(
         title="AI Product Photo Detector",
         version=__version__,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
         description="Detects AI-generated product photos. Errors always have the shape "
         '`{"error": {"code", "message", "request_id"}}`.',
         lifespan=lifespan,
@@ -60,6 +67,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(monitoring.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    if not docs:  # the schema still answers, to a valid key only
+
+        @app.get("/openapi.json", include_in_schema=False)
+        async def openapi(_: AnyKeyCaller) -> JSONResponse:
+            return JSONResponse(app.openapi())
+
     if settings.server.ui:
         app.mount(UI_PATH, StaticFiles(directory=UI_FOLDER, html=True), name="ui")
     if settings.server.cors_origins:

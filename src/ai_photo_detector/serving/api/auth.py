@@ -54,8 +54,9 @@ def authenticate(settings: Settings, key: str | None) -> Principal | None:
     return Principal(match.id, frozenset(match.scopes)) if match else None
 
 
-def require(scope: str) -> Callable[[Request, Response], Awaitable[Principal]]:
-    """Dependency: the caller holds ``scope`` (or the path is open), then rate limits apply."""
+def require(scope: str | None) -> Callable[[Request, Response], Awaitable[Principal]]:
+    """Dependency: the caller holds ``scope`` (any valid key for None; or the path is open),
+    then rate limits apply."""
 
     async def dependency(request: Request, response: Response) -> Principal:
         services = services_of(request)
@@ -80,7 +81,9 @@ def require(scope: str) -> Callable[[Request, Response], Awaitable[Principal]]:
                     {"WWW-Authenticate": "Bearer"},
                 )
             principal = Principal(None, frozenset())
-        elif scope not in principal.scopes and "admin" not in principal.scopes:
+        elif (
+            scope is not None and scope not in principal.scopes and "admin" not in principal.scopes
+        ):
             raise ApiError(403, "insufficient_scope", f"the API key lacks the '{scope}' scope")
         await limiter.check(request, response, principal.key_id)
         return principal
@@ -92,3 +95,4 @@ def require(scope: str) -> Callable[[Request, Response], Awaitable[Principal]]:
 PredictCaller = Annotated[Principal, Depends(require("predict"))]
 AdminCaller = Annotated[Principal, Depends(require("admin"))]
 JobsCaller = Annotated[Principal, Depends(require("jobs"))]
+AnyKeyCaller = Annotated[Principal, Depends(require(None))]

@@ -20,7 +20,22 @@ SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
-DOCS_PATHS = ("/docs", "/redoc")  # the interactive docs need scripts and styles
+DOCS_PATHS = ("/docs", "/redoc")
+# The interactive docs load Swagger UI and ReDoc from their CDN and start them inline.
+_CDN = b"https://cdn.jsdelivr.net"
+DOCS_SECURITY_HEADERS = [
+    *[header for header in SECURITY_HEADERS if header[0] != b"content-security-policy"],
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'unsafe-inline' "
+        + _CDN
+        + b"; style-src 'unsafe-inline' "
+        + _CDN
+        + b" https://fonts.googleapis.com; font-src https://fonts.gstatic.com; "
+        b"img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
+        b"connect-src 'self'; worker-src blob:; base-uri 'none'; frame-ancestors 'none'",
+    ),
+]
 UI_PATH = "/ui"
 # The review page runs its own script and style and shows overlays as data: images; nothing
 # else, and it calls this origin only.
@@ -54,8 +69,12 @@ class ServiceMiddleware:
         started = time.perf_counter()
         status = 500
         path = scope["path"]
-        docs = path.startswith(DOCS_PATHS)
-        security = UI_SECURITY_HEADERS if path.startswith(UI_PATH) else SECURITY_HEADERS
+        if path.startswith(DOCS_PATHS):
+            security = DOCS_SECURITY_HEADERS
+        elif path.startswith(UI_PATH):
+            security = UI_SECURITY_HEADERS
+        else:
+            security = SECURITY_HEADERS
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -63,8 +82,7 @@ class ServiceMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
-                if not docs:
-                    headers.extend(security)
+                headers.extend(security)
                 message["headers"] = headers
             await send(message)
 
