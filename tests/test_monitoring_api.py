@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -222,3 +223,45 @@ def test_logged_image_statistics_equal_the_training_side_ones(
         index = paths.index(answers[row.id])
         for name in STAT_NAMES:
             assert getattr(row, name) == pytest.approx(scored.stats[name][index], rel=1e-6), name
+
+
+def test_feedback_during_a_database_outage_is_503_and_recovers(
+    bundle_dir: Path, tiny_dataset: Path, postgres_url: str
+) -> None:
+    """The service's PostgreSQL database disappears (renamed away under it) and comes back:
+    feedback answers 503 with Retry-After meanwhile, never 500, and works again after."""
+    from sqlalchemy import create_engine, text
+
+    name = postgres_url.rsplit("/", 1)[1]
+    admin = create_engine(postgres_url.rsplit("/", 1)[0] + "/test", isolation_level="AUTOCOMMIT")
+
+    def rename(old: str, new: str) -> None:
+        with admin.connect() as connection:
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+                {"d": old},
+            )
+            connection.execute(text(f'ALTER DATABASE "{old}" RENAME TO "{new}"'))
+
+    settings = Settings(
+        model=str(bundle_dir), database_url=postgres_url, prediction_log={"flush_interval_s": 0.05}
+    )
+    photo = sorted((tiny_dataset / "ai").iterdir())[0].read_bytes()
+    try:
+        with TestClient(create_app(settings)) as client:
+            first = client.post("/v1/predict", content=photo).json()["prediction_id"]
+            second = client.post("/v1/predict", content=photo).json()["prediction_id"]
+            time.sleep(0.3)  # the log writer stores both
+            rename(name, name + "_away")
+            try:
+                down = client.post("/v1/feedback", json={"prediction_id": first, "label": "ai"})
+                assert down.status_code == 503, down.text
+                assert down.json()["error"]["code"] == "store_unavailable"
+                assert int(down.headers["retry-after"]) >= 1
+                assert client.post("/v1/predict", content=photo).status_code == 200
+            finally:
+                rename(name + "_away", name)
+            back = client.post("/v1/feedback", json={"prediction_id": second, "label": "ai"})
+            assert back.status_code == 201, back.text
+    finally:
+        admin.dispose()

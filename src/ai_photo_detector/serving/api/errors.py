@@ -12,6 +12,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -76,7 +77,7 @@ IMAGE_STATUS = {
     "path_outside_roots": 403,
 }
 # Refusals a client should retry after a pause.
-RETRY_LATER = (Overloaded, ModelNotReady, ShuttingDown)
+RETRY_LATER = (Overloaded, ModelNotReady, ShuttingDown, StoreUnavailable)
 
 
 def http_status(exc: DetectorError) -> int:
@@ -126,6 +127,17 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
         return error_response(
             request, exc.status_code, code, str(exc.detail), dict(exc.headers or {})
         )
+
+    async def store_down(request: Request, exc: Exception) -> JSONResponse:
+        # The database cannot be reached or answers with an error: nothing was stored, and
+        # the client may try again (a write that was acknowledged never lands here).
+        logger.warning("store error on %s: %s", request.scope["path"], exc)
+        message = "the store cannot be reached; nothing was stored, try again"
+        headers = {"Retry-After": str(retry_after_s)}
+        return error_response(request, 503, "store_unavailable", message, headers)
+
+    for unreachable in (OperationalError, InterfaceError):  # not integrity errors: those are bugs
+        app.add_exception_handler(unreachable, store_down)
 
     @app.exception_handler(ClientDisconnect)
     async def client_left(request: Request, exc: ClientDisconnect) -> JSONResponse:
