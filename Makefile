@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run install install-dev test lint typecheck unit default-model fast-model clean
+.PHONY: run install install-dev test lint typecheck unit deploy-check image-check default-model fast-model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ unit:
 	$(BIN)/pytest -q
 
 test: install-dev lint typecheck unit
+
+# Compose, Kubernetes, workflows and Containerfile validated (also part of `unit`).
+deploy-check: install-dev
+	$(BIN)/pytest -q tests/test_deploy.py
+
+# Build the serving image from scratch and get a prediction out of it (root, buildah,
+# debootstrap; .ci/run runs it).
+image-check:
+	./deploy/image/check.sh
 
 DATASETS := $(addprefix --data ../shared/datasets/,shoes-midjourney diffusiondb-coco \
 	playground-mixed chatgpt-gemini)

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Build the serving image from scratch and get a prediction out of it, without a container
+# engine or registry: debootstrap makes a Debian bookworm root (Python 3.11) as the base, buildah
+# builds the Containerfile on it (chroot isolation, vfs storage) and runs the image's own entry
+# point on the host network: --help, predict on a photo, serve until ready and one /v1/predict.
+# The base is cached in buildah's storage between runs. Needs root, buildah and debootstrap.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export STORAGE_DRIVER=vfs BUILDAH_ISOLATION=chroot
+BASE=localhost/apd-base:bookworm
+IMAGE=localhost/ai-photo-detector:check
+PORT=${APD_IMAGE_CHECK_PORT:-18765}
+MIRROR=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+CA=/etc/ssl/certs/ca-certificates.crt
+work=$(mktemp -d)
+trap 'buildah rm --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+started=$SECONDS
+
+if ! buildah inspect --type image "$BASE" >/dev/null 2>&1; then
+  echo "image check: making the bookworm base with debootstrap ($MIRROR)"
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,passwd \
+    bookworm "$work/rootfs" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
+    || { tail -20 "$work/debootstrap.log"; exit 1; }
+  base=$(buildah from scratch)
+  buildah copy --quiet "$base" "$work/rootfs" / >/dev/null
+  buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd python3 "$base"
+  buildah commit --quiet "$base" "$BASE" >/dev/null
+  buildah rm "$base" >/dev/null
+  rm -rf "$work/rootfs"
+fi
+
+echo "image check: building the serving image"
+# pip inside the build trusts this machine's CA bundle (the registry is reached through it).
+buildah bud --quiet --layers --network host --build-arg "BASE=$BASE" \
+  --build-arg "PIP_CERT=$CA" --volume "$CA:$CA:ro" \
+  -f Containerfile -t "$IMAGE" . >/dev/null
+size=$(buildah images --format '{{.Size}}' "$IMAGE" | head -1)
+echo "image check: built $IMAGE ($size)"
+
+ctr=$(buildah from "$IMAGE")
+entry=$(buildah inspect --format '{{join .OCIv1.Config.Entrypoint " "}}' "$IMAGE")
+user=$(buildah inspect --format '{{.OCIv1.Config.User}}' "$IMAGE")
+[[ "$user" == 10001:10001 ]] || { echo "the image must run as uid 10001, not '$user'"; exit 1; }
+run() { buildah run --network host --user "$user" "$ctr" -- "$@"; }
+
+run $entry --help | grep -q "serve" || { echo "--help does not list serve"; exit 1; }
+
+buildah copy --quiet --chown 10001:10001 "$ctr" tests/data/photo.jpg /var/lib/apd/photo.jpg \
+  >/dev/null
+run $entry predict --json /var/lib/apd/photo.jpg | tee "$work/predict.json"
+grep -q '"band"' "$work/predict.json" || { echo "predict gave no verdict"; exit 1; }
+
+run env APD_SERVER__PORT="$PORT" APD_SERVER__HOST=127.0.0.1 $entry serve >"$work/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 1 120); do
+  if python3 - "$PORT" <<'PY' 2>/dev/null; then break; fi
+import sys, urllib.request
+urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/v2/health/ready", timeout=1)
+PY
+  sleep 1
+done
+python3 - "$PORT" tests/data/photo.jpg <<'PY'
+import json, sys, urllib.request
+port, photo = sys.argv[1], sys.argv[2]
+request = urllib.request.Request(
+    f"http://127.0.0.1:{port}/v1/predict",
+    data=open(photo, "rb").read(),
+    headers={"Content-Type": "image/jpeg"},
+)
+answer = json.load(urllib.request.urlopen(request, timeout=30))
+assert answer["band"] in {"ai", "real", "uncertain"}, answer
+print("image check: served /v1/predict ->", answer["label"], answer["band"], answer["model"])
+PY
+kill "$server" 2>/dev/null || true
+pkill -f "ai-photo-detector serve" 2>/dev/null || true
+wait "$server" 2>/dev/null || true
+echo "image check: passed in $((SECONDS - started)) s (image $size)"
