@@ -54,6 +54,8 @@ def test_built_graph_is_cached_and_rebuilt_when_the_package_file_changes(tmp_pat
     weight, bias = np.ones((2, CLIP.width), np.float32), np.zeros(2, np.float32)
     first = served_graph(recipe, weight, bias, cache=tmp_path)
     assert isinstance(first, str) and Path(first).is_file()
+    # Readable by other users: an image builds it as root and serves it as uid 10001.
+    assert Path(first).stat().st_mode & 0o044 == 0o044
     stamp = Path(first).with_suffix(".json")
     assert served_graph(recipe, weight, bias, cache=tmp_path) == first
     stamp.write_text('{"source": "elsewhere", "size": 1, "mtime_ns": 1}')

@@ -32,19 +32,26 @@ fi
 
 echo "image check: building the serving image"
 # pip inside the build trusts this machine's CA bundle (the registry is reached through it).
-buildah bud --quiet --layers --network host --build-arg "BASE=$BASE" \
+buildah bud --quiet --layers --format docker --target serving --network host \
+  --build-arg "BASE=$BASE" \
   --build-arg "PIP_CERT=$CA" --volume "$CA:$CA:ro" \
   -f Containerfile -t "$IMAGE" . >/dev/null
 size=$(buildah images --format '{{.Size}}' "$IMAGE" | head -1)
 echo "image check: built $IMAGE ($size)"
 
 ctr=$(buildah from "$IMAGE")
-entry=$(buildah inspect --format '{{join .OCIv1.Config.Entrypoint " "}}' "$IMAGE")
-user=$(buildah inspect --format '{{.OCIv1.Config.User}}' "$IMAGE")
+config() {  # a field of the image's configuration, as the engine that runs it reads it
+  buildah inspect --type image "$IMAGE" | python3 -c \
+    'import json, sys; c = json.load(sys.stdin)["Docker"]["config"]; v = c.get(sys.argv[1]) or ""; print(" ".join(v) if isinstance(v, list) else v if isinstance(v, str) else json.dumps(v))' "$1"
+}
+entry=$(config Entrypoint)
+user=$(config User)
 [[ "$user" == 10001:10001 ]] || { echo "the image must run as uid 10001, not '$user'"; exit 1; }
+config Healthcheck | grep -q "/v2/health/ready" || { echo "no HEALTHCHECK on readiness"; exit 1; }
 run() { buildah run --network host --user "$user" "$ctr" -- "$@"; }
 
-run $entry --help | grep -q "serve" || { echo "--help does not list serve"; exit 1; }
+run $entry --help >"$work/help.txt"
+grep "serve" "$work/help.txt" >/dev/null || { echo "--help does not list serve"; exit 1; }
 
 buildah copy --quiet --chown 10001:10001 "$ctr" tests/data/photo.jpg /var/lib/apd/photo.jpg \
   >/dev/null

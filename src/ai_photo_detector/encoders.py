@@ -339,6 +339,8 @@ def served_graph(
         try:
             with os.fdopen(handle, "wb") as out:
                 out.write(data)
+            # mkstemp makes it private; other users (an image's non-root user) read it too.
+            os.chmod(partial, 0o644)
             os.replace(partial, path)
         finally:
             Path(partial).unlink(missing_ok=True)
@@ -356,8 +358,11 @@ def forget_cached(graph: str | bytes) -> None:
     starts from the package file again."""
     if isinstance(graph, str):
         path = Path(graph)
-        path.unlink(missing_ok=True)
-        path.with_suffix(".json").unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+            path.with_suffix(".json").unlink(missing_ok=True)
+        except OSError as exc:  # a read-only cache: the load error that follows says why
+            logger.warning("cannot drop the cached graph %s: %s", path, exc)
 
 
 def _source_stamp(recipe: EncoderRecipe) -> dict[str, object]:
