@@ -40,3 +40,35 @@ def test_quantize_writes_a_verified_batch_independent_int8_bundle(trained, tmp_p
     assert batched.features is not None
     maps = class_activation_maps(batched.features, *bundle.head())
     np.testing.assert_allclose(maps.mean(axis=(2, 3)), batched.logits, atol=1e-4)
+
+
+def test_the_int8_variant_keeps_its_float_models_source_gate(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A float model that fails on held-out sources cannot become deployable by quantizing."""
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained.run_dir, run, ignore=shutil.ignore_patterns("bundle-int8"))
+    chance = [
+        {
+            "source": source,
+            "labels": ["ai"] * 10 + ["real"] * 10,
+            "logits": [[0.0, 0.0]] * 20,
+            "unfamiliar": [False] * 20,
+            "paths": [f"/{source}/{i}.jpg" for i in range(20)],
+        }
+        for source in ("shop-a", "shop-b")
+    ]
+    (run / "held_out.json").write_text(json.dumps(chance))
+    config = tmp_path / "settings.yaml"
+    config.write_text(
+        "mlflow: {enabled: false}\n"
+        "gates: {min_roc_auc: 0.6, max_ece: 0.5, max_robust_auc_drop: 0.5}\n"
+    )
+    result = CliRunner().invoke(
+        app, ["quantize", str(run), "--images", "16", "--config", str(config)]
+    )
+    assert result.exit_code == 1, result.output
+    assert "leave-one-source-out" in result.output
+    manifest = load_bundle(run / "bundle-int8").manifest
+    assert manifest.deployable is False

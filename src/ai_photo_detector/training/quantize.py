@@ -32,7 +32,7 @@ from ai_photo_detector import bundle as bundle_io
 from ai_photo_detector.bundle import BundleError
 from ai_photo_detector.data.discovery import Sample
 from ai_photo_detector.familiarity import FamiliarityReference
-from ai_photo_detector.finalize import Finished, finish_bundle, recorded_splits
+from ai_photo_detector.finalize import Finished, finish_bundle, load_held_out, recorded_splits
 from ai_photo_detector.imaging import PreprocessSpec, decode_image, to_model_input
 from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.settings import Settings
@@ -120,6 +120,10 @@ def quantize_run(
             "method": "ONNX Runtime static, QDQ, weights INT8 per channel, activations UINT8",
             "calibration_images": len(picked),
             "float_bundle": f"{manifest.name} {manifest.version}",
+            # Its folds were not quantized: the float folds' out-of-source predictions stand in
+            # (calibration and the source-level gates), so a variant never passes a gate its
+            # float model failed.
+            "source_figures": "the float model's leave-one-source-out folds",
         },
     }
     familiarity = None
@@ -134,6 +138,7 @@ def quantize_run(
         splits["test"],
         settings,
         progress,
+        held_out=load_held_out(run_dir),
         familiarity=familiarity,
     )
     float_auc = manifest.metrics.get("roc_auc", float("nan"))
