@@ -59,6 +59,8 @@ def embedded_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "APD_DATABASE_URL": url,
         "APD_JOBS__QUEUE_URL": f"sqlite:///{folder / 'queue.db'}",
         "APD_JOBS__SPOOL_DIR": str(folder / "spool"),
+        # No job worker process beside every test app; the job tests start theirs.
+        "APD_JOBS__IN_PROCESS": "false",
     }
     previous = {name: os.environ.get(name) for name in values}
     os.environ.update(values)

@@ -41,6 +41,7 @@ def _settings(tmp: Path, bundle_dir: Path, **jobs: Any) -> Settings:
             "chunk_size": 4,
             "storage_roots": [str(tmp / "catalogue")],
             "reap_interval_s": 0.2,
+            "in_process": True,  # the service starts its worker process
             **jobs,
         },
     )
@@ -259,3 +260,24 @@ def test_limits_and_cancel(workdir: Path, bundle_dir: Path, photos: list[bytes])
         _error(_submit(client, big, key=OWNER_B), 413, "body_too_large")
         # Refused uploads are gone, and so is the cancelled job's: three queued jobs remain.
         assert len(list((tmp / "spool").iterdir())) == 3
+
+
+def test_the_services_worker_process_is_restarted(client: TestClient, photos: list[bytes]) -> None:
+    """Killed, the worker beside the service comes back, and jobs are worked off again."""
+    import os
+    import signal
+
+    worker = client.app.state.services.job_worker  # type: ignore[attr-defined]
+    _wait = time.monotonic() + 30
+    while worker.process is None and time.monotonic() < _wait:
+        time.sleep(0.05)
+    first = worker.process.pid
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while (worker.process.pid == first or worker.process.returncode is not None) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert worker.process.pid != first and worker.restarts >= 1
+    job = _submit(client, _zip({"1.jpg": photos[0]})).json()
+    assert _wait_done(client, job["id"])["done"] == 1

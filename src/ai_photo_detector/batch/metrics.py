@@ -59,6 +59,12 @@ class JobStoreCollector:
         depth = GaugeMetricFamily("apd_job_queue_depth", "Chunks waiting for a worker.")
         depth.add_metric([], counts.pop("chunks_queued", 0))
         yield depth
+        processed = GaugeMetricFamily(
+            "apd_job_active_images_processed",
+            "Images scored or failed so far in queued and running jobs (flat while work stalls).",
+        )
+        processed.add_metric([], counts.pop("active_processed", 0))
+        yield processed
         jobs = GaugeMetricFamily("apd_jobs", "Jobs by status.", labels=["status"])
         for status in ("queued", "running", "done", "cancelled"):
             jobs.add_metric([status], counts.get(status, 0))

@@ -1,16 +1,14 @@
 """Working jobs off: a chunk runner (claim, score, write all or nothing) and the consumer
 threads that feed it from the queue, with the reaper that revives chunks whose worker died.
 
-The same classes run inside the service (the embedded default: ``make run`` works jobs off too)
-and in ``ai-photo-detector worker`` processes beside it. Inside the service the consumer
-threads run at the lowest CPU priority, so interactive requests keep theirs.
+They run in ``ai-photo-detector worker`` processes: the one the service starts beside itself
+(the embedded default: ``make run`` works jobs off too) and any others.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -128,13 +126,11 @@ class Consumer:
         queue: JobQueue,
         runner: ChunkRunner,
         threads: int,
-        niceness: int = 0,
         poll_s: float = 0.2,
     ) -> None:
         self.queue = queue
         self.runner = runner
         self.count = threads
-        self.niceness = niceness
         self.poll_s = poll_s
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -157,10 +153,6 @@ class Consumer:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def _work(self) -> None:
-        if self.niceness:
-            # Linux: a thread's own priority (a TID given to setpriority names one thread).
-            with contextlib.suppress(OSError, AttributeError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.niceness)
         while not self.stopping.is_set():
             try:
                 message = self.queue.next()

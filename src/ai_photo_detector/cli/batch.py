@@ -40,6 +40,17 @@ class WorkerDetectors:
         return detector
 
 
+def idle_priority() -> None:
+    """This process, and the threads it starts from now on (ONNX Runtime's too), get the CPU
+    only when nothing else wants it; where SCHED_IDLE is missing, the lowest nice level."""
+    import os
+
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
+
+
 def worker(
     threads: Annotated[
         int | None, typer.Option(help="Chunks worked on at once (default: jobs.threads).")
@@ -47,9 +58,14 @@ def worker(
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics on this port.")
     ] = None,
+    idle: Annotated[
+        bool, typer.Option(help="Run only when the CPU has nothing else to do (SCHED_IDLE).")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Work queued jobs off until SIGTERM or Ctrl-C (a chunk in progress is finished)."""
+    if idle:
+        idle_priority()
     from prometheus_client import CollectorRegistry, start_http_server
 
     from ai_photo_detector.batch.metrics import JobMetrics, JobStoreCollector

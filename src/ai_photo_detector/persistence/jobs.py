@@ -355,7 +355,7 @@ class JobStore:
             )
 
     def counts(self) -> dict[str, int]:
-        """Jobs per status and chunks waiting, for the metrics."""
+        """Jobs per status, chunks waiting and images processed in live jobs, for metrics."""
         with self.store.session() as session:
             by_status = dict(
                 session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
@@ -363,8 +363,17 @@ class JobStore:
             waiting = session.scalar(
                 select(func.count()).select_from(JobChunk).where(JobChunk.status == QUEUED)
             )
+            processed = session.scalar(
+                select(func.coalesce(func.sum(Job.done + Job.failed), 0)).where(
+                    Job.status.in_(ACTIVE)
+                )
+            )
         counts = {str(k): int(v) for k, v in by_status.items()}
-        return {**counts, "chunks_queued": int(waiting or 0)}
+        return {
+            **counts,
+            "chunks_queued": int(waiting or 0),
+            "active_processed": int(processed or 0),
+        }
 
     def finished_before(self, cutoff: datetime) -> list[Job]:
         with self.store.session() as session:

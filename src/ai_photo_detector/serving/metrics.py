@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ai_photo_detector.batch.metrics import JobMetrics
 from ai_photo_detector.persistence.predictions import PredictionLog
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -23,7 +22,6 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.jobs = JobMetrics(r)  # batch jobs the service works off in-process
         self.requests = Counter(
             "apd_http_requests_total", "HTTP requests.", ["method", "route", "status"], registry=r
         )

@@ -11,19 +11,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import sys
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ai_photo_detector.persistence.alerts import AlertRecord
 from ai_photo_detector.persistence.audit import last_event_at, record_event
 from ai_photo_detector.persistence.store import Store
+from ai_photo_detector.serving.children import child_command
 from ai_photo_detector.serving.models import CHALLENGER, ModelManager
 from ai_photo_detector.serving.rollout import Rollout
 from ai_photo_detector.settings import Settings
@@ -97,28 +94,13 @@ class Retrainer:
         self._task = asyncio.get_running_loop().create_task(self._run(reason), name="retrain")
         return "started"
 
-    def _command(self, folder: Path) -> tuple[list[str], dict[str, str]]:
-        """The child reads exactly these settings: they are written out, and the environment's
-        APD_ variables (which would outrank the file) are left out."""
-        config = folder / "settings.yaml"
-        config.write_text(yaml.safe_dump(self.settings.model_dump(mode="json")))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("APD_")}
-        command = [
-            sys.executable,
-            "-m",
-            "ai_photo_detector.cli",
-            "retrain",
-            "--config",
-            str(config),
-        ]
-        return command, env
-
     async def _run(self, reason: str) -> None:
         with tempfile.TemporaryDirectory(prefix="apd-retrain-") as tmp:
             folder = Path(tmp)
             report = folder / "report.json"
-            command, env = self._command(folder)
-            command += ["--reason", reason, "--report", str(report)]
+            command, env = child_command(
+                self.settings, folder, "retrain", "--reason", reason, "--report", str(report)
+            )
             try:
                 self._process = await asyncio.create_subprocess_exec(
                     *command,

@@ -8,7 +8,6 @@ other front end. A new component is one field and its lines in :func:`running`.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -16,12 +15,11 @@ from dataclasses import dataclass
 from ai_photo_detector.batch.metrics import JobStoreCollector
 from ai_photo_detector.batch.queue import JobQueue
 from ai_photo_detector.batch.service import JobService
-from ai_photo_detector.batch.worker import ChunkRunner, Consumer, worker_threads
 from ai_photo_detector.errors import SettingsInvalid
-from ai_photo_detector.inference import OnnxDetector
 from ai_photo_detector.persistence.jobs import JobStore
 from ai_photo_detector.persistence.predictions import PredictionLog
 from ai_photo_detector.persistence.store import Store
+from ai_photo_detector.serving.job_worker import WorkerProcess
 from ai_photo_detector.serving.metrics import PredictionLogCollector, ServiceMetrics
 from ai_photo_detector.serving.models import CHALLENGER, CHAMPION, ModelManager
 from ai_photo_detector.serving.monitor import Monitor
@@ -49,6 +47,7 @@ class Runtime:
     monitor: Monitor
     retrainer: Retrainer
     jobs: JobService | None = None  # None when jobs.enabled is off
+    job_worker: WorkerProcess | None = None  # the worker process beside it (jobs.in_process)
     draining: bool = False  # set first on shutdown: new work is refused from then on
 
     def publish_models(self) -> None:
@@ -73,34 +72,9 @@ def publish_models(metrics: ServiceMetrics, models: ModelManager, canary_weight:
     metrics.canary_weight.set(canary_weight)
 
 
-class ServedDetectors:
-    """Detectors for job work on the models the service serves: one single-threaded session
-    per model version, beside the interactive ones (its threads run at low priority)."""
-
-    def __init__(self, models: ModelManager) -> None:
-        self.models = models
-        self._detectors: dict[str, OnnxDetector] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, name: str) -> OnnxDetector:
-        model = self.models.get(name)  # ModelNotFound: the chunk's images get that error
-        with self._lock:
-            detector = self._detectors.get(model.key)
-            if detector is None:
-                detector = OnnxDetector(model.bundle, 1, 1, "never", lanes=False)
-                live = {m.key for m in self.models.roles.values()}  # replaced versions go
-                self._detectors = {k: d for k, d in self._detectors.items() if k in live}
-                self._detectors[model.key] = detector
-            return detector
-
-
 async def _start_jobs(
-    settings: Settings,
-    store: Store,
-    models: ModelManager,
-    metrics: ServiceMetrics,
-    cleanup: AsyncExitStack,
-) -> JobService:
+    settings: Settings, store: Store, metrics: ServiceMetrics, cleanup: AsyncExitStack
+) -> tuple[JobService, WorkerProcess | None]:
     job_store = JobStore(store)
     queue = JobQueue(settings.jobs)
     collector = JobStoreCollector(job_store)
@@ -109,22 +83,15 @@ async def _start_jobs(
     service = JobService(
         job_store, queue, settings.jobs, settings.data.extensions, settings.server.max_upload_bytes
     )
+    worker = None
     if settings.jobs.in_process:
-        runner = ChunkRunner(
-            job_store,
-            settings.jobs,
-            ServedDetectors(models),
-            models.limits,
-            settings.server.max_upload_bytes,
-            metrics.jobs,
-        )
-        consumer = Consumer(queue, runner, worker_threads(settings.jobs), niceness=19)
-        consumer.start()
-        cleanup.push_async_callback(asyncio.to_thread, consumer.stop)
+        worker = WorkerProcess(settings)
+        worker.start()
+        cleanup.push_async_callback(worker.stop)
     purging = Periodic("job retention", 3600.0, lambda: asyncio.to_thread(service.purge))
     purging.start()
     cleanup.push_async_callback(purging.stop)
-    return service
+    return service, worker
 
 
 async def _stop_models(models: ModelManager, metrics: ServiceMetrics) -> None:
@@ -196,8 +163,8 @@ async def running(settings: Settings, metrics: ServiceMetrics) -> AsyncIterator[
         )
         cleanup.push_async_callback(runtime.retrainer.stop)
         models.start()
-        if settings.jobs.enabled:  # after the models: job work needs them
-            runtime.jobs = await _start_jobs(settings, store, models, metrics, cleanup)
+        if settings.jobs.enabled:
+            runtime.jobs, runtime.job_worker = await _start_jobs(settings, store, metrics, cleanup)
         runtime.publish_models()
         runtime.monitor.start()
         cleanup.push_async_callback(runtime.monitor.stop)
