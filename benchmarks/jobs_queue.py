@@ -78,13 +78,17 @@ def in_process_rate(job: ScoreJob) -> float:
     return rows / (time.perf_counter() - started)
 
 
-def run_job(base: str, body: bytes, on_poll: Any = None) -> tuple[float, dict[str, Any]]:
+def run_job(
+    base: str, body: bytes, on_poll: Any = None, submitted_event: threading.Event | None = None
+) -> tuple[float, dict[str, Any]]:
     """Images per second from submission to the last result, and the final status."""
     started = time.perf_counter()
     submitted = httpx.post(
         f"{base}/v1/jobs", content=body, headers={"content-type": "application/zip"}, timeout=300
     )
     submitted.raise_for_status()
+    if submitted_event is not None:
+        submitted_event.set()
     job_id = submitted.json()["id"]
     while True:
         status: dict[str, Any] = httpx.get(f"{base}/v1/jobs/{job_id}", timeout=30).json()
@@ -188,9 +192,11 @@ def main() -> None:
         photo = paths[0].read_bytes()
         latencies(base, photo, 2)  # warm-up
         idle = latencies(base, photo, 20)
-        runner = threading.Thread(target=run_job, args=(base, large), daemon=True)
+        accepted = threading.Event()
+        runner = threading.Thread(target=run_job, args=(base, large, None, accepted), daemon=True)
         runner.start()
-        time.sleep(3)  # the job is under way
+        accepted.wait(300)  # the upload is in; the job is under way
+        time.sleep(1)
         busy = latencies(base, photo, 20)
         rows.append(
             {
