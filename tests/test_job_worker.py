@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -141,6 +142,48 @@ def test_sigkilled_worker_loses_and_duplicates_nothing(
             )
         assert sorted(items) == list(range(IMAGES))  # one row per image, none twice
         assert retried is not None and retried >= 2  # the killed chunk was worked again
+    finally:
+        queue.flush()
+        store.close()
+
+
+def test_a_model_no_worker_holds_ends_in_clear_error_rows(
+    tmp_path: Path, tiny_dataset: Path
+) -> None:
+    """A worker without the job's model gives its chunk back; once no worker has taken it in
+    max_attempts tries, the images are answered model_not_found, and the job finishes."""
+    from ai_photo_detector.batch.worker import ChunkRunner
+    from ai_photo_detector.errors import ModelNotFound
+    from ai_photo_detector.imaging import DecodeLimits
+
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'apd.db'}",
+        jobs={
+            "queue_url": f"sqlite:///{tmp_path / 'queue.db'}",
+            "storage_roots": [str(tiny_dataset)],
+            "max_attempts": 2,
+        },
+    )
+    store = Store(settings.database_url)
+    queue = JobQueue(settings.jobs)
+    jobs = JobStore(store)
+    service = JobService(jobs, queue, settings.jobs, settings.data.extensions, 20_000_000)
+    photo = str(sorted(tiny_dataset.rglob("*.jpg"))[0])
+    job, _ = service.submit_manifest(
+        Submission(Submitter("tests", False), None, "x", "retired@0.1"), [photo]
+    )
+
+    def holds_nothing(name: str) -> Any:
+        raise ModelNotFound(f"this worker does not hold model {name!r}")
+
+    runner = ChunkRunner(jobs, settings.jobs, holds_nothing, DecodeLimits(), 20_000_000)
+    runner.feed_back_to(queue)
+    try:
+        assert [runner.run(job.id, 0) for _ in range(3)] == [False, False, True]
+        finished = jobs.get(job.id)
+        assert finished is not None and (finished.status, finished.failed) == ("done", 1)
+        (row,) = jobs.results(job.id, -1, 10)
+        assert row.error_code == "model_not_found" and "retired@0.1" in str(row.error_message)
     finally:
         queue.flush()
         store.close()

@@ -86,8 +86,13 @@ class ChunkRunner:
             return False
         started = time.perf_counter()
         if claim.exhausted:
+            code = WORKER_LOST
             message = f"no worker finished its chunk in {self.settings.max_attempts} attempts"
-            rows = [error_row(item, WORKER_LOST, message) for item in claim.items]
+            try:
+                self.detector_for(claim.model_name)
+            except ModelNotFound as exc:  # given back each time: say why
+                code, message = exc.code, f"no worker holds the job's model: {exc.message}"
+            rows = [error_row(item, code, message) for item in claim.items]
         else:
             try:
                 detector = self.detector_for(claim.model_name)
