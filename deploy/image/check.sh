@@ -50,7 +50,7 @@ user=$(config User)
 config Healthcheck | grep -q "/v2/health/ready" || { echo "no HEALTHCHECK on readiness"; exit 1; }
 # The test photo is bound in read-only (an image VOLUME would hide a copied file).
 run() {
-  buildah run --network host --user "$user" --volume "$PWD/tests/data:/check:ro" "$ctr" -- "$@"
+  buildah run --network host --user "$user" --volume "$PWD/tests/fixtures:/check:ro" "$ctr" -- "$@"
 }
 
 run $entry --help >"$work/help.txt"
@@ -68,7 +68,7 @@ urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/v2/health/ready", timeou
 PY
   sleep 1
 done
-python3 - "$PORT" tests/data/photo.jpg <<'PY'
+python3 - "$PORT" tests/fixtures/photo.jpg <<'PY'
 import json, sys, urllib.request
 port, photo = sys.argv[1], sys.argv[2]
 request = urllib.request.Request(
