@@ -2,7 +2,8 @@
 # Build the serving image from scratch and get a prediction out of it, without a container
 # engine or registry: debootstrap makes a Debian bookworm root (Python 3.11) as the base, buildah
 # builds the Containerfile on it (chroot isolation, vfs storage) and runs the image's own entry
-# point on the host network: --help, predict on a photo, serve until ready and one /v1/predict.
+# point on the host network: --help, predict on a photo; then it serves from a read-only root
+# until ready and answers one /v1/predict.
 # The base is cached in buildah's storage between runs. Needs root, buildah and debootstrap.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -59,7 +60,24 @@ grep "serve" "$work/help.txt" >/dev/null || { echo "--help does not list serve";
 run $entry predict --json /check/photo.jpg | tee "$work/predict.json"
 grep -q '"band"' "$work/predict.json" || { echo "predict gave no verdict"; exit 1; }
 
-run env APD_SERVER__PORT="$PORT" APD_SERVER__HOST=127.0.0.1 $entry serve >"$work/serve.log" 2>&1 &
+# Serve from a read-only root: the image's root mounted read-only, /var/lib/apd and /tmp as
+# the writable volumes a deployment gives it, the image's environment, uid 10001.
+ro="$work/ro"
+mkdir -p "$ro"
+mount --bind "$(buildah mount "$ctr")" "$ro"
+mount -o remount,bind,ro "$ro"
+mount -t tmpfs -o uid=10001,gid=10001,mode=0700 tmpfs "$ro/var/lib/apd"
+mount -t tmpfs -o mode=1777 tmpfs "$ro/tmp"
+mount -t proc proc "$ro/proc"
+mount --bind /dev "$ro/dev"
+unmount() { umount "$ro/dev" "$ro/proc" "$ro/tmp" "$ro/var/lib/apd" "$ro" 2>/dev/null || true; }
+trap 'unmount; buildah rm --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+if touch "$ro/opt/apd/probe" 2>/dev/null; then echo "the root is not read-only"; exit 1; fi
+mapfile -t image_env < <(buildah inspect --type image "$IMAGE" \
+  | python3 -c 'import json, sys; print("\n".join(json.load(sys.stdin)["Docker"]["config"]["Env"]))')
+chroot --userspec=10001:10001 "$ro" /usr/bin/env -i "${image_env[@]}" \
+  APD_SERVER__PORT="$PORT" APD_SERVER__HOST=127.0.0.1 \
+  sh -c "cd /var/lib/apd && exec $entry serve" >"$work/serve.log" 2>&1 &
 server=$!
 for _ in $(seq 1 120); do
   if python3 - "$PORT" <<'PY' 2>/dev/null; then break; fi
@@ -68,7 +86,7 @@ urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/v2/health/ready", timeou
 PY
   sleep 1
 done
-python3 - "$PORT" tests/fixtures/photo.jpg <<'PY'
+python3 - "$PORT" tests/fixtures/photo.jpg <<'PY' || { cat "$work/serve.log"; exit 1; }
 import json, sys, urllib.request
 port, photo = sys.argv[1], sys.argv[2]
 request = urllib.request.Request(
@@ -78,9 +96,9 @@ request = urllib.request.Request(
 )
 answer = json.load(urllib.request.urlopen(request, timeout=30))
 assert answer["band"] in {"ai", "real", "uncertain"}, answer
-print("image check: served /v1/predict ->", answer["label"], answer["band"], answer["model"])
+print("image check: served /v1/predict from a read-only root ->", answer["label"], answer["band"])
 PY
 kill "$server" 2>/dev/null || true
-pkill -f "ai-photo-detector serve" 2>/dev/null || true
 wait "$server" 2>/dev/null || true
+pkill -f "ai-photo-detector worker" 2>/dev/null || true
 echo "image check: passed in $((SECONDS - started)) s (image $size)"
