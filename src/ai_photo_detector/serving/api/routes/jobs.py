@@ -23,7 +23,7 @@ from ai_photo_detector.batch.results import (
     write_parquet,
 )
 from ai_photo_detector.batch.service import JobService, Submission, Submitter, progress
-from ai_photo_detector.errors import JobsUnavailable
+from ai_photo_detector.errors import JobsUnavailable, ShuttingDown
 from ai_photo_detector.persistence.schema import Job
 from ai_photo_detector.serving.api.auth import JobsCaller, Principal
 from ai_photo_detector.serving.api.body import read_limited
@@ -148,7 +148,7 @@ async def submit(
 ) -> JobStatus:
     jobs = job_service(services)
     if services.draining:
-        raise ApiError(503, "shutting_down", "the server is shutting down")
+        raise ShuttingDown("the server is shutting down")
     # What the job asked for, resolved when each chunk is worked: the champion by default, so
     # a catalogue re-scored after a promotion is scored by the new one.
     services.models.get(model)  # ModelNotFound before the body is read
