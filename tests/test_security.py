@@ -240,3 +240,51 @@ def test_docs_are_closed_in_production_and_carry_security_headers(bundle_dir: Pa
         policy = page.headers["content-security-policy"]
         assert "frame-ancestors 'none'" in policy and "https://cdn.jsdelivr.net" in policy
         assert client.get("/openapi.json").status_code == 200
+
+
+def test_a_body_trickling_in_is_cut_off(bundle_dir: Path, jpeg: bytes) -> None:
+    """A client sending a byte at a time is answered 408 once server.body_timeout_s has
+    passed, however steadily the bytes come (no idle timeout would ever fire)."""
+    import asyncio
+    import time
+
+    messages: list[dict[str, object]] = []
+
+    async def trickle() -> None:
+        sent = 0
+
+        async def receive() -> dict[str, object]:
+            nonlocal sent
+            await asyncio.sleep(0.05)
+            sent += 1
+            return {"type": "http.request", "body": jpeg[sent - 1 : sent], "more_body": True}
+
+        async def send(message: dict[str, object]) -> None:
+            messages.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/predict",
+            "raw_path": b"/v1/predict",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"testserver"), (b"content-type", b"image/jpeg")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        await client.app(scope, receive, send)  # type: ignore[arg-type]
+
+    with _client(bundle_dir, server={"body_timeout_s": 0.5}) as client:
+        started = time.monotonic()
+        client.portal.call(trickle)  # type: ignore[union-attr]
+        elapsed = time.monotonic() - started
+        start = next(m for m in messages if m["type"] == "http.response.start")
+        assert start["status"] == 408 and elapsed < 5
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+        assert b"body_timeout" in body
+        # An honest request still goes through.
+        assert client.post("/v1/predict", content=jpeg).status_code == 200

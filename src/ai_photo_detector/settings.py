@@ -264,6 +264,12 @@ class ServerSettings(Section):
         "connection; beyond it the connection is dropped.",
     )
     max_batch_items: int = Field(32, ge=1, description="Most images in one batch request.")
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest time an image request's body may take to arrive, whatever its "
+        "pace (a client trickling a byte a second is answered 408 then).",
+    )
     accepted_formats: list[str] = Field(
         ["JPEG", "PNG", "WEBP", "GIF"],
         description="Image formats accepted by the API, decided by magic bytes.",
@@ -454,6 +460,9 @@ class JobsSettings(Section):
     )
     max_archive_bytes: int = Field(
         2 * 1024**3, ge=1, description="Largest uploaded archive (compressed)."
+    )
+    upload_timeout_s: float = Field(
+        3600.0, gt=0, description="Longest time an archive upload may take to arrive."
     )
     max_expanded_bytes: int = Field(
         8 * 1024**3, ge=1, description="Largest sum of the images' sizes inside an archive."

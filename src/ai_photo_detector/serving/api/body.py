@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -37,10 +39,28 @@ async def _discard(chunks: AsyncIterator[bytes], received: int, discard: int) ->
             return
 
 
-async def read_limited(request: Request, limit: int, discard: int) -> bytes:
-    """The whole body, refusing with 413 as soon as it passes ``limit`` bytes."""
+async def body_chunks(request: Request, timeout_s: float) -> AsyncIterator[bytes]:
+    """The body as it arrives, cut off with 408 once it has taken ``timeout_s`` in all: a slow
+    client holds an event-loop wait, never a thread, and not for ever."""
+    deadline = time.monotonic() + timeout_s
+    stream = request.stream()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(stream), deadline - time.monotonic())
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise ApiError(
+                408, "body_timeout", f"the request body did not arrive within {timeout_s:g} s"
+            ) from exc
+        yield chunk
+
+
+async def read_limited(request: Request, limit: int, discard: int, timeout_s: float) -> bytes:
+    """The whole body, refusing with 413 as soon as it passes ``limit`` bytes, and with 408
+    when it takes longer than ``timeout_s``."""
     declared = request.headers.get("content-length")
-    chunks = request.stream()
+    chunks = body_chunks(request, timeout_s)
     if declared is not None:
         if not declared.isdigit():
             raise ApiError(400, "bad_request", "invalid Content-Length header")
@@ -66,14 +86,14 @@ def _is_form(request: Request) -> bool:
 
 
 async def read_uploads(
-    request: Request, limit: int, discard: int, max_files: int, field: str
+    request: Request, limit: int, discard: int, max_files: int, field: str, timeout_s: float
 ) -> list[Upload]:
     """Images of a request: the multipart files under ``field`` (or any field), or a raw body.
 
     The body is read under the size limit first, then the multipart parser works on memory, so
     no upload can grow past the limit on disk or in memory.
     """
-    body = await read_limited(request, limit, discard)
+    body = await read_limited(request, limit, discard, timeout_s)
     if not _is_form(request):
         return [Upload(body, None)]
     request._body = body  # starlette's form parser reads the cached body

@@ -52,7 +52,12 @@ async def explain(
     loaded = ready_model(services, pick_model(services, request, principal, model))
     server = services.settings.server
     uploads = await read_uploads(
-        request, server.max_upload_bytes, server.max_discard_bytes, 1, "file"
+        request,
+        server.max_upload_bytes,
+        server.max_discard_bytes,
+        1,
+        "file",
+        server.body_timeout_s,
     )
     caller = Caller(request_id_of(request.scope), principal.key_id)
     with watched(services, loaded):

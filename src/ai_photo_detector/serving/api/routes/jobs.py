@@ -26,7 +26,7 @@ from ai_photo_detector.batch.service import JobService, Submission, Submitter, p
 from ai_photo_detector.errors import JobsUnavailable, ShuttingDown
 from ai_photo_detector.persistence.schema import Job
 from ai_photo_detector.serving.api.auth import JobsCaller, Principal
-from ai_photo_detector.serving.api.body import read_limited
+from ai_photo_detector.serving.api.body import body_chunks, read_limited
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.errors import ApiError
 from ai_photo_detector.serving.api.schemas import JobLinks, JobList, JobStatus, error_responses
@@ -96,15 +96,15 @@ def job_status(job: Job) -> JobStatus:
     )
 
 
-async def _spool_body(request: Request, path: Path, limit: int) -> str:
-    """Stream the body to ``path`` under the size limit; returns its SHA-256."""
+async def _spool_body(request: Request, path: Path, limit: int, timeout_s: float) -> str:
+    """Stream the body to ``path`` under the size and time limits; returns its SHA-256."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "body_too_large", f"the archive exceeds {limit} bytes")
     digest = hashlib.sha256()
     size = 0
     with path.open("wb") as out:
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request, timeout_s):
             size += len(chunk)
             if size > limit:
                 raise ApiError(413, "body_too_large", f"the archive exceeds {limit} bytes")
@@ -158,7 +158,10 @@ async def submit(
     submitter = submitter_of(principal)
     settings = services.settings
     if content_type in MANIFEST_TYPES:
-        body = await read_limited(request, MAX_MANIFEST_BYTES, settings.server.max_discard_bytes)
+        server = settings.server
+        body = await read_limited(
+            request, MAX_MANIFEST_BYTES, server.max_discard_bytes, server.body_timeout_s
+        )
         digest = hashlib.sha256(body + f"\0{model_name}".encode()).hexdigest()
         submission = Submission(submitter, key, digest, model_name)
         paths = parse_manifest(body, settings.jobs.max_images_per_job)
@@ -166,7 +169,10 @@ async def submit(
     elif content_type in ARCHIVE_TYPES or not content_type:
         upload = jobs.new_spool_path()
         try:
-            digest = await _spool_body(request, upload, settings.jobs.max_archive_bytes)
+            jobs_settings = settings.jobs
+            digest = await _spool_body(
+                request, upload, jobs_settings.max_archive_bytes, jobs_settings.upload_timeout_s
+            )
         except BaseException:
             upload.unlink(missing_ok=True)
             raise

@@ -115,7 +115,12 @@ async def predict(
     loaded = ready_model(services, pick_model(services, request, principal, model))
     server = services.settings.server
     uploads = await read_uploads(
-        request, server.max_upload_bytes, server.max_discard_bytes, 1, "file"
+        request,
+        server.max_upload_bytes,
+        server.max_discard_bytes,
+        1,
+        "file",
+        server.body_timeout_s,
     )
     caller = Caller(request_id_of(request.scope), principal.key_id)
     prediction = await _score_routed(services, loaded, uploads[0].data, caller)
@@ -195,7 +200,12 @@ async def predict_batch(
     server = services.settings.server
     limit = server.max_upload_bytes * server.max_batch_items
     uploads = await read_uploads(
-        request, limit, server.max_discard_bytes, server.max_batch_items, "files"
+        request,
+        limit,
+        server.max_discard_bytes,
+        server.max_batch_items,
+        "files",
+        server.body_timeout_s,
     )
     caller = Caller(request_id_of(request.scope), principal.key_id)
     items = await asyncio.gather(
