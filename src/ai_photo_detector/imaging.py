@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ai_photo_detector.degrade import encode, jpeg_reencode
 from ai_photo_detector.errors import InputError
+from ai_photo_detector.provenance import Provenance, read_provenance
 
 # Formats decided by magic bytes, never by file name or client-declared type.
 MAGIC_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
@@ -117,6 +118,7 @@ class ImageInfo:
     jpeg_quality: int | None = None
     has_exif: bool = False
     mode: str = ""
+    provenance: Provenance | None = None  # what the metadata says of the image's origin
 
 
 @dataclass
@@ -223,6 +225,7 @@ def _decode(
                 image.seek(0)  # animated: the first frame stands for the image
             quality = estimate_jpeg_quality(image)
             has_exif = bool(image.info.get("exif"))
+            provenance = read_provenance(image)
             mode = image.mode
             if image_format == "JPEG" and spec.jpeg_draft:
                 image.draft("RGB", _draft_size(spec))
@@ -254,6 +257,7 @@ def _decode(
         jpeg_quality=quality,
         has_exif=has_exif,
         mode=mode,
+        provenance=provenance,
     )
     return DecodedImage(image=rgb, info=info)
 

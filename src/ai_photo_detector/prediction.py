@@ -40,13 +40,14 @@ def predict_files(
     """One result dict per path, in order: a verdict, or ``{"path", "error": {code, message}}``."""
     spec = detector.manifest.preprocessing
     limits = file_limits(settings)
-    pending: list[tuple[Path, np.ndarray]] = []
+    pending: list[tuple[Path, np.ndarray, dict[str, Any] | None]] = []
 
     def flush() -> Iterator[dict[str, Any]]:
         if not pending:
             return
-        batch = np.stack([array for _, array in pending])
-        for (path, _), verdict in zip(pending, detector.verdicts(detector.run(batch)), strict=True):
+        batch = np.stack([array for _, array, _ in pending])
+        verdicts = detector.verdicts(detector.run(batch))
+        for (path, _, provenance), verdict in zip(pending, verdicts, strict=True):
             yield {
                 "path": str(path),
                 "label": verdict.label,
@@ -54,12 +55,13 @@ def predict_files(
                 "probability": round(verdict.probability, 6),
                 "scores": {k: round(v, 6) for k, v in verdict.scores.items()},
                 "reasons": list(verdict.reasons),
+                "evidence": {"provenance": provenance},
             }
         pending.clear()
 
     for path in paths:
         try:
-            array, _ = preprocess_bytes(path.read_bytes(), spec, limits)
+            array, decoded = preprocess_bytes(path.read_bytes(), spec, limits)
         except ImageError as exc:
             yield from flush()
             yield {"path": str(path), "error": {"code": exc.code, "message": exc.message}}
@@ -68,7 +70,8 @@ def predict_files(
             yield from flush()
             yield {"path": str(path), "error": {"code": "unreadable", "message": str(exc)}}
             continue
-        pending.append((path, array))
+        provenance = decoded.info.provenance
+        pending.append((path, array, provenance.as_dict() if provenance is not None else None))
         if len(pending) >= settings.inference.batch_size:
             yield from flush()
     yield from flush()

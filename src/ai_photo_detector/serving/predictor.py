@@ -14,6 +14,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -76,6 +77,7 @@ class ScoredImage:
     model_version: str
     timing: Timing
     image: ImageFacts
+    provenance: dict[str, Any] | None = None  # what the file's metadata says of its origin
 
 
 @dataclass
@@ -252,6 +254,7 @@ class Scorer:
                 bytes=info.bytes,
                 sha256=info.sha256,
             ),
+            provenance=info.provenance.as_dict() if info.provenance is not None else None,
         )
         if route == "primary":  # shadow work is kept out of the client-facing metrics
             self._observe(model, image, result)

@@ -38,6 +38,31 @@ class ImageMeta(BaseModel):
     sha256: str
 
 
+class ProvenanceEvidence(BaseModel):
+    digital_source_type: str | None = Field(
+        None, description="IPTC digital source type from the XMP, e.g. trainedAlgorithmicMedia."
+    )
+    ai_declared: bool = Field(
+        False,
+        description="The metadata itself says generative AI made it (unsigned: shown, "
+        "never acted on).",
+    )
+    generator: str | None = Field(None, description="A recognised generator, if one is named.")
+    software: str | None = Field(None, description="EXIF Software (or a PNG Software chunk).")
+    camera: str | None = Field(None, description="EXIF Make and Model.")
+    text_chunks: list[str] = Field(
+        default_factory=list, description="PNG text keys found (parameters, prompt, workflow…)."
+    )
+
+
+class Evidence(BaseModel):
+    provenance: ProvenanceEvidence | None = Field(
+        None,
+        description="What the file's metadata says of its origin. Present, strong evidence for "
+        "a reviewer; absent, it proves nothing. It does not change the verdict.",
+    )
+
+
 class Prediction(BaseModel):
     prediction_id: str = Field(description="Id of the logged prediction, for feedback.")
     label: str = Field(description="Predicted label.")
@@ -54,6 +79,7 @@ class Prediction(BaseModel):
     model: ModelRef
     timing: Timing
     image: ImageMeta
+    evidence: Evidence = Field(default_factory=Evidence, description="Evidence beside the model.")
 
 
 class PredictResponse(Prediction):
@@ -73,6 +99,11 @@ def prediction_fields(image: ScoredImage) -> dict[str, Any]:
         "model": ModelRef.model_construct(name=image.model_name, version=image.model_version),
         "timing": Timing.model_construct(**vars(image.timing)),
         "image": ImageMeta.model_construct(**vars(image.image)),
+        "evidence": Evidence.model_construct(
+            provenance=ProvenanceEvidence.model_construct(**image.provenance)
+            if image.provenance is not None
+            else None
+        ),
     }
 
 
