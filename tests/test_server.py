@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -139,3 +140,57 @@ def test_oversize_bodies_get_their_413_even_from_clients_that_send_everything_fi
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _exchange(port: int, data: bytes, wait_s: float = 5.0) -> bytes:
+    """Send ``data`` on a fresh connection and read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as sock:
+        # Refused before all of it was read: the answer is still there to read.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return answer
+
+
+def test_request_heads_are_limited_in_size_count_and_time(
+    bundle_dir: Path, tiny_dataset: Path
+) -> None:
+    """httptools has no limit of its own: a head too large or with too many headers is
+    refused 431, a head trickling in (or none at all) is answered 408 and closed, and honest
+    requests, including large bodies arriving in one read with their head, go through."""
+    port = _free_port()
+    env = {"APD_SERVER__HEADER_TIMEOUT_S": "1", "APD_SERVER__MAX_HEADERS": "20"}
+    process = _start(bundle_dir, port, env)
+    try:
+        huge = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 300_000 + b"\r\n\r\n"
+        assert _exchange(port, huge).startswith(b"HTTP/1.1 431")
+        unfinished = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200_000
+        assert _exchange(port, unfinished).startswith(b"HTTP/1.1 431")
+        many = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + b"".join(
+            b"X-%d: 1\r\n" % i for i in range(30)
+        )
+        assert _exchange(port, many + b"\r\n").startswith(b"HTTP/1.1 431")
+        started = time.monotonic()
+        slow = _exchange(port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
+        assert slow.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 4
+        started = time.monotonic()
+        assert _exchange(port, b"").startswith(b"HTTP/1.1 408")  # a silent connection too
+        assert time.monotonic() - started < 4
+        # Honest requests: a small one, and a 2 MB body sent with its head in one write.
+        assert httpx.get(f"http://127.0.0.1:{port}/v2/health/live").status_code == 200
+        jpeg = sorted((tiny_dataset / "ai").iterdir())[0].read_bytes()
+        body = jpeg + b"\0" * (2_000_000 - len(jpeg))
+        head = (
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        answer = _exchange(port, head + body, wait_s=30)
+        assert answer.split(b"\r\n", 1)[0] == b"HTTP/1.1 200 OK", answer[:300]
+    finally:
+        process.terminate()
+        process.wait(30)

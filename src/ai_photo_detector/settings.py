@@ -264,6 +264,16 @@ class ServerSettings(Section):
         "connection; beyond it the connection is dropped.",
     )
     max_batch_items: int = Field(32, ge=1, description="Most images in one batch request.")
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request head (line and headers): 431 beyond."
+    )
+    max_headers: int = Field(100, ge=8, description="Most request headers: 431 beyond.")
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Time a connection has to send a complete request head (408 and closed "
+        "after it): slow or silent clients do not hold connections.",
+    )
     body_timeout_s: float = Field(
         30.0,
         gt=0,

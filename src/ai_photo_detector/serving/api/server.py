@@ -7,6 +7,7 @@ import signal
 import uvicorn
 
 from ai_photo_detector.serving.api.app import create_app
+from ai_photo_detector.serving.api.protocol import GuardedHttpToolsProtocol
 from ai_photo_detector.serving.runtime import check_settings
 from ai_photo_detector.settings import Settings
 
@@ -23,8 +24,12 @@ def run_server(settings: Settings) -> None:
     # handler that was installed before it started; a no-op one lets the process exit with 0.
     for captured in (signal.SIGTERM, signal.SIGINT):
         signal.signal(captured, lambda *_: None)
+    GuardedHttpToolsProtocol.max_header_bytes = server.max_header_bytes
+    GuardedHttpToolsProtocol.max_headers = server.max_headers
+    GuardedHttpToolsProtocol.header_timeout_s = server.header_timeout_s
     uvicorn.run(
         create_app(settings),
+        http=GuardedHttpToolsProtocol,  # httptools, with limits on the request head
         host=server.host,
         port=server.port,
         timeout_graceful_shutdown=int(server.graceful_timeout_s),
