@@ -181,9 +181,18 @@ def test_request_heads_are_limited_in_size_count_and_time(
         started = time.monotonic()
         assert _exchange(port, b"").startswith(b"HTTP/1.1 408")  # a silent connection too
         assert time.monotonic() - started < 4
-        # Honest requests: a small one, and a 2 MB body sent with its head in one write.
+        # Honest requests: a small one, a 100 KB upload that arrives whole in one read with
+        # its head, and a 2 MB body sent with its head in one write.
         assert httpx.get(f"http://127.0.0.1:{port}/v2/health/live").status_code == 200
         jpeg = sorted((tiny_dataset / "ai").iterdir())[0].read_bytes()
+        padded = jpeg + b"\0" * (100_000 - len(jpeg))
+        small = (
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(padded)
+        )
+        for _ in range(3):
+            whole = _exchange(port, small + padded)
+            assert whole.startswith(b"HTTP/1.1 200 OK"), whole[:200]
         body = jpeg + b"\0" * (2_000_000 - len(jpeg))
         head = (
             b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"

@@ -28,6 +28,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_count = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._heads = 0  # heads completed on this connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -79,11 +80,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        started_in_head = self._in_head
+        started_in_head, heads_before = self._in_head, self._heads
         if started_in_head:
             self._arm()
         super().data_received(data)
-        if started_in_head and self._in_head:  # all of it was head, finished or not
+        # All of it was head only if no head was completed in it (a small request arrives
+        # whole, head, body and all, in one read and leaves the next head pending).
+        if started_in_head and self._heads == heads_before:
             self._count(self._received, len(data))
 
     # Parser callbacks: the head's parts are counted as they complete, so a head that arrives
@@ -105,6 +108,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             return
         self._in_head = False
+        self._heads += 1
         self._disarm()
         super().on_headers_complete()
 
