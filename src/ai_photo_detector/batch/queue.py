@@ -9,11 +9,12 @@ delivered twice costs time, never a result.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from huey import Huey
+from typing import TYPE_CHECKING, Any
 
 from ai_photo_detector.settings import JobsSettings
+
+if TYPE_CHECKING:  # huey (and the redis client it loads) is imported when a queue is made
+    from huey import Huey
 
 TASK = "score_chunk"
 

@@ -22,9 +22,12 @@ logger = logging.getLogger(__name__)
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings, restart_after_s: float = 2.0) -> None:
+    def __init__(
+        self, settings: Settings, restart_after_s: float = 2.0, start_after_s: float = 1.0
+    ) -> None:
         self.settings = settings
         self.restart_after_s = restart_after_s
+        self.start_after_s = start_after_s  # the service gets ready first, on every core
         self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0
         self._folder = tempfile.TemporaryDirectory(prefix="apd-worker-")
@@ -35,6 +38,7 @@ class WorkerProcess:
 
     async def _supervise(self) -> None:
         command, env = child_command(self.settings, Path(self._folder.name), "worker", "--idle")
+        await asyncio.sleep(self.start_after_s)
         while True:
             self.process = await asyncio.create_subprocess_exec(
                 *command, env=env, stdout=asyncio.subprocess.DEVNULL
