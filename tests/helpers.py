@@ -67,3 +67,22 @@ def build_dataset(
             mixed = Image.blend(smooth_image(rng), patterned_image(rng), 0.5)
             (folder / f"{label}_{i:03d}.jpg").write_bytes(encode(mixed, "JPEG", quality=93))
     return root
+
+
+def http_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, object]:
+    """An ASGI HTTP scope for a POST to ``path``, for tests that drive the app message by
+    message (a client leaving mid-upload, a body trickling in)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }

@@ -18,7 +18,7 @@ from PIL import Image
 
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.settings import Settings
-from helpers import encode, smooth_image
+from helpers import encode, http_scope, smooth_image
 
 
 @pytest.fixture(scope="module")
@@ -367,24 +367,10 @@ def test_a_client_leaving_mid_upload_is_no_server_error(client: TestClient, jpeg
         async def send(message: dict[str, object]) -> None:
             messages.append(message)
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/predict",
-            "raw_path": b"/v1/predict",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [
-                (b"host", b"testserver"),
-                (b"content-type", b"image/jpeg"),
-                (b"content-length", str(len(jpeg)).encode()),
-            ],
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
-        }
+        scope = http_scope(
+            "/v1/predict",
+            [(b"content-type", b"image/jpeg"), (b"content-length", str(len(jpeg)).encode())],
+        )
         await client.app(scope, receive, send)  # type: ignore[arg-type]
 
     client.portal.call(leave_mid_upload)  # type: ignore[union-attr]

@@ -15,6 +15,7 @@ from ai_photo_detector.cli import app as cli
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.serving.api.auth import hash_key
 from ai_photo_detector.settings import Settings
+from helpers import http_scope
 
 PREDICT_KEY = "apd_predict_key_for_tests_0123456789"
 ADMIN_KEY = "apd_admin_key_for_tests_0123456789"
@@ -262,20 +263,7 @@ def test_a_body_trickling_in_is_cut_off(bundle_dir: Path, jpeg: bytes) -> None:
         async def send(message: dict[str, object]) -> None:
             messages.append(message)
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/predict",
-            "raw_path": b"/v1/predict",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"testserver"), (b"content-type", b"image/jpeg")],
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
-        }
+        scope = http_scope("/v1/predict", [(b"content-type", b"image/jpeg")])
         await client.app(scope, receive, send)  # type: ignore[arg-type]
 
     with _client(bundle_dir, server={"body_timeout_s": 0.5}) as client:

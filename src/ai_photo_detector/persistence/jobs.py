@@ -66,6 +66,16 @@ class Claim:
     exhausted: bool  # tried max_attempts times already: answer its images with an error
 
 
+def _held(claim: Claim) -> tuple[Any, ...]:
+    """The chunk as this claim took it: still running under the same token."""
+    return (
+        JobChunk.job_id == claim.job_id,
+        JobChunk.index == claim.index,
+        JobChunk.claim == claim.token,
+        JobChunk.status == RUNNING,
+    )
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -239,12 +249,7 @@ class JobStore:
         with self.store.session() as session, session.begin():
             result = session.execute(
                 update(JobChunk)
-                .where(
-                    JobChunk.job_id == claim.job_id,
-                    JobChunk.index == claim.index,
-                    JobChunk.claim == claim.token,
-                    JobChunk.status == RUNNING,
-                )
+                .where(*_held(claim))
                 .values(lease_until=now() + timedelta(seconds=lease_s))
             )
         return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -255,12 +260,7 @@ class JobStore:
         with self.store.session() as session, session.begin():
             result = session.execute(
                 update(JobChunk)
-                .where(
-                    JobChunk.job_id == claim.job_id,
-                    JobChunk.index == claim.index,
-                    JobChunk.claim == claim.token,
-                    JobChunk.status == RUNNING,
-                )
+                .where(*_held(claim))
                 .values(status=QUEUED, claim=None, lease_until=now() + timedelta(seconds=lease_s))
             )
         return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -272,14 +272,7 @@ class JobStore:
         finished = now()
         with self.store.session() as session, session.begin():
             result = session.execute(
-                update(JobChunk)
-                .where(
-                    JobChunk.job_id == claim.job_id,
-                    JobChunk.index == claim.index,
-                    JobChunk.claim == claim.token,
-                    JobChunk.status == RUNNING,
-                )
-                .values(status=DONE, claim=None)
+                update(JobChunk).where(*_held(claim)).values(status=DONE, claim=None)
             )
             if not result.rowcount:  # type: ignore[attr-defined]
                 return None
