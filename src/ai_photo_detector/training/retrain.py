@@ -88,29 +88,19 @@ def retrain(
         data=sources,
         gate_failures=list(outcome.gate_failures),
     )
-    if outcome.gate_failures:
-        record_event(
-            store,
-            action="retrain",
-            model_name=name,
-            version=version,
-            alias="",
-            previous=None,
-            actor=actor,
-            reason=reason,
-            details=report.as_dict(),
+    if not outcome.gate_failures:  # a failed gate moves nothing: no version, no alias
+        registry = Registry(settings, store)
+        report.registry_version = registry.register(outcome.bundle_dir, actor, reason or "retrain")
+        registry.promote(
+            report.registry_version, CHALLENGER, actor=actor, reason=reason or "retrained"
         )
-        return report
-    registry = Registry(settings, store)
-    report.registry_version = registry.register(outcome.bundle_dir, actor, reason or "retrain")
-    registry.promote(report.registry_version, CHALLENGER, actor=actor, reason=reason or "retrained")
-    report.challenger = f"models:/{registry.name}@{CHALLENGER}"
+        report.challenger = f"models:/{registry.name}@{CHALLENGER}"
     record_event(
         store,
         action="retrain",
         model_name=name,
-        version=report.registry_version,
-        alias=CHALLENGER,
+        version=report.registry_version or version,
+        alias=CHALLENGER if report.challenger else "",
         previous=None,
         actor=actor,
         reason=reason,
