@@ -377,6 +377,19 @@ class PredictionLogSettings(Section):
     batch_size: int = Field(256, ge=1, description="Rows written per database transaction.")
     flush_interval_s: float = Field(0.5, gt=0, description="Longest wait before a write.")
     store_images: bool = Field(False, description="Also keep the uploaded image files.")
+    durable: bool = Field(
+        False,
+        description="Append every row to a local spool before queueing it, so a killed process "
+        "loses none: the next start replays them (costs a file append per prediction).",
+    )
+    spool_dir: str = Field("data/spool/predictions", description="Folder of the durable spool.")
+    spool_fsync: bool = Field(
+        False, description="fsync each spooled row: survives power loss too, at a disk write each."
+    )
+    retry_first_s: float = Field(
+        1.0, gt=0, description="First wait before retrying a write the database refused."
+    )
+    retry_most_s: float = Field(30.0, gt=0, description="Longest wait between such retries.")
     image_dir: str = Field("data/images", description="Folder of stored images.")
     retention_days: int = Field(30, ge=1, le=36_500, description="Days stored images are kept.")
 

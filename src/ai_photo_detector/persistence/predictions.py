@@ -2,7 +2,15 @@
 
 A request only does ``queue.put_nowait``: it never waits for the database. When the queue is
 full the row is dropped and counted (``apd_prediction_log_dropped_total``), never blocking the
-request or crashing the service; a database error drops that batch and is counted too.
+request or crashing the service.
+
+When the database is unreachable (a connection, timeout or disk-full error) the writer keeps
+the batch and retries it with backoff, so an outage costs nothing until the queue's bound is
+reached; rows beyond it are dropped and counted, and writing resumes by itself when the
+database returns. An error in the rows themselves (a constraint) drops that batch, counted.
+
+In durable mode every row is also appended to a local spool (:mod:`.spool`) before it is
+queued, so a killed process loses no row it accepted: the next start replays them.
 
 The writer wakes once per flush interval and takes what has queued, rather than waiting on the
 queue: a thread woken for every row preempts inference threads on a small box.
@@ -22,9 +30,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Insert, Table, insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ai_photo_detector.persistence.schema import Prediction
+from ai_photo_detector.persistence.spool import RowSpool, read_segment
 from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.settings import PredictionLogSettings
 
@@ -62,6 +73,7 @@ class PredictionRecord:
     image_path: str | None = None
     paired_id: str | None = None  # a shadow row names the primary prediction it mirrors
     image_data: builtins.bytes | None = field(default=None, repr=False)  # kept only when asked
+    spool_seq: int | None = field(default=None, repr=False)  # its line in the durable spool
 
 
 @dataclass
@@ -71,13 +83,47 @@ class LogCounters:
     written: int = 0
     dropped: int = 0
     errors: int = 0
+    retries: int = 0  # writes put off because the database was unreachable
+    replayed: int = 0  # rows an earlier process left in the spool, now written
+    deferred: int = 0  # rows left in the spool at stop, for the next start
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, written: int = 0, dropped: int = 0, errors: int = 0) -> None:
+    def add(self, **counts: int) -> None:
         with self._lock:
-            self.written += written
-            self.dropped += dropped
-            self.errors += errors
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether a write failed for want of a database (worth retrying), not for its rows."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout | OSError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class Backoff:
+    def __init__(self, first_s: float, most_s: float) -> None:
+        self.first_s, self.most_s = first_s, most_s
+        self.delay_s = first_s
+        self.next_at = 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.next_at
+
+    def failed(self) -> None:
+        self.next_at = time.monotonic() + self.delay_s
+        self.delay_s = min(self.delay_s * 2, self.most_s)
+
+    def succeeded(self) -> None:
+        self.delay_s, self.next_at = self.first_s, 0.0
+
+
+def _insert_ignoring_existing(dialect: str) -> Insert:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if dialect == "postgresql":
+        return postgresql.insert(PREDICTIONS).on_conflict_do_nothing(index_elements=["id"])
+    return sqlite.insert(PREDICTIONS).on_conflict_do_nothing(index_elements=["id"])
 
 
 class PredictionLog:
@@ -86,6 +132,12 @@ class PredictionLog:
         self.settings = settings
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_size)
         self.counters = LogCounters()
+        self.spool = (
+            RowSpool(settings.spool_dir, fsync=settings.spool_fsync) if settings.durable else None
+        )
+        self._submit_lock = threading.Lock()  # spool order must be queue order
+        self._held: list[PredictionRecord] = []  # a batch waiting for the database to return
+        self._backoff = Backoff(settings.retry_first_s, settings.retry_most_s)
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._last_cleanup = 0.0
         self._stop = threading.Event()
@@ -96,18 +148,22 @@ class PredictionLog:
 
     @property
     def depth(self) -> int:
-        return self.queue.qsize()
+        return self.queue.qsize() + len(self._held)
 
     def submit(self, record: PredictionRecord) -> bool:
         """Queue a row; False (and counted) when the queue is full or the log is closed."""
-        if self._stop.is_set():  # the writer is gone or going: the row would never be written
-            self.counters.add(dropped=1)
-            return False
-        try:
+        with self._submit_lock:
+            # A stopped writer would never write the row; a full queue must not block.
+            if self._stop.is_set() or self.queue.full():
+                self.counters.add(dropped=1)
+                return False
+            if self.spool is not None:
+                try:
+                    record.spool_seq = self.spool.append(self._fields(record))
+                except OSError:  # the disk refuses: the row is still queued, not durable
+                    logger.exception("a prediction row could not be spooled")
+                    self.counters.add(errors=1)
             self.queue.put_nowait(record)
-        except queue.Full:
-            self.counters.add(dropped=1)
-            return False
         return True
 
     def submit_later(self, build: Callable[[], PredictionRecord], pool: Executor) -> None:
@@ -147,14 +203,18 @@ class PredictionLog:
         return False
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the writer."""
+        """Write what is queued (one try if the database is away), then stop the writer."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=timeout)
         if self._thread.is_alive():
             logger.warning("the prediction log writer did not finish within %.0f s", timeout)
+        elif self.spool is not None:
+            self.spool.close()
 
     def _run(self) -> None:
+        if self.spool is not None:
+            self._replay()
         while True:
             self._wake.wait(self.settings.flush_interval_s)
             self._wake.clear()
@@ -167,35 +227,127 @@ class PredictionLog:
                 logger.exception("the prediction log writer failed; it goes on")
                 self.counters.add(errors=1)
             if stopping:
+                self._abandon()
                 return
 
     def _write_batch(self) -> int:
-        """Write up to one batch of queued rows; how many were taken."""
+        """Write up to one batch of rows (a held one first); how many were written."""
+        retrying = bool(self._held)
+        if retrying and not (self._backoff.due() or self._stop.is_set()):
+            return 0
+        batch = self._held or self._take()
+        if not batch:
+            return 0
+        try:
+            self._insert([self._row(record) for record in batch], ignore_existing=retrying)
+        except Exception as exc:  # the log must never take the service down
+            if unreachable(exc) and not self._stop.is_set():
+                if not retrying:
+                    logger.warning("the database is unreachable; %d rows wait: %s", len(batch), exc)
+                self._held = batch
+                self._backoff.failed()
+                self.counters.add(retries=1)
+                return 0
+            if not unreachable(exc):
+                logger.exception("writing %d predictions failed; the batch is dropped", len(batch))
+                self.counters.add(errors=1, dropped=len(batch))
+                self._finish(batch)
+                return 0
+            self._held = batch  # stopping with the database away: _abandon counts them
+            return 0
+        if retrying:
+            logger.info("the database is back; the waiting rows are written")
+        self.counters.add(written=len(batch))
+        self._backoff.succeeded()
+        self._finish(batch)
+        return len(batch)
+
+    def _take(self) -> list[PredictionRecord]:
         batch: list[PredictionRecord] = []
         while len(batch) < self.settings.batch_size:
             try:
                 batch.append(self.queue.get_nowait())
             except queue.Empty:
                 break
-        if batch:
-            self._write(batch)
-            for _ in batch:
-                self.queue.task_done()
-        return len(batch)
+        return batch
 
-    def _write(self, batch: list[PredictionRecord]) -> None:
+    def _finish(self, batch: list[PredictionRecord]) -> None:
+        self._held = []
+        seqs = [record.spool_seq for record in batch if record.spool_seq is not None]
+        if self.spool is not None and seqs:
+            self.spool.release(max(seqs))
+        for _ in batch:
+            self.queue.task_done()
+
+    def _abandon(self) -> None:
+        """At stop, rows the database did not take: left in the spool (durable) or dropped;
+        counted either way."""
+        rows = self._held + self._take()
+        while rest := self._take():
+            rows += rest
+        if not rows:
+            return
+        spooled = sum(record.spool_seq is not None for record in rows)
+        self.counters.add(deferred=spooled, dropped=len(rows) - spooled)
+        logger.warning(
+            "stopping with %d rows unwritten: %d left in the spool, %d dropped",
+            len(rows),
+            spooled,
+            len(rows) - spooled,
+        )
+        self._held = []
+        for _ in rows:
+            self.queue.task_done()
+
+    def _insert(self, rows: list[dict[str, Any]], ignore_existing: bool) -> None:
+        # Core insert on the table (not the ORM bulk path): far less Python per row. A retried
+        # or replayed batch may have landed before its connection broke: skip rows already in.
+        statement: Insert = insert(PREDICTIONS)
+        if ignore_existing:
+            statement = _insert_ignoring_existing(self.store.engine.dialect.name)
+        with self.store.begin() as connection:
+            connection.execute(statement, rows)
+
+    def _replay(self) -> None:
+        """Write what an earlier process left in the spool, then delete it."""
+        assert self.spool is not None
+        for path in self.spool.orphans():
+            rows, broken = read_segment(path)
+            if broken:
+                logger.warning("%s: %d unreadable lines (cut by a kill?)", path.name, broken)
+                self.counters.add(errors=broken, dropped=broken)
+            size = self.settings.batch_size
+            for start in range(0, len(rows), size):
+                records = [PredictionRecord(**row) for row in rows[start : start + size]]
+                while not self._replay_batch(records):
+                    self._backoff.failed()
+                    if self._stop.wait(max(0.0, self._backoff.next_at - time.monotonic())):
+                        return  # stopping: the segment stays for the next start
+            path.unlink(missing_ok=True)
+            logger.info("replayed %d prediction rows from %s", len(rows), path.name)
+
+    def _replay_batch(self, records: list[PredictionRecord]) -> bool:
         try:
-            rows = [self._row(record) for record in batch]
-            # Core insert on the table (not the ORM bulk path): far less Python per row.
-            with self.store.begin() as connection:
-                connection.execute(insert(PREDICTIONS), rows)
-            self.counters.add(written=len(rows))
-        except Exception:  # the log must never take the service down
-            logger.exception("writing %d predictions failed; the batch is dropped", len(batch))
-            self.counters.add(errors=1, dropped=len(batch))
+            self._insert([self._row(record) for record in records], ignore_existing=True)
+        except Exception as exc:
+            if unreachable(exc):
+                self.counters.add(retries=1)
+                return False
+            logger.exception("replaying %d rows failed; they are dropped", len(records))
+            self.counters.add(errors=1, dropped=len(records))
+            return True
+        self.counters.add(replayed=len(records))
+        self._backoff.succeeded()
+        return True
+
+    @staticmethod
+    def _fields(record: PredictionRecord) -> dict[str, Any]:
+        row = dict(vars(record))  # shallow: asdict() would deep-copy every field
+        row.pop("spool_seq")
+        return row
 
     def _row(self, record: PredictionRecord) -> dict[str, Any]:
-        row = dict(vars(record))  # shallow: asdict() would deep-copy every field
+        row = self._fields(record)
         data = row.pop("image_data")
         if self.settings.store_images and data is not None:
             row["image_path"] = str(self._save_image(record, data))

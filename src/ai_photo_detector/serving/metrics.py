@@ -202,8 +202,18 @@ class PredictionLogCollector:
         )
         yield CounterMetricFamily(
             "apd_prediction_log_dropped",
-            "Predictions dropped: queue full or database error.",
+            "Predictions dropped: queue full, rows the database refused, or unwritten at stop.",
             counters.dropped,
+        )
+        yield CounterMetricFamily(
+            "apd_prediction_log_retries",
+            "Writes put off because the database was unreachable (rows kept, retried).",
+            counters.retries,
+        )
+        yield CounterMetricFamily(
+            "apd_prediction_log_replayed",
+            "Rows an earlier process left in the durable spool, written at start.",
+            counters.replayed,
         )
         yield CounterMetricFamily(
             "apd_prediction_log_errors", "Failed prediction-log writes.", counters.errors
