@@ -451,6 +451,18 @@ class RolloutSettings(Section):
     guard: GuardSettings = Field(default_factory=GuardSettings, description="Canary guard.")
 
 
+class ReviewSettings(Section):
+    lease_s: float = Field(
+        300.0, gt=0, le=86_400, description="How long a claimed item stays a reviewer's own."
+    )
+    sample_rate: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Share of confident answers queued for quality-control review.",
+    )
+
+
 class JobsSettings(Section):
     enabled: bool = Field(True, description="Accept batch jobs at /v1/jobs.")
     queue_url: str = Field(
@@ -589,6 +601,7 @@ class Settings(BaseSettings):
         default_factory=RateLimitSettings, description="Per-client rate limits."
     )
     jobs: JobsSettings = Field(default_factory=JobsSettings, description="Batch jobs.")
+    review: ReviewSettings = Field(default_factory=ReviewSettings, description="Review queue.")
     retraining: RetrainingSettings = Field(
         default_factory=RetrainingSettings, description="Retraining on reviewed feedback."
     )

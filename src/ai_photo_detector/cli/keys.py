@@ -17,7 +17,7 @@ app = typer.Typer(no_args_is_help=True, help="API keys.")
 @app.command("create")
 def keys_create(
     key_id: Annotated[str, typer.Option("--id", help="Key id, shown in logs.")],
-    scopes: Annotated[list[str], typer.Option("--scope", help="predict jobs admin")] = ["predict"],  # noqa: B006
+    scopes: Annotated[list[str], typer.Option("--scope", help="predict jobs review admin")] = ["predict"],  # noqa: B006
 ) -> None:
     """Make a new API key: print it once, and the settings entry that stores only its hash."""
     from ai_photo_detector.serving.api.auth import hash_key, new_key

@@ -55,9 +55,11 @@ class Prediction(Base):
     embedding: Mapped[builtins.bytes] = mapped_column(LargeBinary)  # float16, little-endian
     image_path: Mapped[str | None] = mapped_column(String(512))
     paired_id: Mapped[str | None] = mapped_column(String(32), index=True)  # shadow -> primary
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what the metadata said
 
     __table_args__ = (
         Index("ix_predictions_model_time", "model_name", "model_version", "created_at"),
+        Index("ix_predictions_route_band_time", "route", "band", "created_at"),
     )
 
 
@@ -71,6 +73,31 @@ class Feedback(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
     __table_args__ = (UniqueConstraint("prediction_id", "source", name="uq_feedback_source"),)
+
+
+class ReviewClaim(Base):
+    """A reviewer's lease on a queued prediction: nobody else gets it until it expires."""
+
+    __tablename__ = "review_claims"
+
+    prediction_id: Mapped[str] = mapped_column(
+        ForeignKey("predictions.id", ondelete="CASCADE"), primary_key=True
+    )
+    reviewer: Mapped[str] = mapped_column(String(64))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ReviewSkip(Base):
+    """A reviewer passed on a prediction: the queue does not offer it to them again."""
+
+    __tablename__ = "review_skips"
+
+    prediction_id: Mapped[str] = mapped_column(
+        ForeignKey("predictions.id", ondelete="CASCADE"), primary_key=True
+    )
+    reviewer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class DriftReport(Base):

@@ -330,6 +330,7 @@ class Scorer:
             embedding=np.asarray(result.embedding, dtype="<f2").tobytes(),
             image_data=data if self.store_images else None,
             paired_id=paired_id,
+            provenance=image.provenance,
         )
 
 

@@ -25,6 +25,7 @@ from ai_photo_detector.serving.api.routes import (
     models,
     monitoring,
     predict,
+    review,
 )
 from ai_photo_detector.serving.metrics import ServiceMetrics
 from ai_photo_detector.serving.runtime import running
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(explain.router)
     app.include_router(jobs.router)
+    app.include_router(review.router)
     app.include_router(models.router)
     app.include_router(monitoring.router)
     app.include_router(admin.router)

@@ -1,0 +1,66 @@
+"""Request and response bodies of /v1/review (the reviewer's queue)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ai_photo_detector.serving.api.schemas import ModelRef
+
+Kind = Literal["uncertain", "disagreement", "sample"]
+
+
+class ReviewFilter(BaseModel):
+    model: str | None = Field(None, max_length=128, description="Only this model's answers.")
+    band: Literal["ai", "real", "uncertain"] | None = None
+    reason: str | None = Field(None, max_length=32, description="e.g. low_margin, unfamiliar.")
+    kind: Kind | None = Field(None, description="Only this part of the queue.")
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class ShadowAnswer(BaseModel):
+    model: ModelRef
+    label: str
+    band: str
+    score: float
+
+
+class ReviewItemOut(BaseModel):
+    prediction_id: str
+    kind: Kind = Field(description="Why it is queued: uncertain, shadow disagreement, QC sample.")
+    created_at: datetime
+    model: ModelRef
+    label: str
+    band: str
+    score: float
+    reasons: list[str]
+    width: int
+    height: int
+    format: str
+    image_url: str | None = Field(description="The retained upload, when still kept.")
+    provenance: dict[str, Any] | None = None
+    shadow: ShadowAnswer | None = None
+    lease_expires_at: datetime | None = None
+
+
+class ReviewQueueOut(BaseModel):
+    items: list[ReviewItemOut]
+    counts: dict[str, int] = Field(description="Items waiting per kind, under the filters.")
+
+
+class ClaimOut(BaseModel):
+    item: ReviewItemOut | None = Field(description="None when nothing waits.")
+
+
+class VerdictIn(BaseModel):
+    label: str = Field(min_length=1, max_length=64, description="A model label, or 'skip'.")
+
+
+class VerdictOut(BaseModel):
+    prediction_id: str
+    label: str
+    recorded: bool = Field(description="False for 'skip': no feedback is stored.")
+    predicted_label: str | None = None
