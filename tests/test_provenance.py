@@ -1,5 +1,5 @@
 """Provenance evidence from metadata: what generators and cameras write, read safely, shown
-beside the verdict and never changing it."""
+beside the verdict and never changing it (signed C2PA manifests: test_c2pa.py)."""
 
 from __future__ import annotations
 
@@ -76,6 +76,7 @@ def test_a_camera_photo_says_so_and_claims_nothing() -> None:
         "software": "Adobe Lightroom 7.1",
         "camera": "Canon EOS R5",
         "text_chunks": [],
+        "c2pa": None,
     }
     plain = _read(_jpeg())
     assert plain["ai_declared"] is False and plain["generator"] is None
@@ -129,6 +130,7 @@ def test_the_api_shows_provenance_and_the_verdict_ignores_it(bundle_dir: Path) -
     assert provenance["ai_declared"] is True and provenance["generator"] == "Stable Diffusion"
     assert provenance["digital_source_type"] == "trainedAlgorithmicMedia"
     assert plain["evidence"]["provenance"]["ai_declared"] is False
+    assert provenance["c2pa"] is None  # no Content Credentials: nothing to verify
     # Same pixels, same verdict: unsigned metadata is shown, never acted on.
     assert shown["probability"] == pytest.approx(plain["probability"], abs=1e-6)
     assert shown["band"] == plain["band"]

@@ -91,9 +91,10 @@ def explain_bytes(detector: OnnxDetector, data: bytes, limits: DecodeLimits) -> 
     """Verdict, evidence and overlay of one image, through the shared preprocessing: the
     command line's counterpart of ``POST /v1/explain``."""
     spec = detector.manifest.preprocessing
-    view = model_view(decode_image(data, spec, limits).image, spec)
+    decoded = decode_image(data, spec, limits)
+    view = model_view(decoded.image, spec)
     output = detector.run(normalise(view, spec)[None], with_features=True)
     assert output.features is not None
     found = evidence(output.features[0], *detector.bundle.head(), detector.manifest)
-    verdict = detector.verdicts(output)[0]
+    verdict = detector.verdicts(output, [decoded.info.provenance])[0]
     return ExplainedImage(verdict, found, overlay_jpeg(view, found.grid))

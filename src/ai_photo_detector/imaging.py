@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
+from ai_photo_detector.c2pa_evidence import C2paOptions
 from ai_photo_detector.degrade import encode, jpeg_reencode
 from ai_photo_detector.errors import InputError
 from ai_photo_detector.provenance import Provenance, read_provenance
@@ -95,6 +96,7 @@ class DecodeLimits:
     max_side: int = 100_000
     accepted_formats: frozenset[str] | None = None  # None: whatever Pillow can decode
     reject_markup: bool = False  # refuse images that also carry HTML or script (polyglots)
+    c2pa: C2paOptions | None = None  # read Content Credentials (None: training, scans)
 
 
 class ImageError(InputError):
@@ -225,7 +227,7 @@ def _decode(
                 image.seek(0)  # animated: the first frame stands for the image
             quality = estimate_jpeg_quality(image)
             has_exif = bool(image.info.get("exif"))
-            provenance = read_provenance(image)
+            provenance = read_provenance(image, data, limits.c2pa)
             mode = image.mode
             if image_format == "JPEG" and spec.jpeg_draft:
                 image.draft("RGB", _draft_size(spec))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -19,10 +19,13 @@ from numpy.typing import NDArray
 from ai_photo_detector.bundle import Bundle, Manifest
 from ai_photo_detector.encoders import forget_cached, probe_input
 from ai_photo_detector.familiarity import FamiliarityReference
+from ai_photo_detector.provenance import Provenance
 
 # Why an answer is 'uncertain': its probability lies between the bands (low_margin), or the
 # photo is unlike the training data, where no probability is worth trusting (unfamiliar).
 LOW_MARGIN, UNFAMILIAR = "low_margin", "unfamiliar"
+# Why an answer is 'ai' whatever the model says: the file's trusted Content Credentials.
+PROVENANCE = "provenance"
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,16 @@ def verdicts(
             )
         )
     return results
+
+
+def with_provenance(verdict: Verdict, provenance: Provenance | None, ai_label: str) -> Verdict:
+    """The verdict, unless the file's C2PA manifest is decisive (valid, from a trusted signer,
+    declaring generative AI, policy on): then 'ai', for that reason alone. The probability
+    and scores stay the model's, so the log and the monitoring still see what it said."""
+    c2pa = provenance.c2pa if provenance is not None else None
+    if c2pa is None or not c2pa.decisive:
+        return verdict
+    return replace(verdict, label=ai_label, band="ai", reasons=(PROVENANCE,))
 
 
 @dataclass(frozen=True)
@@ -252,8 +265,19 @@ class OnnxDetector:
             return np.zeros(len(np.atleast_2d(embeddings)), bool)
         return self.familiarity.flags(embeddings)
 
-    def verdicts(self, output: BatchOutput) -> list[Verdict]:
-        return verdicts(output.logits, self.manifest, self.unfamiliar(output.embedding))
+    def verdicts(
+        self, output: BatchOutput, provenance: Sequence[Provenance | None] | None = None
+    ) -> list[Verdict]:
+        """The calibrated verdicts; with each image's ``provenance``, after the C2PA policy
+        (:func:`with_provenance`): the one place it is applied."""
+        found = verdicts(output.logits, self.manifest, self.unfamiliar(output.embedding))
+        if provenance is None:
+            return found
+        ai_label = self.manifest.labels[self.manifest.ai_index]
+        return [
+            with_provenance(verdict, evidence, ai_label)
+            for verdict, evidence in zip(found, provenance, strict=True)
+        ]
 
     def run(self, batch: NDArray[np.float32], with_features: bool = False) -> BatchOutput:
         names = ["logits", "embedding"] + (["features"] if with_features else [])

@@ -4,7 +4,9 @@ What generators and cameras write into the file: IPTC ``digitalSourceType`` in X
 example ``trainedAlgorithmicMedia``), EXIF ``Software``, ``Make`` and ``Model``, and the text
 chunks Stable Diffusion web UIs (``parameters``) and ComfyUI (``prompt``, ``workflow``) put in
 PNGs. None of it is signed: present, it is strong evidence worth showing a reviewer; absent, it
-proves nothing (metadata is easily stripped or forged), so it never changes the verdict.
+proves nothing (metadata is easily stripped or forged), so it never changes the verdict. The
+one signed kind, C2PA Content Credentials, is read from the file's bytes by
+:mod:`ai_photo_detector.c2pa_evidence` and reported here under ``c2pa``.
 
 Read from what Pillow already parsed while opening the image, bounded: at most
 ``SCAN_BYTES`` of XMP are searched, with a regular expression (no XML parser to feed hostile
@@ -20,10 +22,10 @@ from typing import Any
 
 from PIL import Image
 
+from ai_photo_detector.c2pa_evidence import AI_SOURCE_TYPES, C2paEvidence, C2paOptions, read_c2pa
+
 SCAN_BYTES = 64 * 1024
 TEXT_CHARS = 200
-# IPTC NewsCodes digital source types that declare generative AI.
-AI_SOURCE_TYPES = frozenset({"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia"})
 _SOURCE_TYPE = re.compile(
     rb"DigitalSourceType(?:\s*=\s*[\"']|>)\s*(?:https?://cv\.iptc\.org/newscodes/"
     rb"digitalsourcetype/)?([A-Za-z]{1,64})"
@@ -59,6 +61,7 @@ class Provenance:
     software: str | None = None  # EXIF Software (or a PNG Software chunk)
     camera: str | None = None  # EXIF Make and Model
     text_chunks: list[str] = field(default_factory=list)  # PNG text keys found (not values)
+    c2pa: C2paEvidence | None = None  # signed Content Credentials, when the file embeds them
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,10 +94,15 @@ def _recognise(*texts: str | None) -> str | None:
     return None
 
 
-def read_provenance(image: Image.Image) -> Provenance:
-    """The evidence in an opened (not necessarily loaded) image; never raises for bad
-    metadata: what cannot be read is simply absent."""
+def read_provenance(
+    image: Image.Image, data: bytes | None = None, c2pa: C2paOptions | None = None
+) -> Provenance:
+    """The evidence in an opened (not necessarily loaded) image, and with ``data`` (its
+    bytes) and ``c2pa`` options, its Content Credentials; never raises for bad metadata: what
+    cannot be read is simply absent (or, for C2PA, said in its ``error``)."""
     found = Provenance()
+    if data is not None and c2pa is not None:
+        found.c2pa = read_c2pa(data, c2pa)
     match = _SOURCE_TYPE.search(_xmp(image))
     if match:
         found.digital_source_type = match.group(1).decode("ascii")

@@ -61,6 +61,31 @@ class ImagingSettings(Section):
     max_side: int = Field(20_000, ge=1, description="Largest width or height accepted.")
 
 
+class ProvenanceSettings(Section):
+    c2pa: bool = Field(
+        True, description="Read and verify C2PA Content Credentials where a file embeds them."
+    )
+    trust_anchors: Path | None = Field(
+        None,
+        description="PEM file of the root certificates a C2PA signer must chain to for its "
+        "manifest to be trusted (None: none is; valid signatures are reported valid but "
+        "untrusted). A missing or certificate-less file stops start-up.",
+    )
+    trusted_ai_decides: bool = Field(
+        True,
+        description="A valid C2PA manifest from a trusted signer that declares generative AI "
+        "makes the verdict ai, with reason 'provenance', whatever the model says.",
+    )
+    c2pa_max_file_bytes: int = Field(
+        32 * 1024 * 1024, ge=1, description="Larger files are not C2PA-verified (the error says)."
+    )
+    c2pa_max_manifest_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1,
+        description="A manifest claiming more bytes is not read (the error says).",
+    )
+
+
 class DataSettings(Section):
     ai_label: str = Field("ai", description="Label name that means 'AI-generated'.")
     real_label: str = Field("real", description="Label name of camera photos, for FPR targets.")
@@ -561,6 +586,9 @@ class Settings(BaseSettings):
     )
     imaging: ImagingSettings = Field(
         default_factory=ImagingSettings, description="Decoding limits and model input size."
+    )
+    provenance: ProvenanceSettings = Field(
+        default_factory=ProvenanceSettings, description="C2PA Content Credentials and policy."
     )
     data: DataSettings = Field(default_factory=DataSettings, description="Datasets and splits.")
     training: TrainingSettings = Field(

@@ -65,7 +65,8 @@ def score_items(
         if not pending:
             return
         output = detector.run(np.stack([array for _, array, _ in pending]))
-        for (item, _, info), verdict in zip(pending, detector.verdicts(output), strict=True):
+        found = detector.verdicts(output, [info.provenance for _, _, info in pending])
+        for (item, _, info), verdict in zip(pending, found, strict=True):
             rows[item.number] = {
                 "item": item.number,
                 "name": item.name,

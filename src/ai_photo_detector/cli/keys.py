@@ -17,11 +17,14 @@ app = typer.Typer(no_args_is_help=True, help="API keys.")
 @app.command("create")
 def keys_create(
     key_id: Annotated[str, typer.Option("--id", help="Key id, shown in logs.")],
-    scopes: Annotated[list[str], typer.Option("--scope", help="predict jobs review admin")] = ["predict"],  # noqa: B006
+    scopes: Annotated[
+        list[str] | None, typer.Option("--scope", help="predict jobs review admin")
+    ] = None,
 ) -> None:
     """Make a new API key: print it once, and the settings entry that stores only its hash."""
     from ai_photo_detector.serving.api.auth import hash_key, new_key
 
+    scopes = scopes or ["predict"]
     key = new_key()
     entry = {"id": key_id, "sha256": hash_key(key), "scopes": scopes}
     console.print("API key (shown once, store it safely):", style="bold")

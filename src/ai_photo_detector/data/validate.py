@@ -13,12 +13,12 @@ from ai_photo_detector.data.discovery import Sample, counts
 from ai_photo_detector.data.duplicates import exact_duplicate_groups, near_duplicate_pairs
 from ai_photo_detector.data.scan import ScannedImage
 from ai_photo_detector.data.shortcut import FEATURES, audit, single_feature_auc
+from ai_photo_detector.settings import DataSettings
 
 # On the processed views every saved-how attribute is fixed by the pipeline; the compressed
 # size at that fixed size and quality is a measure of the pixels themselves (how much detail
 # they hold, like sharpness), so it is reported apart from the metadata audit.
 PROCESSED_FEATURES = tuple(f for f in FEATURES if f != "bytes")
-from ai_photo_detector.settings import DataSettings
 
 
 def _rel(sample: Sample) -> str:
@@ -213,7 +213,8 @@ def summary_text(report: dict[str, Any]) -> str:
     ]
     for source, by_label in report["counts"].items():
         lines.append(f"  {source}: " + ", ".join(f"{k}={v}" for k, v in by_label.items()))
-    for title, key in (("shortcut audit", "shortcut_audit"), ("processed views", "processed_view_audit")):
+    audits = (("shortcut audit", "shortcut_audit"), ("processed views", "processed_view_audit"))
+    for title, key in audits:
         for scope, result in report.get(key, {}).items():
             if "metadata_roc_auc" in result:
                 lines.append(

@@ -231,8 +231,8 @@ class Scorer:
             finally:
                 self.metrics.queue_depth.labels(model.name).set(model.batcher.depth)
         output = BatchOutput(result.logits[None, :], result.embedding[None, :])
-        verdict = model.detector.verdicts(output)[0]
         info = prepared.decoded.info
+        verdict = model.detector.verdicts(output, [info.provenance])[0]
         image = ScoredImage(
             prediction_id=uuid.uuid4().hex,
             label=verdict.label,

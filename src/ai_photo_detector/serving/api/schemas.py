@@ -38,6 +38,43 @@ class ImageMeta(BaseModel):
     sha256: str
 
 
+class ContentCredentials(BaseModel):
+    present: bool = Field(False, description="A C2PA manifest store was read.")
+    validation: str | None = Field(
+        None,
+        description="valid or invalid: whether signature and content hashes hold (null when "
+        "it could not be verified: see error).",
+    )
+    trusted: bool = Field(
+        False, description="The signer chains to a trust anchor the operator configured."
+    )
+    tampered: bool = Field(
+        False,
+        description="Validation failed: the file or its manifest changed after signing. "
+        "Reported only; it changes nothing else.",
+    )
+    failures: list[str] = Field(
+        default_factory=list,
+        description="C2PA status codes of what failed, e.g. assertion.dataHash.mismatch, "
+        "claimSignature.mismatch, signingCredential.untrusted.",
+    )
+    claim_generator: str | None = Field(None, description="The software that made the manifest.")
+    signer: str | None = Field(None, description="Common name of the signing certificate.")
+    issuer: str | None = Field(None, description="Its organisation, as the manifest says.")
+    digital_source_type: str | None = Field(
+        None, description="IPTC digital source type the active manifest declares."
+    )
+    ai_declared: bool = Field(
+        False, description="The active manifest declares generative AI (trainedAlgorithmicMedia…)."
+    )
+    decisive: bool = Field(
+        False,
+        description="Valid, trusted and declaring AI, with the policy on: the verdict is ai "
+        "for this reason ('provenance' in reasons).",
+    )
+    error: str | None = Field(None, description="Why the manifest could not be read or verified.")
+
+
 class ProvenanceEvidence(BaseModel):
     digital_source_type: str | None = Field(
         None, description="IPTC digital source type from the XMP, e.g. trainedAlgorithmicMedia."
@@ -53,13 +90,17 @@ class ProvenanceEvidence(BaseModel):
     text_chunks: list[str] = Field(
         default_factory=list, description="PNG text keys found (parameters, prompt, workflow…)."
     )
+    c2pa: ContentCredentials | None = Field(
+        None, description="Signed C2PA Content Credentials, when the file embeds a manifest."
+    )
 
 
 class Evidence(BaseModel):
     provenance: ProvenanceEvidence | None = Field(
         None,
         description="What the file's metadata says of its origin. Present, strong evidence for "
-        "a reviewer; absent, it proves nothing. It does not change the verdict.",
+        "a reviewer; absent, it proves nothing. Only trusted C2PA Content Credentials that "
+        "declare AI change the verdict (see c2pa.decisive).",
     )
 
 
@@ -71,9 +112,10 @@ class Prediction(BaseModel):
     scores: dict[str, float] = Field(description="Calibrated probability per label.")
     reasons: list[str] = Field(
         default_factory=list,
-        description="Why the band is 'uncertain' (empty otherwise): low_margin (the probability "
+        description="Why the band is 'uncertain': low_margin (the probability "
         "lies between the bands) and/or unfamiliar (the photo is unlike the training data, so "
-        "no probability is trustworthy).",
+        "no probability is trustworthy); or why it is 'ai' whatever the model says: provenance "
+        "(trusted C2PA Content Credentials declare generative AI). Empty otherwise.",
         examples=[["unfamiliar"]],
     )
     model: ModelRef
@@ -99,12 +141,17 @@ def prediction_fields(image: ScoredImage) -> dict[str, Any]:
         "model": ModelRef.model_construct(name=image.model_name, version=image.model_version),
         "timing": Timing.model_construct(**vars(image.timing)),
         "image": ImageMeta.model_construct(**vars(image.image)),
-        "evidence": Evidence.model_construct(
-            provenance=ProvenanceEvidence.model_construct(**image.provenance)
-            if image.provenance is not None
-            else None
-        ),
+        "evidence": Evidence.model_construct(provenance=_provenance(image.provenance)),
     }
+
+
+def _provenance(found: dict[str, Any] | None) -> ProvenanceEvidence | None:
+    if found is None:
+        return None
+    c2pa = found.get("c2pa")
+    return ProvenanceEvidence.model_construct(
+        **{**found, "c2pa": ContentCredentials.model_construct(**c2pa) if c2pa else None}
+    )
 
 
 class Explanation(BaseModel):

@@ -51,9 +51,17 @@ const REASONS = {
   unfamiliar: "the photo is unlike anything the model was trained on, so its probability is not to be trusted",
 };
 
+// 'provenance' is the one reason for an 'ai' answer, not an uncertain one.
+const PROVENANCE = "AI because the file's trusted Content Credentials (C2PA) declare generative " +
+  "AI; the probability shown is still the model's.";
+
 function showReasons(reasons) {
   const element = $("reasons");
   element.hidden = !reasons.length;
+  if (reasons.includes("provenance")) {
+    element.textContent = PROVENANCE;
+    return;
+  }
   element.textContent = reasons.length
     ? "Uncertain because " + reasons.map((r) => REASONS[r] || r).join("; and ") + "."
     : "";
