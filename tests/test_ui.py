@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -44,25 +41,6 @@ def test_the_page_and_its_assets_are_served_with_a_strict_policy(tmp_path: Path)
     )
     with TestClient(create_app(off)) as client:
         assert client.get("/ui/").status_code == 404
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        pytest.skip("needs chromium and chromedriver (.ci/run installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    session = webdriver.Chrome(service=Service(driver), options=options)
-    try:
-        yield session
-    finally:
-        session.quit()
 
 
 def test_a_reviewer_explains_a_photo_and_records_a_verdict(browser: object, tmp_path: Path) -> None:
