@@ -216,6 +216,19 @@ def test_review_api_end_to_end(bundle_dir: Path, tmp_path: Path, tiny_dataset: P
         assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
         assert image.content in [p.read_bytes() for p in photos]
 
+        evidence = client.get(
+            f"/v1/review/items/{first['prediction_id']}/explanation", headers=alice
+        )
+        assert evidence.status_code == 200, evidence.text
+        shown = evidence.json()
+        assert shown["overlay_jpeg"] and len(shown["grid"]) > 0
+        assert (
+            abs(sum(map(sum, shown["grid"])) / sum(map(len, shown["grid"])) - shown["margin"])
+            < 1e-3
+        )
+        client.app.state.services.prediction_log.flush(10)  # type: ignore[attr-defined]
+        assert sum(client.get("/v1/review/queue", headers=bob).json()["counts"].values()) == 2
+
         stolen = client.post(
             f"/v1/review/items/{first['prediction_id']}/verdict", json={"label": "ai"}, headers=bob
         )
@@ -244,6 +257,10 @@ def test_review_api_end_to_end(bundle_dir: Path, tmp_path: Path, tiny_dataset: P
             stored.unlink()  # as the retention clean-up does: the image is no longer offered
         gone = client.get(first["image_url"], headers=alice)
         assert gone.status_code == 404 and gone.json()["error"]["code"] == "image_not_retained"
+        unexplained = client.get(
+            f"/v1/review/items/{second['prediction_id']}/explanation", headers=alice
+        )
+        assert unexplained.status_code == 404
         item = client.get(f"/v1/review/items/{second['prediction_id']}", headers=alice).json()
         assert item["image_url"] is None
         missing = client.get("/v1/review/items/nope", headers=alice)

@@ -31,6 +31,12 @@ def test_the_page_and_its_assets_are_served_with_a_strict_policy(tmp_path: Path)
             response = client.get(f"/ui/{asset}")
             assert response.status_code == 200 and kind in response.headers["content-type"]
         assert "<script>" not in page.text and " style=" not in page.text  # nothing inline
+        queue = client.get("/ui/queue.html")
+        assert queue.headers["content-security-policy"] == policy
+        for asset, kind in (("queue.js", "javascript"), ("queue.css", "text/css")):
+            assert asset in queue.text
+            assert kind in client.get(f"/ui/{asset}").headers["content-type"]
+        assert "<script>" not in queue.text and " style=" not in queue.text
         # The API keeps its own, stricter policy.
         api = client.get("/v2/health/live")
         assert api.headers["content-security-policy"].startswith("default-src 'none'")

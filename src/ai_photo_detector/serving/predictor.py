@@ -148,10 +148,16 @@ class Scorer:
         return scored.image
 
     async def explain(
-        self, model: LoadedModel, data: bytes, caller: Caller, overlay: bool
+        self,
+        model: LoadedModel,
+        data: bytes,
+        caller: Caller,
+        overlay: bool,
+        route: str = "primary",
     ) -> tuple[ScoredImage, Evidence, bytes | None]:
         """Score one image and say why: its evidence map and, if asked, the map over the
-        photo."""
+        photo. Route ``review`` re-explains a logged image for a reviewer: neither logged nor
+        counted as a client's prediction."""
         try:
             weight, bias = model.bundle.head()
         except BundleError as exc:  # the message names no server path: clients see it
@@ -159,7 +165,7 @@ class Scorer:
                 f"model {model.name} {model.version} does not ship its head's weights; an "
                 "operator can add them with `ai-photo-detector optimize BUNDLE`"
             ) from exc
-        scored = await self._admitted(model, data, caller, "primary", None, explain=True)
+        scored = await self._admitted(model, data, caller, route, None, explain=True)
         features = scored.result.features
         assert features is not None
         manifest, view = model.bundle.manifest, scored.prepared.view
@@ -258,7 +264,7 @@ class Scorer:
         )
         if route == "primary":  # shadow work is kept out of the client-facing metrics
             self._observe(model, image, result)
-        if self.prediction_log is not None:
+        if self.prediction_log is not None and route != "review":
             # The row's drift statistics are measured after the answer, while a later decode
             # leaves a core spare.
             self.prediction_log.submit_later(

@@ -7,10 +7,11 @@ Reviewers need the ``review`` scope. A verdict is stored as feedback with source
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from ai_photo_detector.persistence.feedback import PredictionNotFound
@@ -18,6 +19,7 @@ from ai_photo_detector.persistence.review import NotClaimed, QueueFilter, Review
 from ai_photo_detector.serving.api.auth import Principal, require
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.errors import ApiError
+from ai_photo_detector.serving.api.middleware import request_id_of
 from ai_photo_detector.serving.api.review_schemas import (
     ClaimOut,
     ReviewFilter,
@@ -27,8 +29,11 @@ from ai_photo_detector.serving.api.review_schemas import (
     VerdictIn,
     VerdictOut,
 )
-from ai_photo_detector.serving.api.schemas import ModelRef, error_responses
+from ai_photo_detector.serving.api.routes.predict import ready_model, watched
+from ai_photo_detector.serving.api.schemas import Explanation, ModelRef, error_responses
 from ai_photo_detector.serving.api.state import Services
+from ai_photo_detector.serving.models import LoadedModel
+from ai_photo_detector.serving.predictor import Caller
 
 router = APIRouter(prefix="/v1/review", tags=["review"])
 ReviewCaller = Annotated[Principal, Depends(require("review"))]
@@ -167,13 +172,58 @@ async def get_item(prediction_id: str, services: ServicesDep, _: ReviewCaller) -
 )
 async def get_image(prediction_id: str, services: ServicesDep, _: ReviewCaller) -> FileResponse:
     item = await asyncio.to_thread(_queue(services).item, prediction_id)
+    path = _retained(item)
+    assert item is not None
+    return FileResponse(
+        path,
+        media_type=IMAGE_TYPES.get(item.format, "application/octet-stream"),
+        headers={"Cache-Control": "private, no-store"},
+    )
+
+
+def _retained(item: ReviewItem | None) -> Path:
     if item is None:
         raise ApiError(404, "prediction_not_found", "no logged prediction has this id")
     path = Path(item.image_path) if item.image_path else None
     if path is None or not path.is_file():
         raise ApiError(404, "image_not_retained", "the image was not kept or is past retention")
-    return FileResponse(
-        path,
-        media_type=IMAGE_TYPES.get(item.format, "application/octet-stream"),
-        headers={"Cache-Control": "private, no-store"},
+    return path
+
+
+def _answering_model(services: Services, item: ReviewItem) -> LoadedModel:
+    """The loaded model that gave the answer (same name and version), else one of its name,
+    else the champion: a retired version's evidence can only be shown by its successor."""
+    loaded = list(services.models.models.values())
+    exact = [m for m in loaded if (m.name, m.version) == (item.model_name, item.model_version)]
+    named = [m for m in loaded if m.name == item.model_name]
+    if exact or named:
+        return (exact or named)[0]
+    return services.models.get(None)
+
+
+@router.get(
+    "/items/{prediction_id}/explanation",
+    response_model=Explanation,
+    responses=error_responses(401, 403, 404, 409, 422, 429, 503),
+    summary="The evidence behind a queued item, from its retained image (not logged again); "
+    "from the model version that answered while it is loaded",
+)
+async def get_explanation(
+    prediction_id: str, request: Request, services: ServicesDep, caller: ReviewCaller
+) -> Explanation:
+    item = await asyncio.to_thread(_queue(services).item, prediction_id)
+    data = await asyncio.to_thread(_retained(item).read_bytes)
+    assert item is not None
+    loaded = ready_model(services, _answering_model(services, item))
+    caller_ref = Caller(request_id_of(request.scope), caller.key_id)
+    with watched(services, loaded):
+        _, evidence, picture = await services.scorer.explain(
+            loaded, data, caller_ref, overlay=True, route="review"
+        )
+    return Explanation(
+        target=evidence.target,
+        against=evidence.against,
+        grid=[[round(float(v), 5) for v in row] for row in evidence.grid],
+        margin=evidence.margin,
+        overlay_jpeg=base64.b64encode(picture).decode("ascii") if picture is not None else None,
     )

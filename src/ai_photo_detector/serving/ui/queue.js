@@ -1,0 +1,333 @@
+// The review queue page: claim the next logged prediction (/v1/review/claim), show its evidence,
+// record the verdict by keyboard or button, and score many photos into an exportable table.
+// Same origin, no dependencies; the API key stays in this tab only.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const keyInput = $("api-key");
+keyInput.value = sessionStorage.getItem("apd-api-key") || "";
+keyInput.addEventListener("change", () => sessionStorage.setItem("apd-api-key", keyInput.value));
+
+function headers(extra) {
+  const result = Object.assign({}, extra);
+  if (keyInput.value) result["X-API-Key"] = keyInput.value;
+  return result;
+}
+
+function say(element, text, isError) {
+  element.textContent = text;
+  element.classList.toggle("error", Boolean(isError));
+}
+
+async function call(path, options) {
+  const response = await fetch(path, options);
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const error = body && body.error ? body.error : { code: "http_" + response.status, message: response.statusText };
+    throw new Error(error.code + ": " + error.message);
+  }
+  return body;
+}
+
+const REASONS = {
+  low_margin: "the evidence is weak either way",
+  unfamiliar: "the photo is unlike anything the model was trained on",
+  provenance: "trusted Content Credentials declare generative AI",
+};
+const KINDS = {
+  uncertain: "uncertain answer",
+  disagreement: "shadow model disagreed",
+  sample: "quality-control sample",
+};
+
+// --- filters and counts ------------------------------------------------------------------------
+
+function filters() {
+  const result = {};
+  for (const name of ["model", "band", "reason", "kind"]) {
+    const value = $("f-" + name).value.trim();
+    if (value) result[name] = value;
+  }
+  if ($("f-since").value) result.since = $("f-since").value + "T00:00:00Z";
+  if ($("f-until").value) result.until = $("f-until").value + "T23:59:59Z";
+  return result;
+}
+
+async function refreshCounts() {
+  const query = new URLSearchParams(Object.assign({ limit: "1" }, filters()));
+  try {
+    const queue = await call("/v1/review/queue?" + query, { headers: headers() });
+    const parts = Object.entries(queue.counts).map(([kind, n]) => `${n} ${KINDS[kind] || kind}`);
+    say($("counts"), "Waiting: " + parts.join(", "));
+  } catch (error) {
+    say($("counts"), error.message, true);
+  }
+}
+
+// --- one item ----------------------------------------------------------------------------------
+
+let current = null;
+let leaseTimer = null;
+let reviewed = 0;
+let busy = false;
+
+async function next() {
+  const status = $("status");
+  say(status, "claiming the next item…");
+  try {
+    const claimed = await call("/v1/review/claim", {
+      method: "POST", headers: headers({ "Content-Type": "application/json" }),
+      body: JSON.stringify(filters()),
+    });
+    current = claimed.item;
+    if (!current) {
+      $("item").hidden = true;
+      say(status, "Nothing waits for review under these filters.");
+    } else {
+      say(status, "");
+      show(current);
+    }
+  } catch (error) {
+    say(status, error.message, true);
+  }
+  refreshCounts();
+}
+
+function showLease(expiresAt) {
+  clearInterval(leaseTimer);
+  const end = Date.parse(expiresAt);
+  const tick = () => {
+    const left = Math.max(0, Math.round((end - Date.now()) / 1000));
+    $("lease").textContent = left
+      ? `yours for ${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`
+      : "lease expired: another reviewer may take it (Review next)";
+  };
+  tick();
+  leaseTimer = setInterval(tick, 1000);
+}
+
+function drawGrid(grid) {
+  const table = $("grid");
+  table.replaceChildren();
+  const largest = Math.max(1e-9, ...grid.flat().map(Math.abs));
+  for (const row of grid) {
+    const tr = table.insertRow();
+    for (const value of row) {
+      const cell = tr.insertCell();
+      const strength = Math.abs(value) / largest;
+      cell.textContent = value.toFixed(1);
+      cell.style.backgroundColor = value >= 0
+        ? `rgba(198, 40, 40, ${strength})` : `rgba(21, 101, 192, ${strength})`;
+      cell.style.color = strength > 0.5 ? "#fff" : "#1d1d1f";
+    }
+  }
+}
+
+function showProvenance(provenance) {
+  const list = $("provenance");
+  list.replaceChildren();
+  const add = (term, value) => {
+    if (value === null || value === undefined || value === "" || value === false) return;
+    const dt = document.createElement("dt");
+    const dd = document.createElement("dd");
+    dt.textContent = term;
+    dd.textContent = value === true ? "yes" : String(value);
+    list.append(dt, dd);
+  };
+  if (!provenance) {
+    add("provenance", "the file carried no origin metadata");
+    return;
+  }
+  add("generator", provenance.generator);
+  add("source type", provenance.digital_source_type);
+  add("software", provenance.software);
+  add("camera", provenance.camera);
+  if (provenance.text_chunks && provenance.text_chunks.length) {
+    add("PNG text", provenance.text_chunks.join(", "));
+  }
+  const c2pa = provenance.c2pa;
+  if (c2pa && c2pa.present) {
+    const trust = c2pa.trusted ? "trusted signer" : "signer not in the trust anchors";
+    add("C2PA", c2pa.tampered ? "TAMPERED: " + c2pa.failures.join(", ") : `${c2pa.validation}, ${trust}`);
+    add("C2PA signer", c2pa.signer);
+    add("C2PA declares AI", c2pa.ai_declared);
+  } else if (c2pa && c2pa.error) {
+    add("C2PA", c2pa.error);
+  }
+  if (!list.children.length) add("provenance", "the file carried no origin metadata");
+}
+
+async function showPicture(item) {
+  const photo = $("photo");
+  $("overlay-figure").hidden = $("grid-figure").hidden = true;
+  if (!item.image_url) {
+    photo.hidden = true;
+    $("photo-caption").textContent = "The upload was not kept (prediction_log.store_images) or is past retention.";
+    return;
+  }
+  const response = await fetch(item.image_url, { headers: headers() });
+  if (!response.ok) {
+    photo.hidden = true;
+    $("photo-caption").textContent = "The upload is no longer kept.";
+    return;
+  }
+  const blob = await response.blob();
+  photo.src = URL.createObjectURL(blob);
+  photo.hidden = false;
+  $("photo-caption").textContent = `The upload (${item.width}×${item.height} ${item.format})`;
+  try {  // re-explained from the retained image by the service; not logged again
+    const explained = await call(
+      `/v1/review/items/${encodeURIComponent(item.prediction_id)}/explanation`,
+      { headers: headers() },
+    );
+    if (current !== item) return;  // the reviewer has moved on
+    $("overlay").src = "data:image/jpeg;base64," + explained.overlay_jpeg;
+    drawGrid(explained.grid);
+    $("overlay-figure").hidden = $("grid-figure").hidden = false;
+  } catch (error) {
+    $("photo-caption").textContent += ` (no evidence map: ${error.message})`;
+  }
+}
+
+function show(item) {
+  const label = $("label");
+  label.textContent = item.label;
+  label.className = "badge " + item.band;
+  $("probability").textContent = `${(100 * item.score).toFixed(1)} % AI`;
+  $("band").textContent = `band: ${item.band}`;
+  $("kind").textContent = KINDS[item.kind] || item.kind;
+  $("model").textContent = `${item.model.name} ${item.model.version} · ` +
+    `${new Date(item.created_at).toLocaleString()} · ${item.prediction_id}`;
+  $("item").dataset.predictionId = item.prediction_id;
+  const reasons = $("reasons");
+  reasons.hidden = !item.reasons.length;
+  reasons.textContent = item.reasons.map((r) => REASONS[r] || r).join("; ");
+  const shadow = $("shadow");
+  shadow.hidden = !item.shadow;
+  if (item.shadow) {
+    shadow.textContent = `Shadow ${item.shadow.model.name} ${item.shadow.model.version} said ` +
+      `${item.shadow.label} (${(100 * item.shadow.score).toFixed(1)} % AI)`;
+  }
+  showProvenance(item.provenance);
+  showLease(item.lease_expires_at);
+  say($("verdict-status"), "");
+  $("item").hidden = false;
+  // The picture and its evidence map follow; the verdict keys work at once.
+  showPicture(item).catch((error) => say($("status"), error.message, true));
+}
+
+async function verdict(label) {
+  if (!current || busy) return;
+  busy = true;
+  const status = $("verdict-status");
+  say(status, "saving…");
+  try {
+    const saved = await call(`/v1/review/items/${encodeURIComponent(current.prediction_id)}/verdict`, {
+      method: "POST", headers: headers({ "Content-Type": "application/json" }),
+      body: JSON.stringify({ label: label }),
+    });
+    reviewed += saved.recorded ? 1 : 0;
+    $("done").textContent = String(reviewed);
+    say(status, saved.recorded ? `recorded: ${saved.label}` : "skipped");
+    await next();
+  } catch (error) {
+    say(status, error.message, true);
+  } finally {
+    busy = false;
+  }
+}
+
+for (const id of ["verdict-ai", "verdict-real", "verdict-skip"]) {
+  $(id).addEventListener("click", (event) => verdict(event.currentTarget.dataset.label));
+}
+document.addEventListener("keydown", (event) => {
+  const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement.tagName);
+  if (typing || event.ctrlKey || event.metaKey || event.altKey || $("item").hidden) return;
+  const label = { a: "ai", r: "real", s: "skip" }[event.key.toLowerCase()];
+  if (label) {
+    event.preventDefault();
+    verdict(label);
+  }
+});
+$("filters").addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (current) {  // a new filter: give the held item back first
+    const held = current;
+    current = null;
+    call(`/v1/review/items/${encodeURIComponent(held.prediction_id)}/release`, {
+      method: "POST", headers: headers(),
+    }).catch(() => null).finally(next);
+  } else {
+    next();
+  }
+});
+refreshCounts();
+
+// --- many photos at once -----------------------------------------------------------------------
+
+const rows = [];
+const COLUMNS = ["file", "label", "band", "probability", "reasons", "provenance", "prediction_id"];
+
+function provenanceText(provenance) {
+  if (!provenance) return "";
+  const c2pa = provenance.c2pa && provenance.c2pa.present
+    ? `C2PA ${provenance.c2pa.tampered ? "tampered" : provenance.c2pa.validation}` : "";
+  return [provenance.generator, provenance.digital_source_type, c2pa].filter(Boolean).join("; ");
+}
+
+function addRow(row) {
+  rows.push(row);
+  const tr = $("batch-table").tBodies[0].insertRow();
+  for (const column of COLUMNS) {
+    const value = row[column];
+    tr.insertCell().textContent = column === "probability" && typeof value === "number"
+      ? value.toFixed(3) : (value ?? "");
+  }
+  $("batch-table").hidden = false;
+  $("export").disabled = false;
+}
+
+async function scoreOne(file) {
+  try {
+    const result = await call("/v1/predict", {
+      method: "POST", headers: headers({ "Content-Type": file.type || "application/octet-stream" }),
+      body: file,
+    });
+    addRow({
+      file: file.name, label: result.label, band: result.band, probability: result.probability,
+      reasons: (result.reasons || []).join(" "),
+      provenance: provenanceText(result.evidence && result.evidence.provenance),
+      prediction_id: result.prediction_id,
+    });
+  } catch (error) {
+    addRow({ file: file.name, label: "error", band: "", probability: "", reasons: error.message });
+  }
+}
+
+$("batch-files").addEventListener("change", async (event) => {
+  const files = Array.from(event.target.files);
+  const status = $("batch-status");
+  let done = 0;
+  const queue = files.slice();
+  const worker = async () => {
+    while (queue.length) {
+      await scoreOne(queue.shift());
+      done += 1;
+      status.textContent = `${done} of ${files.length} scored`;
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);  // a few requests in flight
+});
+
+function csvCell(value) {
+  const text = String(value ?? "");
+  return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+$("export").addEventListener("click", () => {
+  const lines = [COLUMNS.join(",")].concat(rows.map((row) => COLUMNS.map((c) => csvCell(row[c])).join(",")));
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
+  link.download = "scores.csv";
+  link.click();
+});
