@@ -340,7 +340,9 @@ class ApiKeyEntry(Section):
     sha256: str = Field(
         pattern=r"^[0-9a-f]{64}$", description="SHA-256 hex digest of the key (never the key)."
     )
-    scopes: list[str] = Field(["predict"], description="Granted scopes: predict, jobs, admin.")
+    scopes: list[str] = Field(
+        ["predict"], description="Granted scopes: predict, jobs, review, ops, admin."
+    )
 
 
 class AuthSettings(Section):

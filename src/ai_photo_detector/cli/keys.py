@@ -18,7 +18,7 @@ app = typer.Typer(no_args_is_help=True, help="API keys.")
 def keys_create(
     key_id: Annotated[str, typer.Option("--id", help="Key id, shown in logs.")],
     scopes: Annotated[
-        list[str] | None, typer.Option("--scope", help="predict jobs review admin")
+        list[str] | None, typer.Option("--scope", help="predict jobs review ops admin")
     ] = None,
 ) -> None:
     """Make a new API key: print it once, and the settings entry that stores only its hash."""

@@ -24,6 +24,7 @@ from ai_photo_detector.serving.api.routes import (
     jobs,
     models,
     monitoring,
+    ops,
     predict,
     review,
 )
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(review.router)
     app.include_router(models.router)
     app.include_router(monitoring.router)
+    app.include_router(ops.router)
     app.include_router(admin.router)
     app.include_router(health.router)
     if not docs:  # the schema still answers, to a valid key only

@@ -95,4 +95,5 @@ def require(scope: str | None) -> Callable[[Request, Response], Awaitable[Princi
 PredictCaller = Annotated[Principal, Depends(require("predict"))]
 AdminCaller = Annotated[Principal, Depends(require("admin"))]
 JobsCaller = Annotated[Principal, Depends(require("jobs"))]
+OpsCaller = Annotated[Principal, Depends(require("ops"))]  # the read-only operations view
 AnyKeyCaller = Annotated[Principal, Depends(require(None))]

@@ -1,0 +1,81 @@
+"""Response bodies of /v1/ops (the operations view); all read-only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ai_photo_detector.serving.api.schemas import DriftResponse, ModelList, ModelRef, RolloutStatus
+
+
+class OpsWindow(BaseModel):
+    days: int
+    bucket: Literal["hour", "day"]
+    start: datetime = Field(description="Start of the first bucket (UTC).")
+    end: datetime = Field(description="End of the last bucket, the one holding now (UTC).")
+
+
+class AccuracyPoint(BaseModel):
+    start: datetime = Field(description="Start of the bucket the predictions were made in.")
+    reviewed: int = Field(description="Predictions of the bucket with a reviewer's verdict.")
+    correct: int = Field(description="Of those, how many the latest verdict agrees with.")
+    accuracy: float
+
+
+class AccuracySeries(BaseModel):
+    model: ModelRef
+    reviewed: int = Field(description="Reviewed predictions in the whole window.")
+    accuracy: float = Field(description="Accuracy over the whole window.")
+    points: list[AccuracyPoint] = Field(description="Buckets with reviews only, oldest first.")
+
+
+class AccuracyOverTime(BaseModel):
+    window: OpsWindow
+    series: list[AccuracySeries] = Field(description="One per model version; empty: no reviews.")
+
+
+class BandBucket(BaseModel):
+    start: datetime
+    total: int = Field(description="Answers of the primary route in the bucket.")
+    bands: dict[str, int] = Field(description="Answers per band: ai, real, uncertain.")
+    reasons: dict[str, int] = Field(description="Answers listing each reason.")
+    reason_shares: dict[str, float] = Field(
+        description="Each reason's share of the bucket's answers (an answer may list two)."
+    )
+
+
+class BandsOverTime(BaseModel):
+    window: OpsWindow
+    buckets: list[BandBucket] = Field(description="Buckets with answers only, oldest first.")
+
+
+class OpsAlert(BaseModel):
+    received_at: datetime
+    name: str
+    status: str = Field(description="firing or resolved.")
+    severity: str
+    starts_at: str
+    fingerprint: str
+    summary: str | None = Field(None, description="The summary annotation, if any.")
+    labels: dict[str, Any]
+    annotations: dict[str, Any]
+
+
+class AlertList(BaseModel):
+    alerts: list[OpsAlert] = Field(description="Newest first.")
+
+
+class OpsOverview(BaseModel):
+    generated_at: datetime
+    window: OpsWindow
+    accuracy: list[AccuracySeries]
+    bands: list[BandBucket]
+    drift: DriftResponse = Field(
+        description="As GET /v1/drift answers, with the latest report per model version "
+        "(not per name) and window."
+    )
+    models: ModelList = Field(description="As GET /v1/models answers; default is the answerer.")
+    rollout: RolloutStatus = Field(description="As GET /v1/rollout answers.")
+    alerts: list[OpsAlert] = Field(description="Newest first.")
