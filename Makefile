@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run install install-dev test lint typecheck unit deploy-check image-check default-model fast-model clean
+.PHONY: run install install-dev test lint typecheck unit deploy-check image-check default-model fast-model clean fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,8 @@ run: install
 	$(BIN)/ai-photo-detector serve
 
 lint:
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks fuzz
+	$(BIN)/ruff format --check src tests benchmarks fuzz
 	$(BIN)/lint-imports
 
 typecheck:
@@ -61,6 +61,15 @@ default-model: install-dev
 fast-model: install-dev
 	$(BIN)/ai-photo-detector train $(DATASETS) --config configs/fast-model.yaml \
 	  --name ai-photo-detector-fast --version 2.0.0
+
+# Coverage-guided fuzzing of decoding and metadata reading (nightly): FUZZ_SECONDS of atheris
+# on one core. The corpus grows in fuzz/corpus; a finding is written to fuzz/findings/ and fails.
+FUZZ_SECONDS ?= 600
+fuzz: install-dev
+	$(BIN)/python fuzz/make_seeds.py fuzz/seeds
+	mkdir -p fuzz/corpus
+	$(BIN)/python fuzz/decode_fuzz.py fuzz/corpus fuzz/seeds tests/fixtures/fuzz_corpus \
+	  -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -211,6 +211,8 @@ def _decode(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             image_format = image.format or sniffed or "UNKNOWN"
+            if image_format == "MPO":  # a JPEG carrying more pictures (stereo, some phones)
+                image_format = "JPEG"  # the first is the photo; it decodes as a JPEG
             if sniffed is not None and image_format != sniffed:
                 raise ImageError("corrupt_image", "image content does not match its signature")
             width, height = image.size
@@ -271,10 +273,15 @@ def model_view(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
     width, height = image.size
     scale = size / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    if (new_w, new_h) != (width, height):
-        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
     left, top = (new_w - size) // 2, (new_h - size) // 2
-    if (new_w, new_h) != (size, size):
+    if (new_w, new_h) != (width, height):
+        # Resize only the centre square, given in source coordinates: the same pixels as
+        # resizing the whole image then cropping (at most one level apart, from rounding),
+        # without ever making the whole resized image (a 1x100000 strip would be 7.7 GB).
+        x, y = width / new_w, height / new_h
+        box = (left * x, top * y, (left + size) * x, (top + size) * y)
+        image = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
+    elif (new_w, new_h) != (size, size):
         image = image.crop((left, top, left + size, top + size))
     if spec.canonical_jpeg_quality is not None:
         image = jpeg_reencode(image, spec.canonical_jpeg_quality)
