@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run install install-dev test lint typecheck unit deploy-check image-check default-model fast-model clean fuzz
+.PHONY: run install install-dev test lint typecheck unit deploy-check image-check default-model fast-model clean fuzz reliability
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,8 @@ run: install
 	$(BIN)/ai-photo-detector serve
 
 lint:
-	$(BIN)/ruff check src tests benchmarks fuzz
-	$(BIN)/ruff format --check src tests benchmarks fuzz
+	$(BIN)/ruff check src tests benchmarks fuzz reliability
+	$(BIN)/ruff format --check src tests benchmarks fuzz reliability
 	$(BIN)/lint-imports
 
 typecheck:
@@ -70,6 +70,13 @@ fuzz: install-dev
 	mkdir -p fuzz/corpus
 	$(BIN)/python fuzz/decode_fuzz.py fuzz/corpus fuzz/seeds tests/fixtures/fuzz_corpus \
 	  -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
+
+# The long fault runs (docs/reliability.md quotes their figures; the short ones are in the tests):
+# PostgreSQL and Redis stopped for OUTAGE_S under load, SIGKILL mid-write, a full disk.
+# Needs root and the local PostgreSQL and Redis; writes reliability/results/*.json.
+OUTAGE_S ?= 30
+reliability: install-dev
+	$(BIN)/python -m reliability.faults --outage-s $(OUTAGE_S)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

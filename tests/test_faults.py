@@ -1,0 +1,69 @@
+"""Faults injected against a real service process and the real PostgreSQL and Redis servers
+(the short runs of ``reliability/faults.py``; ``make reliability`` runs the long ones).
+
+Each scenario stops a server with its own command and always starts it again. They need root
+(to stop the servers, to mount a small filesystem) and skip cleanly without it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from reliability import faults
+
+root = pytest.mark.skipif(os.geteuid() != 0, reason="stops servers and mounts: needs root")
+
+
+@root
+def test_a_postgres_outage_loses_no_row_and_answers_writes_503(tmp_path: Path) -> None:
+    if shutil.which("pg_ctlcluster") is None or not faults.postgres_up():
+        pytest.skip("needs the local PostgreSQL cluster")
+    result = faults.postgres_outage(tmp_path, outage_s=4)
+    assert result["load"]["server_errors_5xx"] == 0
+    assert result["load"]["transport_errors"] == 0
+    assert result["during_outage"]["predictions_answered_during_outage"] > 0
+    assert result["during_outage"]["feedback"] == [503, "store_unavailable"]
+    assert int(result["during_outage"]["feedback_retry_after"]) >= 1
+    assert result["during_outage"]["job_submission"] == [503, "store_unavailable"]
+    assert result["log_rows_lost"] == 0 and result["log_dropped_metric"] == 0
+    assert result["log_retries_metric"] >= 1  # the writer held its rows and retried
+    assert result["feedback_after_recovery"] == 201
+    assert faults.postgres_up()
+
+
+@root
+def test_a_redis_outage_keeps_answering_under_the_local_policy(tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None or not faults.redis_up():
+        pytest.skip("needs the local Redis server")
+    result = faults.redis_outage(tmp_path, outage_s=3)
+    assert result["load"]["server_errors_5xx"] == 0 and result["load"]["transport_errors"] == 0
+    assert set(result["statuses_until_redis_returned"]) == {"200"}
+    assert result["storage_errors_metric"] >= 1
+    assert result["seconds_until_redis_used_again"] is not None  # it recovered by itself
+    assert faults.redis_up()
+
+
+def test_sigkill_mid_write_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    result = faults.sigkill_mid_write(tmp_path, run_s=4)
+    assert result["integrity_check_after_kill"] == "ok"
+    assert result["integrity_check_after_restart"] == "ok"
+    assert result["acknowledged_predictions"] > 0 and result["acknowledged_feedback"] > 0
+    assert result["acknowledged_predictions_missing"] == 0
+    assert result["acknowledged_feedback_missing"] == 0
+    assert result["load"]["server_errors_5xx"] == 0
+
+
+@root
+def test_a_full_disk_keeps_predictions_answered_and_loses_no_row(tmp_path: Path) -> None:
+    result = faults.disk_full(tmp_path, run_s=4)
+    if "skipped" in result:
+        pytest.skip(f"cannot mount a small filesystem: {result['skipped']}")
+    assert result["load"]["server_errors_5xx"] == 0
+    assert set(result["statuses_while_full"]) == {"200"}
+    assert result["feedback_while_full"] == [503, "store_unavailable"]
+    assert result["log_retries_metric_while_full"] >= 1
+    assert result["log_rows_lost"] == 0 and result["log_dropped_metric"] == 0
+    assert result["integrity_check"] == "ok"
