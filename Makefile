@@ -71,12 +71,17 @@ fuzz: install-dev
 	$(BIN)/python fuzz/decode_fuzz.py fuzz/corpus fuzz/seeds tests/fixtures/fuzz_corpus \
 	  -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
 
-# The long fault runs (docs/reliability.md quotes their figures; the short ones are in the tests):
-# PostgreSQL and Redis stopped for OUTAGE_S under load, SIGKILL mid-write, a full disk.
-# Needs root and the local PostgreSQL and Redis; writes reliability/results/*.json.
+# The long reliability runs (docs/reliability.md quotes their figures; short ones are in the
+# tests): PostgreSQL and Redis stopped for OUTAGE_S under load, SIGKILL mid-write, a full disk,
+# IDLE idle connections and a one-key flood, then a SOAK_S soak at concurrency 8. Needs root and
+# the local PostgreSQL and Redis; writes reliability/results/*.json.
 OUTAGE_S ?= 30
+IDLE ?= 5000
+SOAK_S ?= 1800
 reliability: install-dev
 	$(BIN)/python -m reliability.faults --outage-s $(OUTAGE_S)
+	$(BIN)/python -m reliability.hostile --idle $(IDLE)
+	$(BIN)/python -m reliability.soak --duration-s $(SOAK_S)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,4 +1,5 @@
-"""Faults injected against a real service process and the real PostgreSQL and Redis servers
+"""Faults injected against a real service process and the real PostgreSQL and Redis servers,
+hostile clients beside an honest one, and a short soak
 (the short runs of ``reliability/faults.py``; ``make reliability`` runs the long ones).
 
 Each scenario stops a server with its own command and always starts it again. They need root
@@ -12,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from reliability import faults
+from reliability import faults, hostile, soak
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="stops servers and mounts: needs root")
 
@@ -67,3 +68,28 @@ def test_a_full_disk_keeps_predictions_answered_and_loses_no_row(tmp_path: Path)
     assert result["log_retries_metric_while_full"] >= 1
     assert result["log_rows_lost"] == 0 and result["log_dropped_metric"] == 0
     assert result["integrity_check"] == "ok"
+
+
+def test_idle_connections_are_closed_and_never_refuse_an_honest_client(tmp_path: Path) -> None:
+    result = hostile.idle_connections(tmp_path, idle=500, header_timeout_s=2)
+    assert result["honest_refused"] == {}
+    assert result["closed_by_server"] == 500 and result["answered_408_first"] == 500
+
+
+def test_a_flooding_key_is_limited_and_an_honest_key_is_not(tmp_path: Path) -> None:
+    result = hostile.one_key_flood(tmp_path, flood_s=2, flooders=4)
+    assert result["flood_answers"]["200"] == 120 and result["flood_answers"]["429"] > 0
+    assert set(result["flood_answers"]) == {"200", "429"}
+    assert result["honest_refused"] == {}
+
+
+def test_a_short_soak_answers_no_5xx_and_returns_its_files_and_threads(tmp_path: Path) -> None:
+    result = soak.soak(tmp_path, duration_s=40, concurrency=8, sample_s=4)
+    assert result["server_errors_5xx"] == 0
+    kinds = {key.split()[0] for key in result["answers"]}
+    assert {"predict", "invalid", "explain", "feedback", "drift"} <= kinds
+    assert all(
+        key.split()[1] in {"200", "201", "400", "413", "415", "422"} for key in result["answers"]
+    )
+    # Nothing piles up: connections and files are given back once the load stops.
+    assert result["open_files"]["after_load"] <= result["open_files"]["idle"] + 8

@@ -75,6 +75,23 @@ def test_a_one_pixel_strip_is_viewed_without_resizing_all_of_it() -> None:
     assert run.stdout.decode().strip() == "image_too_large,ok:PNG"
 
 
+def test_wide_pixels_are_scaled_in_little_memory() -> None:
+    """A 36-megapixel 32-bit TIFF (231 kB): its scaling to 8 bits once made float64 copies
+    (1.3 GB); under 1 GiB of address space it failed as corrupt. Found by the CI fuzz run."""
+    buffer = io.BytesIO()
+    Image.new("I", (6000, 6000)).save(buffer, "TIFF", compression="tiff_adobe_deflate")
+    replay = _REPLAY.replace("2 << 30", "1 << 30")
+    run = subprocess.run(
+        [sys.executable, "-c", replay],
+        input=buffer.getvalue(),
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    assert run.stdout.decode().strip() == "unsupported_format,ok:TIFF"
+
+
 def test_a_jpeg_carrying_more_pictures_is_a_jpeg() -> None:
     """A JPEG with a second picture (MPF: stereo cameras, some phones) opens as MPO in Pillow;
     it was refused as corrupt for not matching its JPEG signature."""

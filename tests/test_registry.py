@@ -309,3 +309,35 @@ def test_end_to_end_register_shadow_canary_and_automatic_rollback(
         assert after.json()["model"]["version"] == "test"
     assert registry.alias_version("challenger") is None
     assert registry.alias_version("champion") == champion
+
+
+def test_an_unreachable_registry_keeps_the_serving_model(
+    env: Path, bundle_dir: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry stops answering under a running service (its client raises what a lost
+    tracking server raises): a reload answers a clear error and keeps the loaded model, the
+    alias poll fails, is logged and backs off, and the model keeps answering."""
+    registry = Registry(Settings(), Store(Settings().database_url))
+    registry.promote(registry.register(bundle_dir))
+    settings = Settings(
+        model="models:/ai-photo-detector@champion", registry={"poll_interval_s": 0.2}
+    )
+    photo = sorted((tiny_dataset / "ai").iterdir())[0].read_bytes()
+    calls = {"n": 0}
+
+    def unreachable(self: Registry, alias_or_version: str) -> str:
+        calls["n"] += 1
+        raise ConnectionError("the tracking server refused the connection")
+
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v1/predict", content=photo).status_code == 200
+        monkeypatch.setattr(Registry, "resolve", unreachable)
+        reload = client.post("/v1/admin/reload")
+        assert reload.status_code == 422 and reload.json()["error"]["code"] == "reload_failed"
+        assert "previous model kept" in reload.json()["error"]["message"]
+        time.sleep(2.0)  # poll rounds fail meanwhile, each waiting longer than the last
+        polls = calls["n"] - 1
+        assert 1 <= polls < 2.0 / 0.2, polls  # backed off: fewer than one try per interval
+        assert client.post("/v1/predict", content=photo).status_code == 200
+        assert client.get("/v1/models").json()["models"][0]["version"] == "test"
+        assert 'apd_model_reloads_total{outcome="failed"} 1.0' in client.get("/metrics").text

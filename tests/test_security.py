@@ -276,3 +276,45 @@ def test_a_body_trickling_in_is_cut_off(bundle_dir: Path, jpeg: bytes) -> None:
         assert b"body_timeout" in body
         # An honest request still goes through.
         assert client.post("/v1/predict", content=jpeg).status_code == 200
+
+
+def test_a_predict_key_reaches_no_other_scope(bundle_dir: Path, jpeg: bytes) -> None:
+    """Every route of another scope refuses a predict-only key with 403 (admin, review,
+    operations, jobs, drift runs, reloads); jobs of another key are covered in test_jobs_api."""
+    with _client(bundle_dir, environment="production", auth={"keys": KEYS}) as client:
+        shop = {"X-API-Key": PREDICT_KEY}
+        fenced = [
+            ("GET", "/v1/review/queue"),
+            ("POST", "/v1/review/claim"),
+            ("GET", "/v1/ops/overview"),
+            ("POST", "/v1/admin/reload"),
+            ("POST", "/v1/drift/run"),
+            ("GET", "/v1/jobs"),
+        ]
+        for method, path in fenced:
+            answer = client.request(method, path, headers=shop, json={})
+            assert answer.status_code == 403, (path, answer.text)
+            assert answer.json()["error"]["code"] == "insufficient_scope"
+
+
+def test_api_keys_never_appear_in_logs_or_error_bodies(
+    bundle_dir: Path, jpeg: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = "apd_wrong_key_never_to_be_echoed_0123456789"
+    bodies = []
+    with (
+        caplog.at_level("DEBUG"),
+        _client(bundle_dir, environment="production", auth={"keys": KEYS}) as client,
+    ):
+        for headers in (
+            {"X-API-Key": wrong},
+            {"Authorization": f"Bearer {wrong}"},
+            {"X-API-Key": PREDICT_KEY},
+        ):
+            bodies.append(client.post("/v1/predict", content=b"not an image", headers=headers))
+            bodies.append(client.get("/v1/ops/overview", headers=headers))
+            bodies.append(client.post("/v1/predict", content=jpeg, headers=headers))
+    assert {b.status_code for b in bodies} >= {401, 403, 415, 200}
+    for secret in (wrong, PREDICT_KEY, ADMIN_KEY):
+        assert secret not in caplog.text
+        assert all(secret not in b.text and secret not in str(b.headers) for b in bodies)

@@ -60,6 +60,10 @@ def test_a_reviewer_explains_a_photo_and_records_a_verdict(browser: object, tmp_
     noise = tmp_path / "noise.jpg"
     pixels = np.random.default_rng(3).integers(0, 255, (300, 300, 3), dtype=np.uint8)
     noise.write_bytes(encode(Image.fromarray(pixels), quality=90))
+    generated = tmp_path / "generated.jpg"
+    exif = Image.Exif()
+    exif[0x0131] = "Midjourney v6"  # EXIF Software, as generators write it
+    generated.write_bytes(encode(patterned_image(np.random.default_rng(4), 480), exif=exif))
     port = _free_port()
     server = _start(SHIPPED_MODEL, port, {"APD_DATABASE_URL": f"sqlite:///{database}"})
     try:
@@ -89,6 +93,11 @@ def test_a_reviewer_explains_a_photo_and_records_a_verdict(browser: object, tmp_
         driver.find_element(By.ID, "file").send_keys(str(noise))  # type: ignore[attr-defined]
         wait.until(ready.text_to_be_present_in_element((By.ID, "reasons"), "unlike anything"))
         assert driver.find_element(By.ID, "band").text == "band: uncertain"  # type: ignore[attr-defined]
+        assert "no origin metadata" in driver.find_element(By.ID, "provenance").text  # type: ignore[attr-defined]
+
+        # A file that names its generator: the page shows the provenance evidence.
+        driver.find_element(By.ID, "file").send_keys(str(generated))  # type: ignore[attr-defined]
+        wait.until(ready.text_to_be_present_in_element((By.ID, "provenance"), "Midjourney"))
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -54,7 +54,7 @@ class Periodic:
             except Exception:  # the service keeps running; the next round tries again, later
                 self.failures += 1
                 logger.exception(
-                    "%s failed (%d in a row); next try in %.0f s",
+                    "%s failed (%d in a row); next try in %.1f s",
                     self.name,
                     self.failures,
                     self.next_wait_s,

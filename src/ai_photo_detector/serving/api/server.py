@@ -8,6 +8,7 @@ import uvicorn
 
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.serving.api.protocol import GuardedHttpToolsProtocol
+from ai_photo_detector.serving.memory import limit_malloc_arenas
 from ai_photo_detector.serving.runtime import check_settings
 from ai_photo_detector.settings import Settings
 
@@ -20,6 +21,7 @@ def run_server(settings: Settings) -> None:
             "replicas (metrics are per process; see README)"
         )
     check_settings(settings)  # a clear error before uvicorn, not a failed start-up
+    limit_malloc_arenas(server.malloc_arena_max)  # before any thread allocates
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal under the
     # handler that was installed before it started; a no-op one lets the process exit with 0.
     for captured in (signal.SIGTERM, signal.SIGINT):

@@ -2,49 +2,6 @@
 // through /v1/feedback. Same origin, no dependencies; the API key stays in this tab only.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
-const keyInput = $("api-key");
-keyInput.value = sessionStorage.getItem("apd-api-key") || "";
-keyInput.addEventListener("change", () => sessionStorage.setItem("apd-api-key", keyInput.value));
-
-function headers(extra) {
-  const result = Object.assign({}, extra);
-  if (keyInput.value) result["X-API-Key"] = keyInput.value;
-  return result;
-}
-
-function say(element, text, isError) {
-  element.textContent = text;
-  element.classList.toggle("error", Boolean(isError));
-}
-
-async function call(path, options) {
-  const response = await fetch(path, options);
-  const body = await response.json().catch(() => null);
-  if (!response.ok) {
-    const error = body && body.error ? body.error : { code: "http_" + response.status, message: response.statusText };
-    throw new Error(error.code + ": " + error.message);
-  }
-  return body;
-}
-
-function drawGrid(grid) {
-  const table = $("grid");
-  table.replaceChildren();
-  const largest = Math.max(1e-9, ...grid.flat().map(Math.abs));
-  for (const row of grid) {
-    const tr = table.insertRow();
-    for (const value of row) {
-      const cell = tr.insertCell();
-      const strength = Math.abs(value) / largest;
-      cell.textContent = value.toFixed(1);
-      cell.style.backgroundColor = value >= 0
-        ? `rgba(198, 40, 40, ${strength})` : `rgba(21, 101, 192, ${strength})`;
-      cell.style.color = strength > 0.5 ? "#fff" : "#1d1d1f";
-    }
-  }
-}
-
 // Why an answer is 'uncertain', in the reviewer's words.
 const REASONS = {
   low_margin: "the evidence is weak either way (the probability lies between the bands)",
@@ -82,6 +39,7 @@ function show(result, file) {
   $("against").textContent = explanation.against;
   $("margin").textContent = explanation.margin.toFixed(2);
   drawGrid(explanation.grid);
+  showProvenance($("provenance"), result.evidence ? result.evidence.provenance : null);
   const t = result.timing;
   $("timing").textContent = `preprocess ${t.preprocess_ms.toFixed(1)} ms, inference ` +
     `${t.inference_ms.toFixed(1)} ms; prediction ${result.prediction_id}`;
