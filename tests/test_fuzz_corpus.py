@@ -137,8 +137,12 @@ def test_a_short_fuzz_run_finds_nothing(tmp_path: Path) -> None:
         "-max_total_time=30",
         f"-artifact_prefix={tmp_path}/",
     ]
+    # Through a shell that forks it: Linux keeps a process's peak RSS across exec, so a child
+    # exec'd straight from this (large) test process would start "using" its gigabytes, and
+    # libFuzzer's -rss_limit_mb reads that peak.
+    fresh = ["sh", "-c", '"$@"; exit $?', "sh", *command]
     run = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ)
+        fresh, cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ)
     )
     output = run.stdout + run.stderr
     findings = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
