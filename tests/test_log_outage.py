@@ -228,3 +228,36 @@ def test_spool_segments_rotate_and_release(tmp_path: Path, fsync: bool) -> None:
     spool.release(seqs[-1])
     assert not list(tmp_path.glob("*.jsonl"))
     spool.close()
+
+
+def test_a_segment_from_another_version_is_set_aside_and_logging_goes_on(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "00000000000000000001-1.jsonl").write_text('{"id": "x", "unknown_field": 1}\n[]\n')
+    store = Store(f"sqlite:///{tmp_path / 'log.db'}")
+    log = PredictionLog(store, settings(durable=True, spool_dir=str(spool)))
+    assert log.submit(record(1))
+    assert log.flush(10)
+    log.close()
+    assert rows_in(store) == 1 and log.counters.errors >= 1
+    assert [p.suffix for p in spool.iterdir()] == [".bad"]
+    store.close()
+
+
+def test_only_transient_failures_are_retried() -> None:
+    from sqlalchemy.exc import ProgrammingError
+
+    from ai_photo_detector.persistence.predictions import unreachable
+
+    def sqlite_error(message: str) -> OperationalError:
+        import sqlite3
+
+        return OperationalError("INSERT", {}, sqlite3.OperationalError(message))
+
+    assert unreachable(sqlite_error("database is locked"))
+    assert unreachable(sqlite_error("database or disk is full"))
+    assert not unreachable(sqlite_error("table predictions has no column named provenance"))
+    assert unreachable(OperationalError("connect", {}, ConnectionRefusedError("down")))
+    assert not unreachable(ProgrammingError("INSERT", {}, Exception("no such column")))
+    assert unreachable(OSError(28, "No space left on device"))
+    assert not unreachable(PermissionError(13, "Permission denied"))

@@ -157,9 +157,10 @@ def _to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image
     elif image.mode == "F":
         array = np.array(image, dtype=np.float32)
         np.nan_to_num(array, copy=False)
-        low, high = float(array.min()), float(array.max())
-        array -= np.float32(low)
-        array *= np.float32(255.0 / (high - low if high > low else 1.0))
+        low, high = float(array.min()), float(array.max())  # finite: nan_to_num
+        span = high - low if high > low else 1.0  # in float64: float32 extremes overflow
+        array *= np.float32(255.0 / span)  # scaled first, then shifted: never overflows
+        array -= np.float32(low * 255.0 / span)
         image = Image.fromarray(array.astype(np.uint8), mode="L")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ai_photo_detector.persistence.schema import Job, JobChunk, JobResult
 from ai_photo_detector.persistence.store import Store
+from ai_photo_detector.persistence.store import aware as store_aware
 
 QUEUED, RUNNING, DONE, CANCELLED = "queued", "running", "done", "cancelled"
 ACTIVE = (QUEUED, RUNNING)
@@ -81,10 +82,7 @@ def now() -> datetime:
 
 
 def aware(moment: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back without their zone; they were written in UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
+    return None if moment is None else store_aware(moment)
 
 
 class IdempotencyConflict(Exception):

@@ -9,26 +9,21 @@ answers are few, so their latest verdicts are picked and bucketed in Python.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, func, literal_column, select
 
 from ai_photo_detector.persistence.schema import Alert, Feedback, Prediction
-from ai_photo_detector.persistence.store import Store
+from ai_photo_detector.persistence.store import Store, aware
 
 Bucket = Literal["hour", "day"]
 BUCKET_SIZE: dict[str, timedelta] = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 BANDS = ("ai", "real", "uncertain")
 
 
-def as_utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything the store writes is UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def floor(moment: datetime, bucket: Bucket) -> datetime:
-    moment = as_utc(moment).replace(minute=0, second=0, microsecond=0)
+    moment = aware(moment).replace(minute=0, second=0, microsecond=0)
     return moment.replace(hour=0) if bucket == "day" else moment
 
 
@@ -125,7 +120,7 @@ def _bucket_of(dialect: str, bucket: Bucket) -> ColumnElement[Any]:
 
 
 def _bucket_start(value: datetime | str) -> datetime:
-    return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+    return aware(datetime.fromisoformat(value) if isinstance(value, str) else value)
 
 
 def band_shares(store: Store, window: Window) -> list[BandBucket]:
@@ -170,7 +165,7 @@ def recent_alerts(store: Store, limit: int) -> list[RecentAlert]:
     with store.session() as session:
         return [
             RecentAlert(
-                received_at=as_utc(row.received_at),
+                received_at=aware(row.received_at),
                 name=row.name,
                 status=row.status,
                 severity=row.severity,

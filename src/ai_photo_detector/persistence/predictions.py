@@ -19,7 +19,9 @@ queue: a thread woken for every row preempts inference threads on a small box.
 from __future__ import annotations
 
 import builtins
+import errno
 import logging
+import os
 import queue
 import threading
 import time
@@ -95,11 +97,24 @@ class LogCounters:
                 setattr(self, name, getattr(self, name) + value)
 
 
+# What SQLite says when the file is busy, full or gone; its other OperationalErrors (a missing
+# column, say) are the rows' or the schema's fault and would never pass on a retry.
+_SQLITE_TRANSIENT = ("locked", "disk", "full", "unable to open", "busy")
+_OS_TRANSIENT = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
+
+
 def unreachable(exc: BaseException) -> bool:
-    """Whether a write failed for want of a database (worth retrying), not for its rows."""
-    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout | OSError):
+    """Whether a write failed for want of a database or disk (worth retrying), not for its
+    rows."""
+    if isinstance(exc, InterfaceError | PoolTimeout):
         return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError):
+        if exc.orig is not None and type(exc.orig).__module__.startswith("sqlite3"):
+            return any(word in str(exc.orig).lower() for word in _SQLITE_TRANSIENT)
+        return True  # PostgreSQL: connection-level (schema faults are ProgrammingError)
+    return isinstance(exc, OSError) and exc.errno in _OS_TRANSIENT
 
 
 class Backoff:
@@ -215,7 +230,11 @@ class PredictionLog:
 
     def _run(self) -> None:
         if self.spool is not None:
-            self._replay()
+            try:
+                self._replay()
+            except Exception:  # whatever the spool holds, the writer must start
+                logger.exception("replaying the prediction spool failed; logging goes on")
+                self.counters.add(errors=1)
         while True:
             self._wake.wait(self.settings.flush_interval_s)
             self._wake.clear()
@@ -313,13 +332,21 @@ class PredictionLog:
         """Write what an earlier process left in the spool, then delete it."""
         assert self.spool is not None
         for path in self.spool.orphans():
-            rows, broken = read_segment(path)
+            try:
+                rows, broken = read_segment(path)
+                records_all = [PredictionRecord(**row) for row in rows]
+            except (OSError, TypeError, ValueError, AttributeError):
+                # Unreadable, or written by a version with other fields: kept aside, counted.
+                logger.exception("%s cannot be replayed; renamed to .bad", path.name)
+                path.rename(path.with_suffix(".bad"))
+                self.counters.add(errors=1)
+                continue
             if broken:
                 logger.warning("%s: %d unreadable lines (cut by a kill?)", path.name, broken)
                 self.counters.add(errors=broken, dropped=broken)
             size = self.settings.batch_size
-            for start in range(0, len(rows), size):
-                records = [PredictionRecord(**row) for row in rows[start : start + size]]
+            for start in range(0, len(records_all), size):
+                records = records_all[start : start + size]
                 while not self._replay_batch(records):
                     self._backoff.failed()
                     if self._stop.wait(max(0.0, self._backoff.next_at - time.monotonic())):
@@ -358,8 +385,13 @@ class PredictionLog:
         folder = Path(self.settings.image_dir) / record.image_sha256[:2]
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{record.image_sha256}.{record.format.lower()}"
-        if not path.exists():
-            path.write_bytes(data)
+        if not path.exists():  # whole or not at all: a full disk must not leave half a file
+            partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+            try:
+                partial.write_bytes(data)
+                os.replace(partial, path)
+            finally:
+                partial.unlink(missing_ok=True)
         return path
 
     def _cleanup_images(self) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, aliased
 
 from ai_photo_detector.persistence.feedback import FeedbackResult, record_feedback
 from ai_photo_detector.persistence.schema import Feedback, Prediction, ReviewClaim, ReviewSkip
-from ai_photo_detector.persistence.store import Store
+from ai_photo_detector.persistence.store import Store, aware
 
 KINDS = ("uncertain", "disagreement", "sample")
 SHADOW = aliased(Prediction)
@@ -246,11 +246,12 @@ class ReviewQueue:
         kind: str | None = None,
     ) -> ReviewItem:
         item = self._item(session, row, kind or self._kind_of(session, row))
-        item.lease_expires_at = session.scalar(
+        expires = session.scalar(
             select(ReviewClaim.expires_at).where(
                 ReviewClaim.prediction_id == row.id, ReviewClaim.reviewer == reviewer
             )
         )
+        item.lease_expires_at = aware(expires) if expires is not None else None
         return item
 
     def release(self, reviewer: str, prediction_id: str) -> bool:
@@ -319,7 +320,7 @@ class ReviewQueue:
         return ReviewItem(
             prediction_id=row.id,
             kind=kind,
-            created_at=row.created_at,
+            created_at=aware(row.created_at),
             model_name=row.model_name,
             model_version=row.model_version,
             label=row.label,

@@ -15,6 +15,7 @@ nothing, a machine losing power may lose the last rows.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import logging
@@ -47,7 +48,10 @@ def encode_row(row: dict[str, Any]) -> str:
 
 def decode_row(line: str) -> dict[str, Any]:
     row: dict[str, Any] = {}
-    for key, value in json.loads(line).items():
+    parsed = json.loads(line)
+    if not isinstance(parsed, dict):
+        raise ValueError("a spool line is a JSON object")
+    for key, value in parsed.items():
         if isinstance(value, dict) and "b64" in value:
             row[key] = base64.b64decode(value["b64"])
         elif isinstance(value, dict) and "time" in value:
@@ -60,7 +64,7 @@ def decode_row(line: str) -> dict[str, Any]:
 @dataclass
 class _Segment:
     path: Path
-    handle: IO[str]
+    handle: IO[bytes]
     last_seq: int = 0
     rows: int = 0
 
@@ -84,13 +88,21 @@ class RowSpool:
     def append(self, row: dict[str, Any]) -> int:
         """Write a row; its sequence number, for :meth:`release`. Raises OSError when the
         disk refuses (the caller counts the row as dropped)."""
-        line = encode_row(row) + "\n"
+        line = (encode_row(row) + "\n").encode()
         with self._lock:
             segment = self._current or self._open()
-            segment.handle.write(line)
-            segment.handle.flush()
-            if self.fsync:
-                os.fsync(segment.handle.fileno())
+            fd = segment.handle.fileno()
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                view = memoryview(line)
+                while view:  # unbuffered: a short write on a full disk is seen at once
+                    view = view[os.write(fd, view) :]
+                if self.fsync:
+                    os.fsync(fd)
+            except OSError:  # no half line may stay to spoil the next one
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
             self._seq += 1
             segment.last_seq = self._seq
             segment.rows += 1
@@ -124,7 +136,7 @@ class RowSpool:
 
     def _open(self) -> _Segment:
         path = self.folder / f"{time.time_ns():020d}-{os.getpid()}{SUFFIX}"
-        handle = path.open("a", encoding="utf-8")
+        handle = path.open("ab", buffering=0)
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._current = _Segment(path, handle)
         return self._current

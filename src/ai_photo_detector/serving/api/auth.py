@@ -95,5 +95,6 @@ def require(scope: str | None) -> Callable[[Request, Response], Awaitable[Princi
 PredictCaller = Annotated[Principal, Depends(require("predict"))]
 AdminCaller = Annotated[Principal, Depends(require("admin"))]
 JobsCaller = Annotated[Principal, Depends(require("jobs"))]
+ReviewCaller = Annotated[Principal, Depends(require("review"))]
 OpsCaller = Annotated[Principal, Depends(require("ops"))]  # the read-only operations view
 AnyKeyCaller = Annotated[Principal, Depends(require(None))]

@@ -95,6 +95,8 @@ async function showPicture(item) {
     return;
   }
   const blob = await response.blob();
+  if (current !== item) return;  // the reviewer has moved on while it loaded
+  if (photo.src.startsWith("blob:")) URL.revokeObjectURL(photo.src);
   photo.src = URL.createObjectURL(blob);
   photo.hidden = false;
   $("photo-caption").textContent = `The upload (${item.width}×${item.height} ${item.format})`;
@@ -243,7 +245,9 @@ $("batch-files").addEventListener("change", async (event) => {
 });
 
 function csvCell(value) {
-  const text = String(value ?? "");
+  // Text from uploaded files lands here: a leading = + - @ would be a formula in a spreadsheet.
+  const raw = String(value ?? "");
+  const text = /^[=+\-@]/.test(raw) ? "'" + raw : raw;
   return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 

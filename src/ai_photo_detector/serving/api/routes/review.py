@@ -11,12 +11,13 @@ import base64
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from ai_photo_detector.persistence.feedback import PredictionNotFound
 from ai_photo_detector.persistence.review import NotClaimed, QueueFilter, ReviewItem, ReviewQueue
-from ai_photo_detector.serving.api.auth import Principal, require
+from ai_photo_detector.persistence.store import aware
+from ai_photo_detector.serving.api.auth import Principal, ReviewCaller
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.errors import ApiError
 from ai_photo_detector.serving.api.middleware import request_id_of
@@ -36,7 +37,6 @@ from ai_photo_detector.serving.models import LoadedModel
 from ai_photo_detector.serving.predictor import Caller
 
 router = APIRouter(prefix="/v1/review", tags=["review"])
-ReviewCaller = Annotated[Principal, Depends(require("review"))]
 IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
@@ -50,7 +50,11 @@ def reviewer_of(caller: Principal) -> str:
 
 
 def _filters(body: ReviewFilter) -> QueueFilter:
-    return QueueFilter(**body.model_dump())
+    values = body.model_dump()
+    for bound in ("since", "until"):  # compared in UTC, as the store writes
+        if values[bound] is not None:
+            values[bound] = aware(values[bound])
+    return QueueFilter(**values)
 
 
 def _out(item: ReviewItem) -> ReviewItemOut:
