@@ -413,8 +413,8 @@ class PredictionLogSettings(Section):
     store_images: bool = Field(False, description="Also keep the uploaded image files.")
     durable: bool = Field(
         False,
-        description="Append every row to a local spool before queueing it, so a killed process "
-        "loses none: the next start replays them (costs a file append per prediction).",
+        description="Append every row to a local spool before its answer is sent, so a killed "
+        "process loses none: the next start replays them (a file append per prediction).",
     )
     spool_dir: str = Field("data/spool/predictions", description="Folder of the durable spool.")
     spool_fsync: bool = Field(

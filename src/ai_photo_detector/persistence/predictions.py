@@ -182,6 +182,19 @@ class PredictionLog:
             self.queue.put_nowait(record)
         return True
 
+    @property
+    def durable(self) -> bool:
+        return self.spool is not None
+
+    def submit_built(self, build: Callable[[], PredictionRecord]) -> None:
+        """Make the row and queue it (spooled first in durable mode); a failed ``build`` drops
+        the row and counts it as an error, as a failed write does."""
+        try:
+            self.submit(build())
+        except Exception:
+            logger.exception("a prediction row could not be made; it is dropped")
+            self.counters.add(errors=1, dropped=1)
+
     def submit_later(self, build: Callable[[], PredictionRecord], pool: Executor) -> None:
         """Queue the row ``build`` makes on ``pool``, off the request's path.
 
@@ -193,10 +206,7 @@ class PredictionLog:
 
         def make_and_submit() -> None:
             try:
-                self.submit(build())  # queued before the promise is released: flush sees one
-            except Exception:
-                logger.exception("a prediction row could not be made; it is dropped")
-                self.counters.add(errors=1, dropped=1)
+                self.submit_built(build)  # queued before the promise is released
             finally:
                 with self._promised_lock:
                     self._promised -= 1

@@ -264,24 +264,24 @@ class Scorer:
         )
         if route == "primary":  # shadow work is kept out of the client-facing metrics
             self._observe(model, image, result)
-        if self.prediction_log is not None and route != "review":
-            # The row's drift statistics are measured after the answer, while a later decode
-            # leaves a core spare.
-            self.prediction_log.submit_later(
-                partial(
-                    self._record,
-                    model,
-                    image,
-                    prepared,
-                    result,
-                    caller,
-                    data,
-                    route,
-                    paired_id,
-                    datetime.now(UTC),
-                ),
-                self.spare_time,
+        log = self.prediction_log
+        if log is not None and route != "review":
+            build = partial(
+                self._record,
+                model,
+                image,
+                prepared,
+                result,
+                caller,
+                data,
+                route,
+                paired_id,
+                datetime.now(UTC),
             )
+            if log.durable:  # the row is in the spool before the answer leaves
+                await loop.run_in_executor(self.spare_time, log.submit_built, build)
+            else:  # measured after the answer, while a later decode leaves a core spare
+                log.submit_later(build, self.spare_time)
         return _Scored(image, prepared, result)
 
     def _observe(self, model: LoadedModel, image: ScoredImage, result: EngineResult) -> None:
