@@ -66,6 +66,7 @@ def main() -> None:
                     },
                     monitoring={"enabled": False},
                     rate_limit={"enabled": False},
+                    jobs={"enabled": False},  # no job worker process competing for the cores
                 )
                 rate, count = asyncio.run(round_rate(settings, photos))
                 rates[mode].append(rate)
