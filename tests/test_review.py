@@ -90,6 +90,10 @@ def test_policy_order_filters_and_counts(queue_store: Store) -> None:
     assert counts == {"uncertain": 2, "disagreement": 1, "sample": 1}
     assert items[1].reasons == ["low_margin", "unfamiliar"]
     assert items[2].shadow is not None and items[2].shadow["label"] == "real"
+    # One item looked up alone is given the same kind.
+    for found in items:
+        alone = queue.item(found.prediction_id)
+        assert alone is not None and alone.kind == found.kind
 
     only = queue.waiting("alice", QueueFilter(reason="unfamiliar"), limit=10)[0]
     assert [i.prediction_id for i in only] == [ids["uncertain_new"]]

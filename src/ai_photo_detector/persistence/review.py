@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, func, or_, select, update
+from sqlalchemy import Select, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -296,11 +296,7 @@ class ReviewQueue:
         if row.band == "uncertain":
             return "uncertain"
         disagrees = session.scalar(
-            select(func.count()).where(
-                and_(
-                    SHADOW.paired_id == row.id, SHADOW.route == "shadow", SHADOW.label != row.label
-                )
-            )
+            select(_disagreeing_shadow()).select_from(Prediction).where(Prediction.id == row.id)
         )
         return "disagreement" if disagrees else "sample"
 
