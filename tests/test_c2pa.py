@@ -317,6 +317,7 @@ def test_only_a_decisive_manifest_changes_a_verdict(files: Files, credentials: C
     forced = with_provenance(model, trusted, "ai")
     assert (forced.label, forced.band, forced.reasons) == ("ai", "ai", (PROVENANCE,))
     assert forced.probability == model.probability and forced.scores == model.scores
+    assert forced.model_label == "real"  # what the model said stays on record
     for other in (
         Provenance(c2pa=read_c2pa(files.ai, C2paOptions())),
         Provenance(c2pa=read_c2pa(files.pixels_changed, _anchored(credentials))),
@@ -401,3 +402,37 @@ def test_predict_json_and_batch_jobs_follow_the_policy(
     )
     assert rows[0]["band"] == "ai" and rows[0]["reasons"] == "provenance"
     assert "provenance" not in rows[1]["reasons"]
+
+
+def test_live_accuracy_judges_the_model_not_the_policy(
+    bundle_dir: Path, files: Files, credentials: Credentials, tmp_path: Path
+) -> None:
+    """The log keeps both labels; reviewers' verdicts are compared with the model's own."""
+    from sqlalchemy import select
+
+    from ai_photo_detector.persistence.feedback import live_accuracy, record_feedback
+    from ai_photo_detector.persistence.schema import Prediction
+    from ai_photo_detector.persistence.store import Store
+
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_text(credentials.root_pem)
+    database = f"sqlite:///{tmp_path / 'log.db'}"
+    settings = Settings(
+        model=str(bundle_dir), provenance={"trust_anchors": anchors}, database_url=database
+    )
+    started = dt.datetime.now(dt.UTC)
+    with TestClient(create_app(settings)) as client:
+        forced = client.post("/v1/predict", content=files.ai).json()
+        plain = client.post("/v1/predict", content=files.plain).json()
+        client.app.state.services.prediction_log.flush(10)  # type: ignore[attr-defined]
+    assert forced["reasons"] == ["provenance"] and plain["label"] != "ai"
+    store = Store(database)
+    with store.session() as session:
+        row = session.scalars(select(Prediction).where(Prediction.id == forced["prediction_id"]))
+        logged = row.one()
+        assert (logged.label, logged.model_label) == ("ai", plain["label"])
+    # The reviewer agrees with the model on the very same pixels: the model was right.
+    result = record_feedback(store, forced["prediction_id"], plain["label"], "test")
+    assert result.predicted_label == plain["label"]
+    (accuracy,) = live_accuracy(store, started, "ai")
+    assert (accuracy.count, accuracy.accuracy) == (1, 1.0)

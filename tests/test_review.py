@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
+from ai_photo_detector.persistence import review
 from ai_photo_detector.persistence.predictions import PREDICTIONS, PredictionRecord
 from ai_photo_detector.persistence.review import NotClaimed, QueueFilter, ReviewQueue
 from ai_photo_detector.persistence.schema import Feedback
@@ -105,6 +106,14 @@ def test_policy_order_filters_and_counts(queue_store: Store) -> None:
     # Without a sample share, confident answers nobody disputed do not wait.
     none = ReviewQueue(queue_store, lease_s=60, sample_rate=0.0)
     assert none.waiting("alice", QueueFilter(model="detector"), 10)[1]["sample"] == 0
+
+
+def test_counting_stops_at_the_limit(queue_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(review, "COUNT_LIMIT", 1)
+    queue = ReviewQueue(queue_store, lease_s=60, sample_rate=1.0)
+    items, counts = queue.waiting("alice", QueueFilter(model="detector"), limit=10)
+    assert counts == {"uncertain": 1, "disagreement": 1, "sample": 1}
+    assert len(items) == 4  # the items themselves are not cut by the count limit
 
 
 def test_a_claimed_item_is_nobody_elses_until_its_lease_ends(queue_store: Store) -> None:

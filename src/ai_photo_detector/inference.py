@@ -35,6 +35,7 @@ class Verdict:
     probability: float  # calibrated probability of the AI label
     scores: dict[str, float]  # calibrated probability per label
     reasons: tuple[str, ...] = ()  # why the band is 'uncertain'; empty otherwise
+    model_label: str | None = None  # the model's own label where a policy answered otherwise
 
 
 @dataclass
@@ -129,11 +130,14 @@ def verdicts(
 def with_provenance(verdict: Verdict, provenance: Provenance | None, ai_label: str) -> Verdict:
     """The verdict, unless the file's C2PA manifest is decisive (valid, from a trusted signer,
     declaring generative AI, policy on): then 'ai', for that reason alone. The probability
-    and scores stay the model's, so the log and the monitoring still see what it said."""
+    scores and the model's own label stay, so the log and the monitoring still see what it
+    said."""
     c2pa = provenance.c2pa if provenance is not None else None
     if c2pa is None or not c2pa.decisive:
         return verdict
-    return replace(verdict, label=ai_label, band="ai", reasons=(PROVENANCE,))
+    return replace(
+        verdict, label=ai_label, band="ai", reasons=(PROVENANCE,), model_label=verdict.label
+    )
 
 
 @dataclass(frozen=True)

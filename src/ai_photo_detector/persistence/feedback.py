@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 
 from ai_photo_detector.persistence.schema import Feedback, Prediction
 from ai_photo_detector.persistence.store import Store
@@ -55,7 +55,7 @@ def record_feedback(store: Store, prediction_id: str, label: str, source: str) -
             existing.created_at = datetime.now(UTC)
             updated = True
         return FeedbackResult(
-            created, updated, prediction.label, prediction.model_name, prediction.model_version
+            created, updated, prediction.own_label, prediction.model_name, prediction.model_version
         )
 
 
@@ -71,32 +71,47 @@ class LiveAccuracy:
     confusion: list[list[int]] = field(default_factory=list)  # rows: reviewed, cols: predicted
 
 
-def _reviewed(store: Store, since: datetime) -> list[tuple[str, str, str, str, str]]:
-    """(prediction id, model, version, predicted, reviewed) with the latest verdict each."""
+@dataclass(frozen=True)
+class Reviewed:
+    """A reviewed prediction: what its model said and the latest verdict on it."""
+
+    prediction_id: str
+    created_at: datetime
+    model_name: str
+    model_version: str
+    predicted: str
+    reviewed: str
+
+
+def latest_verdicts(store: Store, *conditions: ColumnElement[bool]) -> list[Reviewed]:
+    """Reviewed predictions matching ``conditions``, each with its latest verdict."""
     query = (
         select(
             Prediction.id,
+            Prediction.created_at,
             Prediction.model_name,
             Prediction.model_version,
-            Prediction.label,
+            Prediction.own_label,
             Feedback.label,
         )
         .join(Feedback, Feedback.prediction_id == Prediction.id)
-        .where(Feedback.created_at >= since)
-        .order_by(Feedback.created_at)
+        .where(*conditions)
+        .order_by(Feedback.created_at, Feedback.id)
     )
-    latest: dict[str, tuple[str, str, str, str, str]] = {}
+    latest: dict[str, Reviewed] = {}
     with store.session() as session:
         for row in session.execute(query):
-            latest[row[0]] = (row[0], row[1], row[2], row[3], row[4])
+            latest[row[0]] = Reviewed(*row)
     return list(latest.values())
 
 
 def live_accuracy(store: Store, since: datetime, ai_label: str) -> list[LiveAccuracy]:
     """Accuracy, precision and recall (AI positive) per model version from reviewed predictions."""
     groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for _, model, version, predicted, reviewed in _reviewed(store, since):
-        groups.setdefault((model, version), []).append((predicted, reviewed))
+    for found in latest_verdicts(store, Feedback.created_at >= since):
+        groups.setdefault((found.model_name, found.model_version), []).append(
+            (found.predicted, found.reviewed)
+        )
     results = []
     for (model, version), pairs in sorted(groups.items()):
         labels = sorted({label for pair in pairs for label in pair})

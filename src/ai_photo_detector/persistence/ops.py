@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, func, literal_column, select
 
-from ai_photo_detector.persistence.schema import Alert, Feedback, Prediction
+from ai_photo_detector.persistence.feedback import latest_verdicts
+from ai_photo_detector.persistence.schema import Alert, Prediction
 from ai_photo_detector.persistence.store import Store, aware
 
 Bucket = Literal["hour", "day"]
@@ -70,29 +71,16 @@ class AccuracySeries:
 def accuracy_over_time(store: Store, window: Window) -> list[AccuracySeries]:
     """Per model version and bucket of the prediction's time: how many answers were reviewed
     and how many of them matched the latest verdict (as :func:`..feedback.live_accuracy`)."""
-    query = (
-        select(
-            Prediction.id,
-            Prediction.created_at,
-            Prediction.model_name,
-            Prediction.model_version,
-            Prediction.label,
-            Feedback.label,
-        )
-        .join(Feedback, Feedback.prediction_id == Prediction.id)
-        .where(Prediction.created_at >= window.start, Prediction.created_at < window.end)
-        .order_by(Feedback.created_at, Feedback.id)
+    found = latest_verdicts(
+        store, Prediction.created_at >= window.start, Prediction.created_at < window.end
     )
-    latest: dict[str, tuple[datetime, str, str, bool]] = {}
-    with store.session() as session:
-        for prediction_id, created, model, version, predicted, reviewed in session.execute(query):
-            latest[prediction_id] = (created, model, version, predicted == reviewed)
     points: dict[tuple[str, str], dict[datetime, AccuracyPoint]] = {}
-    for created, model, version, correct in latest.values():
-        start = floor(created, window.bucket)
-        point = points.setdefault((model, version), {}).setdefault(start, AccuracyPoint(start))
+    for item in found:
+        start = floor(item.created_at, window.bucket)
+        series = points.setdefault((item.model_name, item.model_version), {})
+        point = series.setdefault(start, AccuracyPoint(start))
         point.reviewed += 1
-        point.correct += int(correct)
+        point.correct += int(item.predicted == item.reviewed)
     return [
         AccuracySeries(model, version, [by_start[start] for start in sorted(by_start)])
         for (model, version), by_start in sorted(points.items())

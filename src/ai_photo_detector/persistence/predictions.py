@@ -73,6 +73,7 @@ class PredictionRecord:
     embedding: builtins.bytes
     reasons: str = ""  # why the band is 'uncertain', comma-joined (low_margin, unfamiliar)
     provenance: dict[str, Any] | None = None  # evidence.provenance of the answer
+    model_label: str | None = None  # the model's own label (``label`` is what was answered)
     image_path: str | None = None
     paired_id: str | None = None  # a shadow row names the primary prediction it mirrors
     image_data: builtins.bytes | None = field(default=None, repr=False)  # kept only when asked

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Select, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, defer
 
 from ai_photo_detector.persistence.feedback import FeedbackResult, record_feedback
 from ai_photo_detector.persistence.schema import Feedback, Prediction, ReviewClaim, ReviewSkip
@@ -65,6 +65,9 @@ class ReviewItem:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+COUNT_LIMIT = 10_000
+
+
 def sample_ceiling(rate: float) -> str:
     """The id below which a uuid4 hex id is in the sample: a share ``rate`` of all ids."""
     return format(min(int(rate * 16**8), 16**8 - 1), "08x")
@@ -74,21 +77,28 @@ def _disagreeing_shadow() -> Any:
     return exists().where(
         SHADOW.paired_id == Prediction.id,
         SHADOW.route == "shadow",
-        SHADOW.label != Prediction.label,
+        SHADOW.own_label != Prediction.own_label,
     )
 
 
 def _waiting(reviewer: str, now: datetime, filters: QueueFilter) -> Select[Any]:
-    """Primary predictions with no verdict, not skipped by ``reviewer``, not leased to another."""
-    query = select(Prediction).where(
-        Prediction.route == "primary",
-        ~exists().where(Feedback.prediction_id == Prediction.id),
-        ~exists().where(ReviewSkip.prediction_id == Prediction.id, ReviewSkip.reviewer == reviewer),
-        ~exists().where(
-            ReviewClaim.prediction_id == Prediction.id,
-            ReviewClaim.expires_at > now,
-            ReviewClaim.reviewer != reviewer,
-        ),
+    """Primary predictions with no verdict, not skipped by ``reviewer``, not leased to another
+    (their embeddings, the bulk of a row, are not loaded: the queue never shows them)."""
+    query = (
+        select(Prediction)
+        .options(defer(Prediction.embedding))
+        .where(
+            Prediction.route == "primary",
+            ~exists().where(Feedback.prediction_id == Prediction.id),
+            ~exists().where(
+                ReviewSkip.prediction_id == Prediction.id, ReviewSkip.reviewer == reviewer
+            ),
+            ~exists().where(
+                ReviewClaim.prediction_id == Prediction.id,
+                ReviewClaim.expires_at > now,
+                ReviewClaim.reviewer != reviewer,
+            ),
+        )
     )
     if filters.model:
         query = query.where(Prediction.model_name == filters.model)
@@ -136,7 +146,8 @@ class ReviewQueue:
     def waiting(
         self, reviewer: str, filters: QueueFilter, limit: int
     ) -> tuple[list[ReviewItem], dict[str, int]]:
-        """Items in policy order (oldest first within a kind) and how many wait of each kind."""
+        """Items in policy order (oldest first within a kind) and how many wait of each kind
+        (at most COUNT_LIMIT: a count that reaches it means at least that many)."""
         now = datetime.now(UTC)
         items: list[ReviewItem] = []
         counts: dict[str, int] = {}
@@ -144,9 +155,9 @@ class ReviewQueue:
         with self.store.session() as session:
             for kind in _kinds(filters):
                 query = _of_kind(base, kind, self.sample_rate)
-                counts[kind] = (
-                    session.scalar(select(func.count()).select_from(query.subquery())) or 0
-                )
+                # Counting stops at COUNT_LIMIT: a backlog of millions costs no full scan.
+                counted = query.with_only_columns(Prediction.id).limit(COUNT_LIMIT).subquery()
+                counts[kind] = session.scalar(select(func.count()).select_from(counted)) or 0
                 if len(items) < limit:
                     rows = session.scalars(
                         query.order_by(Prediction.created_at, Prediction.id).limit(

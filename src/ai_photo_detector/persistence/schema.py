@@ -17,7 +17,9 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    func,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -56,6 +58,20 @@ class Prediction(Base):
     image_path: Mapped[str | None] = mapped_column(String(512))
     paired_id: Mapped[str | None] = mapped_column(String(32), index=True)  # shadow -> primary
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what the metadata said
+    # The model's own label where a policy (a decisive C2PA manifest) answered otherwise; rows
+    # logged before it existed have none, and there the answer was the model's.
+    model_label: Mapped[str | None] = mapped_column(String(64))
+
+    @hybrid_property
+    def own_label(self) -> str:
+        """What the model said: live accuracy and shadow comparisons judge this, not the
+        policy's answer."""
+        return self.model_label or self.label
+
+    @own_label.inplace.expression
+    @classmethod
+    def _own_label_expression(cls) -> Any:
+        return func.coalesce(cls.model_label, cls.label)
 
     __table_args__ = (
         Index("ix_predictions_model_time", "model_name", "model_version", "created_at"),

@@ -78,6 +78,7 @@ class ScoredImage:
     timing: Timing
     image: ImageFacts
     provenance: dict[str, Any] | None = None  # what the file's metadata says of its origin
+    model_label: str = ""  # the model's own label: differs from ``label`` only by policy
 
 
 @dataclass
@@ -261,6 +262,7 @@ class Scorer:
                 sha256=info.sha256,
             ),
             provenance=info.provenance.as_dict() if info.provenance is not None else None,
+            model_label=verdict.model_label or verdict.label,
         )
         if route == "primary":  # shadow work is kept out of the client-facing metrics
             self._observe(model, image, result)
@@ -317,6 +319,7 @@ class Scorer:
             model_version=model.version,
             route=route,
             label=image.label,
+            model_label=image.model_label or image.label,
             band=image.band,
             reasons=",".join(image.reasons),
             score=image.probability,

@@ -73,8 +73,7 @@ class OpsOverview(BaseModel):
     accuracy: list[AccuracySeries]
     bands: list[BandBucket]
     drift: DriftResponse = Field(
-        description="As GET /v1/drift answers, with the latest report per model version "
-        "(not per name) and window."
+        description="As GET /v1/drift answers: the latest report per model version and window."
     )
     models: ModelList = Field(description="As GET /v1/models answers; default is the answerer.")
     rollout: RolloutStatus = Field(description="As GET /v1/rollout answers.")

@@ -49,6 +49,9 @@ class ReviewItemOut(BaseModel):
 class ReviewQueueOut(BaseModel):
     items: list[ReviewItemOut]
     counts: dict[str, int] = Field(description="Items waiting per kind, under the filters.")
+    count_limit: int = Field(
+        description="Counting stops here: a count equal to it means at least that many."
+    )
 
 
 class ClaimOut(BaseModel):

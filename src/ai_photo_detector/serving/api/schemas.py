@@ -304,7 +304,7 @@ class DriftEntry(BaseModel):
 
 
 class DriftResponse(BaseModel):
-    latest: list[DriftEntry] = Field(description="Newest report per model and window.")
+    latest: list[DriftEntry] = Field(description="Newest report per model version and window.")
     history: list[DriftEntry]
 
 

@@ -1,36 +1,12 @@
 // The operations page: one call to /v1/ops/overview every 30 s, drawn as plain SVG and
-// tables. Same origin, no dependencies; the API key stays in this tab only (shared with the
-// review page through sessionStorage).
+// tables. Same origin; the API key box and calls come from common.js (the key stays in this
+// tab only, shared with the review page through sessionStorage).
 "use strict";
 
 const REFRESH_MS = 30000;
 const SVG = "http://www.w3.org/2000/svg";
 const BANDS = ["real", "uncertain", "ai"]; // stacked bottom to top
 const CHART = { width: 600, height: 250, left: 44, right: 10, top: 10, bottom: 26 };
-
-const $ = (id) => document.getElementById(id);
-const keyInput = $("api-key");
-keyInput.value = sessionStorage.getItem("apd-api-key") || "";
-
-function headers() {
-  return keyInput.value ? { "X-API-Key": keyInput.value } : {};
-}
-
-function say(text, isError) {
-  const status = $("status");
-  status.textContent = text;
-  status.classList.toggle("error", Boolean(isError));
-}
-
-async function call(path) {
-  const response = await fetch(path, { headers: headers() });
-  const body = await response.json().catch(() => null);
-  if (!response.ok) {
-    const error = body && body.error ? body.error : { code: "http_" + response.status, message: response.statusText };
-    throw new Error(error.code + ": " + error.message);
-  }
-  return body;
-}
 
 // --- small helpers -----------------------------------------------------------------------
 
@@ -278,15 +254,17 @@ async function refresh() {
   busy = true;
   const [days, bucket] = $("range").value.split(":");
   try {
-    const view = await call(`/v1/ops/overview?days=${days}&bucket=${bucket}`);
+    const view = await call(`/v1/ops/overview?days=${days}&bucket=${bucket}`, {
+      headers: headers(),
+    });
     drawServing(view.models, view.rollout);
     drawAccuracy(view.accuracy, view.window);
     drawBands(view.bands, view.window);
     drawDrift(view.drift);
     drawAlerts(view.alerts);
-    say(`updated ${utc(view.generated_at)} UTC; refreshes every ${REFRESH_MS / 1000} s`);
+    say($("status"), `updated ${utc(view.generated_at)} UTC; refreshes every ${REFRESH_MS / 1000} s`);
   } catch (error) {
-    say(error.message, true);
+    say($("status"), error.message, true);
   } finally {
     busy = false;
   }

@@ -31,7 +31,10 @@ async function refreshCounts() {
   const query = new URLSearchParams(Object.assign({ limit: "1" }, filters()));
   try {
     const queue = await call("/v1/review/queue?" + query, { headers: headers() });
-    const parts = Object.entries(queue.counts).map(([kind, n]) => `${n} ${KINDS[kind] || kind}`);
+    const shown = (n) => (n >= queue.count_limit ? `${n}+` : `${n}`);
+    const parts = Object.entries(queue.counts).map(
+      ([kind, n]) => `${shown(n)} ${KINDS[kind] || kind}`
+    );
     say($("counts"), "Waiting: " + parts.join(", "));
   } catch (error) {
     say($("counts"), error.message, true);

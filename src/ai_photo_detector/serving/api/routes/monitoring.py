@@ -127,10 +127,12 @@ async def get_drift(
     limit: int = Query(50, ge=1, le=1000),
 ) -> DriftResponse:
     entries = await asyncio.to_thread(history, services.store, model, limit)
-    latest: dict[tuple[str, str], DriftEntry] = {}
+    latest: dict[tuple[str, str, str], DriftEntry] = {}
     parsed = [DriftEntry(**entry) for entry in entries]
-    for entry in parsed:  # newest first: keep the first per model and window
-        latest.setdefault((entry.model.name, entry.window), entry)
+    # Newest first: keep the first per model version and window (a champion and its challenger
+    # share the registered name, and each has its own drift).
+    for entry in parsed:
+        latest.setdefault((entry.model.name, entry.model.version, entry.window), entry)
     return DriftResponse(latest=list(latest.values()), history=parsed)
 
 

@@ -1,7 +1,7 @@
 """GET /v1/ops/*: the operations view's read-only answers (scope ``ops`` or ``admin``).
 
 Drift, models and rollout come from the routes that already answer them, so the page and
-those routes never disagree (but for drift's ``latest``: one per model version, see below).
+those routes never disagree.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ from ai_photo_detector.serving.api.routes.admin import rollout_status
 from ai_photo_detector.serving.api.routes.models import list_models
 from ai_photo_detector.serving.api.routes.monitoring import get_drift
 from ai_photo_detector.serving.api.schemas import (
-    DriftEntry,
-    DriftResponse,
     ModelRef,
     error_responses,
 )
@@ -82,15 +80,6 @@ def _buckets(found: list[queries.BandBucket]) -> list[BandBucket]:
         )
         for b in found
     ]
-
-
-def _latest_per_version(drift: DriftResponse) -> DriftResponse:
-    """/v1/drift keeps one latest report per model name and window, but a champion and its
-    challenger share the registered name: here each version keeps its own."""
-    latest: dict[tuple[str, str, str], DriftEntry] = {}
-    for entry in drift.history:  # newest first
-        latest.setdefault((entry.model.name, entry.model.version, entry.window), entry)
-    return DriftResponse(latest=list(latest.values()), history=drift.history)
 
 
 def _alerts(found: list[queries.RecentAlert]) -> list[OpsAlert]:
@@ -182,7 +171,7 @@ async def overview(
         window=described,
         accuracy=_series(found_accuracy),
         bands=_buckets(found_bands),
-        drift=_latest_per_version(drift),
+        drift=drift,
         models=await list_models(services),
         rollout=await rollout_status(services, caller),
         alerts=_alerts(found_alerts),

@@ -15,7 +15,13 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from ai_photo_detector.persistence.feedback import PredictionNotFound
-from ai_photo_detector.persistence.review import NotClaimed, QueueFilter, ReviewItem, ReviewQueue
+from ai_photo_detector.persistence.review import (
+    COUNT_LIMIT,
+    NotClaimed,
+    QueueFilter,
+    ReviewItem,
+    ReviewQueue,
+)
 from ai_photo_detector.persistence.store import aware
 from ai_photo_detector.serving.api.auth import Principal, ReviewCaller
 from ai_photo_detector.serving.api.deps import ServicesDep
@@ -93,7 +99,7 @@ async def get_queue(
     items, counts = await asyncio.to_thread(
         _queue(services).waiting, reviewer_of(caller), _filters(filters), limit
     )
-    return ReviewQueueOut(items=[_out(i) for i in items], counts=counts)
+    return ReviewQueueOut(items=[_out(i) for i in items], counts=counts, count_limit=COUNT_LIMIT)
 
 
 @router.post(
