@@ -129,6 +129,35 @@ def test_durable_rows_left_at_stop_are_replayed_by_the_next_start(tmp_path: Path
     store.close()
 
 
+def test_a_durable_row_spools_the_path_of_its_image_not_the_image(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    spool, images = tmp_path / "spool", tmp_path / "images"
+    store = OutageStore(url)
+    log = PredictionLog(
+        store,
+        settings(durable=True, spool_dir=str(spool), store_images=True, image_dir=str(images)),
+    )
+    store.down.set()
+    row = record(0)
+    row.image_data = b"\xff\xd8 the uploaded bytes " * 1000
+    log.submit(row)
+    log.close()
+    (spooled,) = [r for p in spool.glob("*.jsonl") for r in read_segment(p)[0]]
+    assert spooled["image_data"] is None and Path(spooled["image_path"]).read_bytes() == (
+        b"\xff\xd8 the uploaded bytes " * 1000
+    )
+    assert sum(p.stat().st_size for p in spool.glob("*.jsonl")) < 5000
+    store.close()
+    store = Store(url)  # replayed later, the row still names its image
+    log = PredictionLog(store, settings(durable=True, spool_dir=str(spool)))
+    assert log.flush(10)
+    log.close()
+    with store.begin() as connection:
+        paths = connection.execute(select(PREDICTIONS.c.image_path)).scalars().all()
+    assert paths == [spooled["image_path"]]
+    store.close()
+
+
 def test_written_rows_leave_no_spool_behind(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'log.db'}")
     spool = tmp_path / "spool"

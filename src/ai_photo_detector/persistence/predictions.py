@@ -176,6 +176,7 @@ class PredictionLog:
                 return False
             if self.spool is not None:
                 try:
+                    self._keep_image(record)  # the spool holds the image's path, not its bytes
                     record.spool_seq = self.spool.append(self._fields(record))
                 except OSError:  # the disk refuses: the row is still queued, not durable
                     logger.exception("a prediction row could not be spooled")
@@ -391,6 +392,11 @@ class PredictionLog:
         if self.settings.store_images and data is not None:
             row["image_path"] = str(self._save_image(record, data))
         return row
+
+    def _keep_image(self, record: PredictionRecord) -> None:
+        if self.settings.store_images and record.image_data is not None:
+            record.image_path = str(self._save_image(record, record.image_data))
+            record.image_data = None
 
     def _save_image(self, record: PredictionRecord, data: bytes) -> Path:
         folder = Path(self.settings.image_dir) / record.image_sha256[:2]
