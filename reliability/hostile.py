@@ -1,7 +1,7 @@
 """Hostile clients against a real service process: thousands of idle connections, and a flood
 from one API key, each measured by what it does to an honest client beside it.
 
-Run: .venv/bin/python -m reliability.hostile [--idle 2000]
+Run: .venv/bin/python -m reliability.hostile [--idle 2000] [--only idle|flood]
 """
 
 from __future__ import annotations
@@ -126,7 +126,9 @@ def _flooder(
         worker.join()
 
 
-def one_key_flood(work: Path, flood_s: float = 10, flooders: int = 16) -> dict[str, Any]:
+def one_key_flood(
+    work: Path, flood_s: float = 10, flooders: int = 16, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One key floods far over its limit: once its budget is spent it gets only 429s, and an
     honest key's latency beside it stays near what it was alone. The service's CPU time per
     refusal says what the flood itself costs."""
@@ -143,6 +145,7 @@ def one_key_flood(work: Path, flood_s: float = 10, flooders: int = 16) -> dict[s
         "APD_AUTH__KEYS": json.dumps(keys),
         "APD_RATE_LIMIT__ENABLED": "true",
         "APD_RATE_LIMIT__LIMIT": "120/minute",
+        **(extra_env or {}),
     }
     cpus = sorted(os.sched_getaffinity(0))
     flood_cpu = cpus[-1] if len(cpus) > 1 else None
@@ -162,6 +165,8 @@ def one_key_flood(work: Path, flood_s: float = 10, flooders: int = 16) -> dict[s
         deadline = time.monotonic() + 60
         while answered.value < 120 and time.monotonic() < deadline:
             time.sleep(0.05)  # the flooding key spends its budget first
+        if answered.value < 120:
+            raise RuntimeError(f"the flood never spent its budget (exit {process.exitcode})")
         cpu_before, refused_before = _cpu_seconds(service.process.pid), refused.value
         beside = honest.latencies(30)  # the flood now meets only 429s
         time.sleep(max(0.0, flood_s - 1))
@@ -169,9 +174,10 @@ def one_key_flood(work: Path, flood_s: float = 10, flooders: int = 16) -> dict[s
         refusals = refused.value - refused_before
     finally:
         stop.set()
-        process.join(60)
-        if process.is_alive():
-            process.kill()
+        if process.pid is not None:  # started
+            process.join(60)
+            if process.is_alive():
+                process.kill()
         honest.close()
         stop_service(service)
     beside_s = statistics.fmean(beside) * len(beside) / 1000 + max(0.0, flood_s - 1)
@@ -180,6 +186,7 @@ def one_key_flood(work: Path, flood_s: float = 10, flooders: int = 16) -> dict[s
         "flooding_clients": flooders,
         "flooders_pinned_to_cpu": flood_cpu,
         "limit": "120/minute per key",
+        "strategy": env.get("APD_RATE_LIMIT__STRATEGY", "default"),
         "flood_answers": {
             str(k): v
             for k, v in (("200", answered.value), ("429", refused.value), ("other", other.value))
@@ -199,12 +206,13 @@ def one_key_flood(work: Path, flood_s: float = 10, flooders: int = 16) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idle", type=int, default=2000)
+    parser.add_argument("--only", choices=["idle", "flood"], help="Run one scenario.")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    for name, run in (
-        ("idle", lambda work: idle_connections(work, args.idle)),
-        ("flood", one_key_flood),
-    ):
+    scenarios = {"idle": lambda work: idle_connections(work, args.idle), "flood": one_key_flood}
+    for name, run in scenarios.items():
+        if args.only not in (None, name):
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             result = run(Path(tmp))
         result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
