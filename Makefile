@@ -27,8 +27,8 @@ run: install
 	$(BIN)/ai-photo-detector serve
 
 lint:
-	$(BIN)/ruff check src tests benchmarks fuzz reliability
-	$(BIN)/ruff format --check src tests benchmarks fuzz reliability
+	$(BIN)/ruff check src tests benchmarks fuzz reliability research
+	$(BIN)/ruff format --check src tests benchmarks fuzz reliability research
 	$(BIN)/lint-imports
 
 typecheck:

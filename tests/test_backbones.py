@@ -69,3 +69,21 @@ def test_a_new_backbone_is_one_class_and_one_decorator() -> None:
         assert chosen(Settings(), ["ai", "real"]).fit([], []) == "fitted"
     finally:
         BACKBONES.pop("constant_for_test")
+
+
+def test_source_weighting_evens_out_the_groups_it_is_asked_to() -> None:
+    import numpy as np
+
+    from ai_photo_detector.training.backbones.frozen import group_weights
+
+    groups = [("big", 0)] * 90 + [("big", 1)] * 60 + [("small", 0)] * 4 + [("small", 1)] * 6
+    assert group_weights(groups, "none") is None
+    balanced = group_weights(groups, "balanced")
+    assert balanced is not None and balanced.mean() == pytest.approx(1.0)
+    totals = {g: balanced[[i for i, x in enumerate(groups) if x == g]].sum() for g in set(groups)}
+    assert max(totals.values()) == pytest.approx(min(totals.values()))  # every group alike
+    sqrt = group_weights(groups, "sqrt")
+    assert sqrt is not None
+    by_group = {g: sqrt[groups.index(g)] for g in set(groups)}
+    # Weight per image goes as 1/sqrt(size): a group's total as sqrt(size).
+    assert by_group[("small", 0)] / by_group[("big", 0)] == pytest.approx(np.sqrt(90 / 4))

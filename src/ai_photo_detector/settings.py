@@ -151,6 +151,12 @@ class TrainingSettings(Section):
     feature_views: int = Field(
         2, ge=0, description="Frozen encoders: augmented views per training image."
     )
+    source_weighting: Literal["none", "sqrt", "balanced"] = Field(
+        "none",
+        description="Frozen encoders: how the head weighs each (source, label) group of "
+        "training images. none: classes balanced overall (a large source dominates); balanced: "
+        "every group weighs the same; sqrt: by the inverse square root of its size.",
+    )
     pretrained: bool = Field(True, description="Start from offline ImageNet weights.")
     weights_path: str = Field(
         "", description="Local checkpoint for backbones without packaged weights (optional)."

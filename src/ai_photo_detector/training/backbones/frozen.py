@@ -48,18 +48,39 @@ class LinearHead:
         return result
 
 
+def group_weights(groups: list[tuple[str, int]], weighting: str) -> NDArray[np.float64] | None:
+    """Sample weights that give each (source, label) group the weight ``weighting`` asks for,
+    scaled to a mean of 1; None for ``none`` (classes are then balanced overall)."""
+    if weighting == "none":
+        return None
+    sizes: dict[tuple[str, int], int] = {}
+    for group in groups:
+        sizes[group] = sizes.get(group, 0) + 1
+    power = 1.0 if weighting == "balanced" else 0.5
+    weights = np.asarray([sizes[group] ** -power for group in groups], np.float64)
+    result: NDArray[np.float64] = weights * (len(weights) / weights.sum())
+    return result
+
+
 def fit_linear_head(
     features: NDArray[np.float32],
     targets: NDArray[np.int64],
     classes: int,
     c: float,
     seed: int,
+    sample_weight: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """A class-balanced logistic regression on standardised features, folded back into one
-    weight and bias on the raw features (so the served graph needs no scaler)."""
+    """A logistic regression on standardised features, class-balanced unless sample weights
+    are given, folded back into one weight and bias on the raw features (so the served graph
+    needs no scaler)."""
     scaler = StandardScaler().fit(features)
-    model = LogisticRegression(C=c, max_iter=5000, class_weight="balanced", random_state=seed)
-    model.fit(scaler.transform(features), targets)
+    model = LogisticRegression(
+        C=c,
+        max_iter=5000,
+        class_weight="balanced" if sample_weight is None else None,
+        random_state=seed,
+    )
+    model.fit(scaler.transform(features), targets, sample_weight=sample_weight)
     coef = np.asarray(model.coef_, np.float64)
     intercept = np.asarray(model.intercept_, np.float64)
     if classes == 2:  # one logit for class 1: logits (0, z) give softmax = sigmoid(z)
@@ -134,14 +155,20 @@ class FrozenEncoderBackbone(Backbone):
     def fit(self, train: list[Sample], val: list[Sample]) -> LinearHead:
         self.prepare(train + val)
         index = {label: i for i, label in enumerate(self.labels)}
-        rows, targets = [], []
+        rows, targets, groups = [], [], []
         for sample in train:
             for vector in [self.plain[sample.path], *self.augmented[sample.path]]:
                 rows.append(vector)
                 targets.append(index[sample.label])
+                groups.append((sample.source, index[sample.label]))
         tset = self.settings.training
         weight, bias = fit_linear_head(
-            np.stack(rows), np.asarray(targets), len(self.labels), tset.head_c, tset.seed
+            np.stack(rows),
+            np.asarray(targets),
+            len(self.labels),
+            tset.head_c,
+            tset.seed,
+            group_weights(groups, tset.source_weighting),
         )
         head = LinearHead(weight, bias, float("nan"))
         ai = self.labels.index(self.settings.data.ai_label)
@@ -175,9 +202,10 @@ class FrozenEncoderBackbone(Backbone):
                 "head_file": bundle_io.HEAD_FILE,
             },
             "training_details": {
-                "head": "logistic regression (class-balanced, standardised features)",
+                "head": "logistic regression (standardised features)",
                 "head_c": self.settings.training.head_c,
                 "feature_views": self.settings.training.feature_views,
+                "source_weighting": self.settings.training.source_weighting,
                 "encoder_layer": self.recipe.layer,
             },
         }
