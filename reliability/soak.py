@@ -84,36 +84,55 @@ def soak(
     statuses: Counter[str] = Counter()
     latencies: list[tuple[float, float]] = []  # (seconds since start, predict latency)
     answered: list[str] = []
+    transport_errors: list[dict[str, Any]] = []  # requests the service never answered
     lock = threading.Lock()
     stop = threading.Event()
     started = time.monotonic()
 
+    def send(client: httpx.Client, rng: random.Random, kind: str) -> httpx.Response | None:
+        if kind == "predict":
+            return client.post("/v1/predict", content=rng.choice(valid))
+        if kind == "invalid":
+            body = rng.choice([os.urandom(rng.randint(1, 4096)), b"", cut])
+            return client.post("/v1/predict", content=body)
+        if kind == "explain":
+            return client.post("/v1/explain?overlay=true", content=rng.choice(valid))
+        with lock:
+            target = rng.choice(answered) if answered else None
+        if target is None:
+            return None
+        label = rng.choice(["ai", "real"])
+        return client.post("/v1/feedback", json={"prediction_id": target, "label": label})
+
     def worker(n: int) -> None:
         rng = random.Random(n)
         kinds, weights = zip(*WEIGHTS.items(), strict=True)
+        previous = "none"
         with httpx.Client(base_url=service.base, timeout=60) as client:
             while not stop.is_set():
                 kind = rng.choices(kinds, weights)[0]
                 began = time.monotonic()
-                if kind == "predict":
-                    response = client.post("/v1/predict", content=rng.choice(valid))
-                elif kind == "invalid":
-                    body = rng.choice([os.urandom(rng.randint(1, 4096)), b"", cut])
-                    response = client.post("/v1/predict", content=body)
-                elif kind == "explain":
-                    response = client.post("/v1/explain?overlay=true", content=rng.choice(valid))
-                else:
+                try:
+                    response = send(client, rng, kind)
+                except httpx.TransportError as exc:  # counted: a client thread never dies
                     with lock:
-                        target = rng.choice(answered) if answered else None
-                    if target is None:
-                        continue
-                    label = rng.choice(["ai", "real"])
-                    response = client.post(
-                        "/v1/feedback", json={"prediction_id": target, "label": label}
-                    )
+                        statuses[f"{kind} {type(exc).__name__}"] += 1
+                        transport_errors.append(
+                            {
+                                "t": round(began - started, 1),
+                                "kind": kind,
+                                "after": previous,  # the request before it on the connection
+                                "error": f"{type(exc).__name__}: {exc}",
+                            }
+                        )
+                    previous = "error"
+                    continue
+                if response is None:
+                    continue
+                previous = f"{kind} {response.status_code}"
                 elapsed = time.monotonic() - began
                 with lock:
-                    statuses[f"{kind} {response.status_code}"] += 1
+                    statuses[previous] += 1
                     if kind == "predict" and response.status_code == 200:
                         latencies.append((began - started, elapsed))
                         answered.append(response.json()["prediction_id"])
@@ -161,6 +180,11 @@ def soak(
         "concurrency": concurrency,
         "answers": dict(sorted(statuses.items())),
         "server_errors_5xx": server_errors,
+        "transport_errors": transport_errors,
+        # What the service said about its failures: the log is in a temporary folder.
+        "service_log_tail": service.log.read_text(errors="replace")[-4000:]
+        if server_errors or transport_errors
+        else "",
         "predict_p99_ms_per_window": p99,
         "rss_mib": _summary(samples, after, second_half, "rss_mib"),
         "open_files": _summary(samples, after, second_half, "open_files"),

@@ -287,11 +287,11 @@ class ServerSettings(Section):
     port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server binds.")
     workers: int = Field(1, ge=1, description="Server worker processes.")
     malloc_arena_max: int | None = Field(
-        None,
+        2,
         ge=1,
-        description="Cap on glibc malloc arenas of the serving process and its children (None: "
-        "glibc's default, eight per core); 2 kept 14-28 % less memory after load in soaks, at a "
-        "throughput cost not yet told apart from noise (docs/reliability.md).",
+        description="Cap on glibc malloc arenas of the serving process and its children (null: "
+        "glibc's default, eight per core); 2 kept 14-28 % less memory after load in four soak "
+        "A/B pairs, with no throughput cost told apart from noise (docs/reliability.md).",
     )
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest accepted body.")
     max_discard_bytes: int = Field(
