@@ -30,7 +30,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from ai_photo_detector.data.discovery import discover
 from ai_photo_detector.degrade import jpeg_reencode
-from ai_photo_detector.encoders import INPUT_NAME, encoder_graph
+from ai_photo_detector.encoders import INPUT_NAME, encoder_family, encoder_graph
 from ai_photo_detector.imaging import PreprocessSpec, decode_image, normalise, to_model_input
 from ai_photo_detector.inference import make_session
 from ai_photo_detector.settings import Settings
@@ -47,7 +47,7 @@ def _layer_graph() -> bytes:
     """The shipped recipe's graph cut at layer 12, with every layer's mean patch token out."""
     from onnx import TensorProto, helper
 
-    from ai_photo_detector.encoders import _prune, encoder_family
+    from ai_photo_detector.encoders import _prune
 
     family = encoder_family("clip_vit_b16")
     model = encoder_graph(family.recipe(SIZE, LAYERS))
@@ -74,10 +74,11 @@ def _layer_graph() -> bytes:
 
 def extract(mode: str) -> Path:
     settings = Settings()
+    family = encoder_family("clip_vit_b16")
     spec = PreprocessSpec(
         input_size=SIZE,
-        mean=(0.48145466, 0.4578275, 0.40821073),
-        std=(0.26862954, 0.26130258, 0.27577711),
+        mean=family.mean,
+        std=family.std,
         canonical_jpeg_quality=90,
         jpeg_draft=mode == "resize",  # a native crop must not be downscaled on decode
     )
