@@ -319,7 +319,7 @@ class Scorer:
             model_version=model.version,
             route=route,
             label=image.label,
-            model_label=image.model_label or image.label,
+            model_label=image.model_label,
             band=image.band,
             reasons=",".join(image.reasons),
             score=image.probability,
