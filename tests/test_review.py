@@ -4,19 +4,18 @@ stored as feedback, and the /v1/review API with its scope (SQLite and the real P
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from ai_photo_detector.persistence import review
 from ai_photo_detector.persistence.predictions import PREDICTIONS, PredictionRecord
 from ai_photo_detector.persistence.review import NotClaimed, QueueFilter, ReviewQueue
-from ai_photo_detector.persistence.schema import Feedback
+from ai_photo_detector.persistence.schema import Feedback, ReviewClaim
 from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.serving.api.auth import hash_key
@@ -131,15 +130,21 @@ def test_a_claimed_item_is_nobody_elses_until_its_lease_ends(queue_store: Store)
     with pytest.raises(NotClaimed):
         queue.verdict("bob", first.prediction_id, "ai", "review:bob")
 
-    short = ReviewQueue(queue_store, lease_s=0.2, sample_rate=1.0)
-    held = short.claim("carol", QueueFilter(model="detector", kind="sample"))
+    held = queue.claim("carol", QueueFilter(model="detector", kind="sample"))
     assert held is not None and held.prediction_id == ids["agreed"]
-    assert short.claim("dave", QueueFilter(model="detector", kind="sample")) is None
-    time.sleep(0.3)  # carol's lease expires: the item goes to the next reviewer
-    taken = short.claim("dave", QueueFilter(model="detector", kind="sample"))
+    assert queue.claim("dave", QueueFilter(model="detector", kind="sample")) is None
+    # Carol's lease runs out (moved into the past rather than waited for, so a slow machine
+    # cannot let it lapse early): the item goes to the next reviewer.
+    with queue_store.session() as session, session.begin():
+        session.execute(
+            update(ReviewClaim)
+            .where(ReviewClaim.prediction_id == ids["agreed"])
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    taken = queue.claim("dave", QueueFilter(model="detector", kind="sample"))
     assert taken is not None and taken.prediction_id == ids["agreed"]
     with pytest.raises(NotClaimed):
-        short.verdict("carol", ids["agreed"], "real", "review:carol")
+        queue.verdict("carol", ids["agreed"], "real", "review:carol")
 
 
 def test_verdicts_become_feedback_and_skips_are_per_reviewer(queue_store: Store) -> None:
