@@ -251,7 +251,14 @@ def test_feedback_during_a_database_outage_is_503_and_recovers(
         with TestClient(create_app(settings)) as client:
             first = client.post("/v1/predict", content=photo).json()["prediction_id"]
             second = client.post("/v1/predict", content=photo).json()["prediction_id"]
-            time.sleep(0.3)  # the log writer stores both
+            stored = create_engine(postgres_url)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # the log writer stores both, in its own time
+                with stored.connect() as connection:
+                    if connection.execute(text("SELECT count(*) FROM predictions")).scalar() == 2:
+                        break
+                time.sleep(0.05)
+            stored.dispose()
             rename(name, name + "_away")
             try:
                 down = client.post("/v1/feedback", json={"prediction_id": first, "label": "ai"})
