@@ -10,6 +10,7 @@ import numpy as np
 from ai_photo_detector.bundle import load_bundle
 from ai_photo_detector.calibration import ai_band_floor
 from ai_photo_detector.evaluation import quality_gate_failures
+from ai_photo_detector.finalize import load_held_out
 from ai_photo_detector.settings import Settings
 
 
@@ -27,7 +28,11 @@ def test_frozen_training_reports_every_source_left_out(frozen_trained) -> None: 
     markdown = (frozen_trained.bundle_dir / "evaluation.md").read_text()
     assert markdown.index("leave one source out") < markdown.index("random split")
     assert report["sources"]["summary"]["sources"] == 2
-    assert (frozen_trained.run_dir / "held_out.json").is_file()
+    kept = load_held_out(frozen_trained.run_dir)
+    assert [fold.source for fold in kept] == ["alpha", "beta"]
+    for fold in kept:  # the distances survive the file, and the flag is the ratio above 1
+        assert fold.distance_ratio is not None and len(fold.distance_ratio) == len(fold.labels)
+        assert np.array_equal(fold.unfamiliar, fold.distance_ratio > 1)
 
 
 def test_ai_band_holds_on_every_source_with_enough_reals() -> None:

@@ -292,6 +292,7 @@ def save_held_out(run_dir: Path, held_out: list[HeldOutSource]) -> None:
             "logits": fold.logits.tolist(),
             "unfamiliar": fold.unfamiliar.tolist(),
             "paths": fold.paths,
+            "distance_ratio": None if fold.distance_ratio is None else fold.distance_ratio.tolist(),
         }
         for fold in held_out
     ]
@@ -309,6 +310,9 @@ def load_held_out(run_dir: Path) -> list[HeldOutSource]:
             logits=np.asarray(row["logits"], np.float32),
             unfamiliar=np.asarray(row["unfamiliar"], bool),
             paths=row["paths"],
+            distance_ratio=None
+            if row.get("distance_ratio") is None
+            else np.asarray(row["distance_ratio"], np.float32),
         )
         for row in json.loads(path.read_text(encoding="utf-8"))
     ]

@@ -27,6 +27,9 @@ class HeldOutSource:
     logits: NDArray[np.float32]
     unfamiliar: NDArray[np.bool_]  # the fold's familiarity check, per image
     paths: list[str] = field(default_factory=list)
+    # Distance to the fold's training embeddings over its familiarity threshold (above 1:
+    # unfamiliar), kept so that rules on familiarity can be re-fitted without refitting a fold.
+    distance_ratio: NDArray[np.float32] | None = None
 
 
 def _rates(

@@ -46,11 +46,8 @@ def leave_one_source_out(
             backbone.outputs(fitted, val).embeddings,
             abstain,
         )
-        unfamiliar = (
-            reference.distances(outputs.embeddings) > threshold
-            if abstain.enabled
-            else np.zeros(len(held), bool)
-        )
+        ratio = reference.distances(outputs.embeddings) / np.float32(threshold)
+        unfamiliar = ratio > 1 if abstain.enabled else np.zeros(len(held), bool)
         folds.append(
             HeldOutSource(
                 source=source,
@@ -58,6 +55,7 @@ def leave_one_source_out(
                 logits=outputs.logits,
                 unfamiliar=unfamiliar,
                 paths=[str(s.path) for s in held],
+                distance_ratio=np.asarray(ratio, np.float32),
             )
         )
         log(f"leave-one-source-out: {source} held out ({len(held)} images) done")
