@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from reliability import faults, hostile, soak
+from reliability import faults, hostile, keepalive, soak
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="stops servers and mounts: needs root")
 
@@ -81,6 +81,12 @@ def test_a_flooding_key_is_limited_and_an_honest_key_is_not(tmp_path: Path) -> N
     assert result["flood_answers"]["200"] == 120 and result["flood_answers"]["429"] > 0
     assert set(result["flood_answers"]) == {"200", "429"}
     assert result["honest_refused"] == {}
+
+
+def test_a_request_arriving_during_a_loop_stall_past_keep_alive_is_answered() -> None:
+    result = keepalive.stalled_keep_alive("uvloop", rounds=2)
+    assert result["stall_s"] > result["keep_alive_s"]
+    assert result["outcomes"] == {"200": 2}  # no reset: the waiting request is read first
 
 
 def test_a_short_soak_answers_no_5xx_and_returns_its_files_and_threads(tmp_path: Path) -> None:
