@@ -52,9 +52,9 @@ DATASETS := $(addprefix --data ../shared/datasets/,shoes-midjourney diffusiondb-
 	playground-mixed chatgpt-gemini)
 
 # Reproduce the shipped model, leave-one-source-out figures included (about 10 minutes on 2
-# CPU cores), then copy runs/ai-photo-detector-2.0.0/bundle/ to models/default/.
+# CPU cores), then copy runs/ai-photo-detector-2.1.0/bundle/ to models/default/.
 default-model: install-dev
-	$(BIN)/ai-photo-detector train $(DATASETS) --config configs/default-model.yaml --version 2.0.0
+	$(BIN)/ai-photo-detector train $(DATASETS) --config configs/default-model.yaml --version 2.1.0
 
 # The fast variant (EfficientNet-Lite0 fine-tuned, leave-one-source-out included: about an
 # hour on 2 CPU cores).

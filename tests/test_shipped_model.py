@@ -62,7 +62,7 @@ def test_service_starts_with_the_shipped_model_and_abstains_on_unfamiliar_input(
 
     with TestClient(create_app(Settings())) as client:
         assert client.get("/v2/health/ready").status_code == 200
-        assert client.get("/v1/models").json()["models"][0]["version"] == "2.0.0"
+        assert client.get("/v1/models").json()["models"][0]["version"] == "2.1.0"
         for name, picture in (
             ("noise", np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)),
             ("checkerboard", data.checkerboard()),
