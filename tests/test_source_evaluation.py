@@ -59,6 +59,16 @@ def test_gates_include_the_held_out_source_figures() -> None:
     assert any("10.0% of held-out sources' real photos" in f for f in failures)
     report["sources"]["summary"] = {"mean_roc_auc": 0.9, "pooled_ai_band_fpr": 0.01}
     assert quality_gate_failures(report, settings) == []
+    # One source over the limit fails alone, however good the pooled figure; a source with too
+    # few real photos to measure it (under calibration.min_source_reals) does not.
+    report["sources"]["rows"] = [
+        {"source": "big", "real": 50, "ai_band_fpr": 0.08},
+        {"source": "tiny", "real": 6, "ai_band_fpr": 0.5},
+    ]
+    failures = quality_gate_failures(report, settings)
+    assert failures == ["8.0% of held-out big's real photos reach the 'ai' band, more than 5.0%"]
+    report["sources"]["rows"][0]["ai_band_fpr"] = 0.04
+    assert quality_gate_failures(report, settings) == []
 
 
 def test_single_label_sources_fall_back_to_validation_calibration(

@@ -184,6 +184,14 @@ def quality_gate_failures(report: dict[str, Any], settings: Settings) -> list[st
                 f"{pooled:.1%} of held-out sources' real photos reach the 'ai' band, more than "
                 f"{gates.max_source_ai_band_fpr:.1%}"
             )
+        for row in report["sources"].get("rows", []):
+            if row["real"] < settings.calibration.min_source_reals:
+                continue
+            if not row["ai_band_fpr"] <= gates.max_each_source_ai_band_fpr:
+                failures.append(
+                    f"{row['ai_band_fpr']:.1%} of held-out {row['source']}'s real photos reach "
+                    f"the 'ai' band, more than {gates.max_each_source_ai_band_fpr:.1%}"
+                )
     return failures
 
 

@@ -245,6 +245,13 @@ class QualityGateSettings(Section):
         le=1,
         description="Largest share of held-out sources' real photos in the 'ai' band, pooled.",
     )
+    max_each_source_ai_band_fpr: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Largest share of one held-out source's real photos in the 'ai' band (sources "
+        "with at least calibration.min_source_reals real photos; fewer are noise).",
+    )
     max_ece: float = Field(0.08, ge=0, le=1, description="Maximum calibrated test ECE.")
     max_robust_auc_drop: float = Field(
         0.10, ge=0, le=1, description="Largest AUC drop allowed under any robustness transform."
