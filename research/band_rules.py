@@ -43,9 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     labels = args.labels.split(",")
     folds = load_held_out(args.run_dir)
-    print(
-        "| ai_band_fpr | gate | source | real in 'ai' | AI in 'ai' | AI in 'real' | uncertain |"
-    )
+    print("| ai_band_fpr | gate | source | real in 'ai' | AI in 'ai' | AI in 'real' | uncertain |")
     print("|---|---|---|---|---|---|---|")
     for rate in RATES:
         for gate in GATES:
