@@ -84,7 +84,7 @@ def test_training_run_is_tracked_in_mlflow(trained) -> None:  # type: ignore[no-
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1
     run = runs[0]
-    assert run.data.params["epochs"] == "2"
+    assert run.data.params["epochs"] == "4"
     assert "test_roc_auc" in run.data.metrics
     history = client.get_metric_history(run.info.run_id, "val_auc")
     assert len(history) == len(trained.history.epochs)
