@@ -60,12 +60,15 @@ def main() -> None:
             results = list(predict_files(detector, photos, Settings()))
             print(f"## {bundle}")
             for path, result in zip(photos, results, strict=True):
+                if "error" in result:
+                    print(f"{path.stem:<14} error: {result['error']}")
+                    continue
                 reasons = ", ".join(result["reasons"])
                 print(
                     f"{path.stem:<14} {result['band']:<9} p(ai) {result['probability']:.3f} "
                     f"label {result['label']:<5} {reasons}"
                 )
-            bands = Counter(result["band"] for result in results)
+            bands = Counter(result.get("band", "error") for result in results)
             print(f"bands: {dict(sorted(bands.items()))} of {len(results)}\n")
 
 

@@ -258,6 +258,8 @@ def test_feedback_during_a_database_outage_is_503_and_recovers(
                     if connection.execute(text("SELECT count(*) FROM predictions")).scalar() == 2:
                         break
                 time.sleep(0.05)
+            else:
+                pytest.fail("the log writer did not store both predictions within 30 s")
             stored.dispose()
             rename(name, name + "_away")
             try:

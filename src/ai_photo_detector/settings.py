@@ -221,8 +221,8 @@ class AbstentionSettings(Section):
     neighbours: int = Field(10, ge=1, description="Nearest training embeddings averaged.")
     components: int = Field(32, ge=1, description="PCA dimensions of the distance.")
     # 0.95 rather than 0.99: real photos of an unseen source that reach the 'ai' band tend to
-    # lie further from the training data than its own photos (model card: 5 of 50 at 0.99, 1 at
-    # 0.95), for about 1.5 points more 'uncertain' in source.
+    # lie further from the training data than the training sources' own photos (model card: 5
+    # of 50 at 0.99, 1 at 0.95), for 1.4 points more 'uncertain' on the training sources.
     quantile: float = Field(
         0.95,
         gt=0.5,
