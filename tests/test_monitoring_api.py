@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from reliability.faults import wait_for_rows
 
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.serving.api.auth import hash_key
@@ -251,16 +251,8 @@ def test_feedback_during_a_database_outage_is_503_and_recovers(
         with TestClient(create_app(settings)) as client:
             first = client.post("/v1/predict", content=photo).json()["prediction_id"]
             second = client.post("/v1/predict", content=photo).json()["prediction_id"]
-            stored = create_engine(postgres_url)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:  # the log writer stores both, in its own time
-                with stored.connect() as connection:
-                    if connection.execute(text("SELECT count(*) FROM predictions")).scalar() == 2:
-                        break
-                time.sleep(0.05)
-            else:
-                pytest.fail("the log writer did not store both predictions within 30 s")
-            stored.dispose()
+            found, _ = wait_for_rows(postgres_url, 2, timeout=30)  # the writer's own pace
+            assert found == 2, "the log writer did not store both predictions within 30 s"
             rename(name, name + "_away")
             try:
                 down = client.post("/v1/feedback", json={"prediction_id": first, "label": "ai"})
