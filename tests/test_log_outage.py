@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from ai_photo_detector.persistence import spool as spool_module
 from ai_photo_detector.persistence.predictions import PREDICTIONS, PredictionLog
 from ai_photo_detector.persistence.spool import RowSpool, read_segment
 from ai_photo_detector.persistence.store import Store
@@ -225,6 +226,40 @@ def test_a_live_segment_of_another_process_is_never_replayed(tmp_path: Path) -> 
     assert list(other.orphans()) == []
     live.close()  # unreleased: stays, now an orphan
     assert len(list(other.orphans())) == 1
+
+
+def test_a_replay_listing_the_folder_while_a_segment_opens_leaves_it_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CI once caught the writer's start-up replay between a new segment's open and its lock:
+    # it replayed the live rows (written twice, a batch dropped) and deleted the segment.
+    seen: list[list[Path]] = []
+    lock = spool_module.fcntl.flock
+
+    def replay_first(fd: int, operation: int) -> None:
+        if not seen:
+            seen.append([])  # the inner orphans() locks too: list only once
+            seen[0] = list(RowSpool(tmp_path).orphans())
+        lock(fd, operation)
+
+    monkeypatch.setattr(spool_module.fcntl, "flock", replay_first)
+    live = RowSpool(tmp_path)
+    live.append({"id": "x"})
+    assert seen == [[]]
+    assert list(RowSpool(tmp_path).orphans()) == []
+    live.close()
+
+
+def test_an_orphan_stays_locked_while_one_process_replays_it(tmp_path: Path) -> None:
+    left = RowSpool(tmp_path)
+    left.append({"id": "x"})
+    left.close()
+    first = RowSpool(tmp_path).orphans()
+    [path] = [next(first)]
+    assert list(RowSpool(tmp_path).orphans()) == []  # a second process starting meanwhile
+    path.unlink()
+    first.close()
+    assert list(RowSpool(tmp_path).orphans()) == []
 
 
 def test_a_line_cut_by_the_kill_is_counted_not_fatal(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from typing import IO, Any
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".jsonl"
+OPENING_SUFFIX = ".opening"  # a new segment until it is locked
 
 
 def encode_row(row: dict[str, Any]) -> str:
@@ -135,9 +136,14 @@ class RowSpool:
             self._closed, self._current = [], None
 
     def _open(self) -> _Segment:
+        # Locked under a name replay never looks at, then renamed (the lock stays with the
+        # file): a replay listing the folder between the open and the lock would otherwise
+        # take the live segment for an orphan, write its rows twice and delete it.
         path = self.folder / f"{time.time_ns():020d}-{os.getpid()}{SUFFIX}"
-        handle = path.open("ab", buffering=0)
+        opening = path.with_suffix(OPENING_SUFFIX)
+        handle = opening.open("ab", buffering=0)
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        opening.rename(path)
         self._current = _Segment(path, handle)
         return self._current
 
@@ -149,19 +155,26 @@ class RowSpool:
     # --- what an earlier process left ------------------------------------------------------
 
     def orphans(self) -> Iterator[Path]:
-        """Segments no live process holds, oldest first."""
+        """Segments no live process holds, oldest first.
+
+        Each is yielded while this spool holds its lock, until the caller asks for the next:
+        two processes starting together never replay the same segment.
+        """
         live = {s.path for s in [*self._closed, *([self._current] if self._current else [])]}
         for path in sorted(self.folder.glob(f"*{SUFFIX}")):
             if path in live:
                 continue
             try:
-                with path.open("r", encoding="utf-8") as handle:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # another process is writing it
+                handle = path.open("r", encoding="utf-8")
             except FileNotFoundError:
-                continue
-            yield path
+                continue  # replayed by another process meanwhile
+            with handle:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # another process is writing or replaying it
+                if path.exists():  # not deleted by a replay that held it before us
+                    yield path
 
 
 def read_segment(path: Path) -> tuple[list[dict[str, Any]], int]:
