@@ -228,6 +228,22 @@ def test_a_live_segment_of_another_process_is_never_replayed(tmp_path: Path) -> 
     assert len(list(other.orphans())) == 1
 
 
+def test_a_row_already_in_the_database_does_not_cost_the_rest_of_its_batch(
+    tmp_path: Path,
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'log.db'}")
+    log = PredictionLog(store, settings())
+    first = record(0)
+    log.submit(first)
+    assert log.flush(10)
+    for row in [record(1), first, record(2)]:  # written twice, as a replayed spool would
+        log.submit(row)
+    assert log.flush(10)
+    log.close()
+    assert rows_in(store) == 3 and log.counters.dropped == 0 and log.counters.errors == 0
+    store.close()
+
+
 def test_a_replay_listing_the_folder_while_a_segment_opens_leaves_it_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -152,10 +152,11 @@ def test_full_log_queue_drops_and_counts_without_blocking(tmp_path: Path) -> Non
 def test_database_errors_drop_the_batch_and_are_counted(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'broken.db'}")
     log = PredictionLog(store, PredictionLogSettings(flush_interval_s=0.05))
-    duplicate = record(1)
-    log.submit(duplicate)
+    log.submit(record(1))
     log.flush(5)
-    log.submit(duplicate)  # same primary key: the insert fails
+    broken = record(0)
+    broken.label = None  # type: ignore[assignment]  # NOT NULL: the insert fails
+    log.submit(broken)
     log.flush(5)
     assert log.counters.errors == 1 and log.counters.dropped == 1 and log.counters.written == 1
     log.submit(record(2))  # and the writer goes on

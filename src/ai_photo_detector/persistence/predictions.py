@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Insert, Table, insert
+from sqlalchemy import Insert, Table
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -271,7 +271,7 @@ class PredictionLog:
         if not batch:
             return 0
         try:
-            self._insert([self._row(record) for record in batch], ignore_existing=retrying)
+            self._insert([self._row(record) for record in batch])
         except Exception as exc:  # the log must never take the service down
             if unreachable(exc) and not self._stop.is_set():
                 if not retrying:
@@ -331,14 +331,12 @@ class PredictionLog:
         for _ in rows:
             self.queue.task_done()
 
-    def _insert(self, rows: list[dict[str, Any]], ignore_existing: bool) -> None:
-        # Core insert on the table (not the ORM bulk path): far less Python per row. A retried
-        # or replayed batch may have landed before its connection broke: skip rows already in.
-        statement: Insert = insert(PREDICTIONS)
-        if ignore_existing:
-            statement = _insert_ignoring_existing(self.store.engine.dialect.name)
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        # Core insert on the table (not the ORM bulk path): far less Python per row. Idempotent:
+        # a retried or replayed batch may have landed before its connection broke, and a row
+        # already in must not cost the rest of its batch.
         with self.store.begin() as connection:
-            connection.execute(statement, rows)
+            connection.execute(_insert_ignoring_existing(self.store.engine.dialect.name), rows)
 
     def _replay(self) -> None:
         """Write what an earlier process left in the spool, then delete it."""
@@ -368,7 +366,7 @@ class PredictionLog:
 
     def _replay_batch(self, records: list[PredictionRecord]) -> bool:
         try:
-            self._insert([self._row(record) for record in records], ignore_existing=True)
+            self._insert([self._row(record) for record in records])
         except Exception as exc:
             if unreachable(exc):
                 self.counters.add(retries=1)
