@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from ai_photo_detector.serving.api.errors import ApiError
+from ai_photo_detector.settings import ServerSettings
 
 
 @dataclass
@@ -119,3 +120,16 @@ async def read_uploads(
         return [Upload(await f.read(), f.filename) for f in files]
     finally:
         await form.close()
+
+
+async def read_one_image(request: Request, server: ServerSettings) -> bytes:
+    """The single image of a request (multipart field ``file`` or a raw body)."""
+    uploads = await read_uploads(
+        request,
+        server.max_upload_bytes,
+        server.max_discard_bytes,
+        1,
+        "file",
+        server.body_timeout_s,
+    )
+    return uploads[0].data

@@ -7,7 +7,7 @@ import base64
 from fastapi import APIRouter, Query, Request, Response
 
 from ai_photo_detector.serving.api.auth import PredictCaller
-from ai_photo_detector.serving.api.body import read_uploads
+from ai_photo_detector.serving.api.body import read_one_image
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.middleware import request_id_of
 from ai_photo_detector.serving.api.routes.predict import (
@@ -50,21 +50,13 @@ async def explain(
     overlay: bool = OverlayQuery,
 ) -> Response:
     loaded = ready_model(services, pick_model(services, request, principal, model))
-    server = services.settings.server
-    uploads = await read_uploads(
-        request,
-        server.max_upload_bytes,
-        server.max_discard_bytes,
-        1,
-        "file",
-        server.body_timeout_s,
-    )
+    image = await read_one_image(request, services.settings.server)
     caller = Caller(request_id_of(request.scope), principal.key_id)
     with watched(services, loaded):
         prediction, evidence, picture = await services.scorer.explain(
-            loaded, uploads[0].data, caller, overlay
+            loaded, image, caller, overlay
         )
-    services.rollout.maybe_mirror(loaded, uploads[0].data, prediction, caller)
+    services.rollout.maybe_mirror(loaded, image, prediction, caller)
     explanation = Explanation(
         target=evidence.target,
         against=evidence.against,

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from ai_photo_detector.errors import DetectorError, ModelNotReady, ShuttingDown
 from ai_photo_detector.serving.api.auth import PredictCaller, Principal
-from ai_photo_detector.serving.api.body import Upload, read_uploads
+from ai_photo_detector.serving.api.body import Upload, read_one_image, read_uploads
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.errors import RETRY_LATER, http_status
 from ai_photo_detector.serving.api.middleware import request_id_of
@@ -113,17 +113,9 @@ async def predict(
     model: str | None = ModelQuery,
 ) -> Response:
     loaded = ready_model(services, pick_model(services, request, principal, model))
-    server = services.settings.server
-    uploads = await read_uploads(
-        request,
-        server.max_upload_bytes,
-        server.max_discard_bytes,
-        1,
-        "file",
-        server.body_timeout_s,
-    )
+    image = await read_one_image(request, services.settings.server)
     caller = Caller(request_id_of(request.scope), principal.key_id)
-    prediction = await _score_routed(services, loaded, uploads[0].data, caller)
+    prediction = await _score_routed(services, loaded, image, caller)
     body = PredictResponse.model_construct(
         **prediction_fields(prediction), request_id=caller.request_id
     )
