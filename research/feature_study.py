@@ -4,6 +4,7 @@ do they carry over to unseen sources better than the shipped mean patch token of
     python -m research.feature_study extract-clip           # ~8 min on 2 cores
     python -m research.feature_study extract-efficientnet   # ~4 min
     python -m research.feature_study compare
+    python -m research.feature_study curve    # a few labelled photos of the held-out source
 
 Both extractions see the same three views of every image as ``research.transfer_study`` (the
 plain view and two augmented ones, seeded alike). ``extract-clip`` keeps, for layers 5-10 of
@@ -11,7 +12,10 @@ the packaged CLIP ViT-B/16 at 160 px, the patch tokens' mean, their mean square 
 standard deviation) and the class token. ``extract-efficientnet`` keeps the average-pooled
 output of every stage of the ImageNet EfficientNet-Lite0 (frozen, 224 px, [-1, 1]) and its
 1280-d pre-logits. ``compare`` prints leave-one-source-out ROC-AUC of the project's logistic
-head (C = 0.01) for each feature set; the model card quotes it.
+head (C = 0.01) for each feature set; the model card quotes it. ``curve`` adds k labelled
+photos of the held-out source to training (half of each label, 8 random draws) and scores its
+other photos, with the head's weighting unchanged, balanced, or that source boosted
+(``training.boosted_sources``): how much a few reviewed photos of a new source buy.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from ai_photo_detector.data.discovery import discover
 from ai_photo_detector.imaging import PreprocessSpec, decode_image, to_model_input
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.training.augment import augment
+from ai_photo_detector.training.backbones.frozen import fit_linear_head, group_weights
 from research.transfer_study import (
     DATASETS,
     OUT,
@@ -212,12 +218,66 @@ def playground_groups(features: NDArray[np.float32], ai: NDArray[np.bool_], sour
         print(f"  {group:<11} {kind:<4} {margins[groups == group].mean():+.2f}")
 
 
+def curve(draws: int = 8, sizes: tuple[int, ...] = (0, 10, 20, 40)) -> None:
+    clip = np.load(CLIP_FILE)
+    source, ai = clip["source"], clip["ai"]
+    features = clip["features"][:, :, CLIP_LAYERS.index(7), 0].astype(np.float32)
+    rng = np.random.default_rng(0)
+
+    def auc(
+        train: NDArray[np.int64], test: NDArray[np.int64], weighting: str, boost: list[str]
+    ) -> float:
+        rows = features[train].reshape(-1, features.shape[-1])
+        targets = np.repeat(ai[train], VIEWS).astype(np.int64)
+        groups = list(zip(np.repeat(source[train], VIEWS), targets, strict=True))
+        weight, bias = fit_linear_head(
+            rows, targets, 2, 0.01, 0, group_weights(groups, weighting, boost)
+        )
+        logits = features[test, 0] @ weight.T + bias
+        return float(roc_auc_score(ai[test], logits[:, 1] - logits[:, 0]))
+
+    def draw(mine: NDArray[np.int64], k: int) -> NDArray[np.int64]:
+        halves = [rng.choice(mine[ai[mine] == label], k // 2, replace=False) for label in (1, 0)]
+        return np.concatenate(halves).astype(np.int64)
+
+    print("| held out | head weighting | " + " | ".join(f"k = {k}" for k in sizes) + " |")
+    print("|---|---|" + "---|" * len(sizes))
+    for held in SOURCES[:3]:  # chatgpt-gemini has 6 real photos: too few to draw from
+        mine, others = np.where(source == held)[0], np.where(source != held)[0]
+        for name, weighting, boost in (
+            ("none", "none", []),
+            ("balanced", "balanced", []),
+            ("boosted", "none", [held]),
+        ):
+            cells = []
+            for k in sizes:
+                found = []
+                for _ in range(draws if k else 1):
+                    pick = draw(mine, k)
+                    train, test = np.concatenate([others, pick]), np.setdiff1d(mine, pick)
+                    found.append(auc(train, test, weighting, boost))
+                cells.append(
+                    f"{np.mean(found):.3f} ± {np.std(found):.3f}" if k else f"{found[0]:.3f}"
+                )
+            print(f"| {held} | {name} | " + " | ".join(cells) + " |", flush=True)
+    small = ["playground-mixed", "chatgpt-gemini"]
+    print(f"\nleave one source out with {' and '.join(small)} boosted in training:")
+    for held in SOURCES:
+        train, test = np.where(source != held)[0], np.where(source == held)[0]
+        plain, boosted = auc(train, test, "none", []), auc(train, test, "none", small)
+        print(f"  {held:<18} {plain:.3f} unweighted, {boosted:.3f} boosted")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["extract-clip", "extract-efficientnet", "compare"])
+    parser.add_argument(
+        "command", choices=["extract-clip", "extract-efficientnet", "compare", "curve"]
+    )
     command = parser.parse_args().command
     if command == "compare":
         compare()
+    elif command == "curve":
+        curve()
     else:
         written = extract_clip() if command == "extract-clip" else extract_efficientnet()
         print(f"features written to {written}")

@@ -87,3 +87,54 @@ def test_source_weighting_evens_out_the_groups_it_is_asked_to() -> None:
     by_group = {g: sqrt[groups.index(g)] for g in set(groups)}
     # Weight per image goes as 1/sqrt(size): a group's total as sqrt(size).
     assert by_group[("small", 0)] / by_group[("big", 0)] == pytest.approx(np.sqrt(90 / 4))
+
+
+def test_a_boosted_source_weighs_as_much_as_an_average_group() -> None:
+    from ai_photo_detector.training.backbones.frozen import group_weights
+
+    groups = [("big", 0)] * 90 + [("big", 1)] * 60 + [("other", 0)] * 30 + [("other", 1)] * 20
+    groups += [("feedback", 0)] * 2 + [("feedback", 1)] * 3
+    assert group_weights(groups, "none", ["not-in-training"]) is None
+    weights = group_weights(groups, "none", ["feedback"])
+    assert weights is not None and weights.mean() == pytest.approx(1.0)
+    totals = {g: weights[[i for i, x in enumerate(groups) if x == g]].sum() for g in set(groups)}
+    ordinary = [t for (source, _), t in totals.items() if source != "feedback"]
+    for label in (0, 1):
+        assert totals[("feedback", label)] == pytest.approx(sum(ordinary) / len(ordinary))
+    # The other groups keep the unweighted fit's proportions: classes balanced overall.
+    assert totals[("big", 0)] / totals[("other", 0)] == pytest.approx(90 / 30)
+    assert totals[("big", 0)] + totals[("other", 0)] == pytest.approx(
+        totals[("big", 1)] + totals[("other", 1)]
+    )
+
+
+def test_ten_photos_of_a_boosted_source_teach_the_head_what_they_show() -> None:
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from ai_photo_detector.training.backbones.frozen import fit_linear_head, group_weights
+
+    rng = np.random.default_rng(0)
+
+    def source(n: int, telling_axis: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 2, n)
+        features = rng.normal(size=(n, 8))
+        features[:, telling_axis] += np.where(labels == 1, 1.5, -1.5)
+        return features.astype(np.float32), labels
+
+    big, big_labels = source(400, 0)
+    few, few_labels = source(10, 1)  # a new source where another feature tells the label
+    unseen, unseen_labels = source(200, 1)
+    groups = [("big", int(t)) for t in big_labels] + [("new", int(t)) for t in few_labels]
+    features, labels = np.vstack([big, few]), np.concatenate([big_labels, few_labels])
+
+    def auc_on(boosted: list[str], x: np.ndarray, y: np.ndarray) -> float:
+        weight, bias = fit_linear_head(
+            features, labels, 2, 0.01, 0, group_weights(groups, "none", boosted)
+        )
+        logits = x @ weight.T + bias
+        return float(roc_auc_score(y, logits[:, 1] - logits[:, 0]))
+
+    assert auc_on([], unseen, unseen_labels) < 0.7  # ten photos among 410 change nothing
+    assert auc_on(["new"], unseen, unseen_labels) > 0.9
+    assert auc_on(["new"], big, big_labels) > 0.8  # the big source is still told apart

@@ -59,6 +59,9 @@ def test_retrain_adds_feedback_and_points_the_challenger(reviewed: Settings) -> 
         assert report.feedback["images_copied"] == REVIEWED and len(report.data) == 2
         manifest = load_bundle(report.bundle).manifest
         assert sum(manifest.dataset.splits.values()) == 48 + REVIEWED  # base + reviewed
+        feedback_source = Path(report.data[-1]).name
+        assert manifest.training["settings"]["boosted_sources"] == [feedback_source]
+        assert feedback_source in manifest.dataset.sources
         registry = Registry(reviewed, store)
         assert registry.alias_version(CHALLENGER) == report.registry_version
         assert report.challenger == f"models:/{registry.name}@challenger"

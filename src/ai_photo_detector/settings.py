@@ -157,6 +157,13 @@ class TrainingSettings(Section):
         "training images. none: classes balanced overall (a large source dominates); balanced: "
         "every group weighs the same; sqrt: by the inverse square root of its size.",
     )
+    boosted_sources: list[str] = Field(
+        [],
+        description="Frozen encoders: sources each of whose (source, label) groups weighs as "
+        "much as an average group of the other sources, however few its images: a handful "
+        "of photos from where the model fails still moves the head (retraining adds its "
+        "reviewed feedback here).",
+    )
     pretrained: bool = Field(True, description="Start from offline ImageNet weights.")
     weights_path: str = Field(
         "", description="Local checkpoint for backbones without packaged weights (optional)."
@@ -591,6 +598,12 @@ class RetrainingSettings(Section):
         0.0, ge=0, le=1, description="After a retrain started here: mirror this share to it."
     )
     timeout_hours: float = Field(12.0, gt=0, description="A retrain running longer is stopped.")
+    boost_feedback: bool = Field(
+        True,
+        description="Train with the reviewed feedback as a boosted source "
+        "(training.boosted_sources): with frozen-encoder recipes, 20 reviewed photos of a "
+        "new source then count as much as a whole source.",
+    )
 
 
 class Settings(BaseSettings):

@@ -50,6 +50,13 @@ def recipe_settings(settings: Settings) -> Settings:
     )
 
 
+def with_boosted_source(settings: Settings, source: str) -> Settings:
+    """The settings with ``source`` added to ``training.boosted_sources``."""
+    boosted = [*settings.training.boosted_sources, source]
+    training = settings.training.model_copy(update={"boosted_sources": boosted})
+    return settings.model_copy(update={"training": training})
+
+
 def retrain(
     settings: Settings,
     store: Store,
@@ -77,6 +84,8 @@ def retrain(
         f"exported to {feedback_dir}"
     )
     sources = base + ([str(feedback_dir)] if feedback["images_copied"] else [])
+    if feedback["images_copied"] and retraining.boost_feedback:
+        recipe = with_boosted_source(recipe, feedback_dir.name)  # discovery names it so
     outcome = run_training(
         list[str | Path](sources), recipe, name=name, version=version, progress=progress, log=log
     )

@@ -10,6 +10,8 @@ of a leave-one-source-out evaluation then cost only logistic regressions.
 from __future__ import annotations
 
 import random
+from collections import Counter
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,16 +50,32 @@ class LinearHead:
         return result
 
 
-def group_weights(groups: list[tuple[str, int]], weighting: str) -> NDArray[np.float64] | None:
+def group_weights(
+    groups: list[tuple[str, int]], weighting: str, boosted: Collection[str] = ()
+) -> NDArray[np.float64] | None:
     """Sample weights that give each (source, label) group the weight ``weighting`` asks for,
-    scaled to a mean of 1; None for ``none`` (classes are then balanced overall)."""
-    if weighting == "none":
+    then raise each group of a ``boosted`` source to the mean total of the other groups;
+    scaled to a mean of 1. None for ``none`` with nothing boosted (the fit then balances the
+    classes overall)."""
+    boosted = set(boosted) & {source for source, _ in groups}
+    if weighting == "none" and not boosted:
         return None
-    sizes: dict[tuple[str, int], int] = {}
-    for group in groups:
-        sizes[group] = sizes.get(group, 0) + 1
-    power = 1.0 if weighting == "balanced" else 0.5
-    weights = np.asarray([sizes[group] ** -power for group in groups], np.float64)
+    sizes = Counter(groups)
+    if weighting == "none":  # classes balanced over the ordinary sources, as the unweighted fit
+        ordinary_rows = [g for g in groups if g[0] not in boosted] or groups
+        per_label = Counter(label for _, label in ordinary_rows)
+        weights = np.asarray([1 / max(per_label[label], 1) for _, label in groups], np.float64)
+    else:
+        power = 1.0 if weighting == "balanced" else 0.5
+        weights = np.asarray([sizes[group] ** -power for group in groups], np.float64)
+    if boosted:
+        members = {group: [i for i, g in enumerate(groups) if g == group] for group in sizes}
+        totals = {group: weights[index].sum() for group, index in members.items()}
+        ordinary = [total for (source, _), total in totals.items() if source not in boosted]
+        target = float(np.mean(ordinary)) if ordinary else 1.0
+        for group, index in members.items():
+            if group[0] in boosted:
+                weights[index] *= target / totals[group]
     result: NDArray[np.float64] = weights * (len(weights) / weights.sum())
     return result
 
@@ -168,7 +186,7 @@ class FrozenEncoderBackbone(Backbone):
             len(self.labels),
             tset.head_c,
             tset.seed,
-            group_weights(groups, tset.source_weighting),
+            group_weights(groups, tset.source_weighting, tset.boosted_sources),
         )
         head = LinearHead(weight, bias, float("nan"))
         ai = self.labels.index(self.settings.data.ai_label)
@@ -206,6 +224,7 @@ class FrozenEncoderBackbone(Backbone):
                 "head_c": self.settings.training.head_c,
                 "feature_views": self.settings.training.feature_views,
                 "source_weighting": self.settings.training.source_weighting,
+                "boosted_sources": self.settings.training.boosted_sources,
                 "encoder_layer": self.recipe.layer,
             },
         }
