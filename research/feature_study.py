@@ -35,7 +35,8 @@ from ai_photo_detector.data.discovery import discover
 from ai_photo_detector.imaging import PreprocessSpec, decode_image, to_model_input
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.training.augment import augment
-from ai_photo_detector.training.backbones.frozen import fit_linear_head, group_weights
+from ai_photo_detector.training.backbones.frozen import fit_linear_head
+from ai_photo_detector.training.weighting import group_weights
 from research.transfer_study import (
     DATASETS,
     OUT,

@@ -35,7 +35,8 @@ from ai_photo_detector.imaging import PreprocessSpec, decode_image, normalise, t
 from ai_photo_detector.inference import make_session
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.training.augment import augment
-from ai_photo_detector.training.backbones.frozen import fit_linear_head, group_weights
+from ai_photo_detector.training.backbones.frozen import fit_linear_head
+from ai_photo_detector.training.weighting import group_weights
 
 SOURCES = ["shoes-midjourney", "diffusiondb-coco", "playground-mixed", "chatgpt-gemini"]
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

@@ -74,7 +74,7 @@ def test_a_new_backbone_is_one_class_and_one_decorator() -> None:
 def test_source_weighting_evens_out_the_groups_it_is_asked_to() -> None:
     import numpy as np
 
-    from ai_photo_detector.training.backbones.frozen import group_weights
+    from ai_photo_detector.training.weighting import group_weights
 
     groups = [("big", 0)] * 90 + [("big", 1)] * 60 + [("small", 0)] * 4 + [("small", 1)] * 6
     assert group_weights(groups, "none") is None
@@ -90,7 +90,7 @@ def test_source_weighting_evens_out_the_groups_it_is_asked_to() -> None:
 
 
 def test_a_boosted_source_weighs_as_much_as_an_average_group() -> None:
-    from ai_photo_detector.training.backbones.frozen import group_weights
+    from ai_photo_detector.training.weighting import group_weights
 
     groups = [("big", 0)] * 90 + [("big", 1)] * 60 + [("other", 0)] * 30 + [("other", 1)] * 20
     groups += [("feedback", 0)] * 2 + [("feedback", 1)] * 3
@@ -112,7 +112,8 @@ def test_ten_photos_of_a_boosted_source_teach_the_head_what_they_show() -> None:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from ai_photo_detector.training.backbones.frozen import fit_linear_head, group_weights
+    from ai_photo_detector.training.backbones.frozen import fit_linear_head
+    from ai_photo_detector.training.weighting import group_weights
 
     rng = np.random.default_rng(0)
 

@@ -189,3 +189,23 @@ def test_recalibrate_refits_bands_without_torch_or_retraining(trained, tmp_path:
     assert after.calibration.threshold <= before.calibration.threshold
     assert after.training == before.training and after.version == before.version
     assert after.metrics["roc_auc"] == pytest.approx(before.metrics["roc_auc"])
+
+
+def test_fine_tuning_draws_a_boosted_source_as_often_as_an_average_group(tmp_path: Path) -> None:
+    from collections import Counter
+
+    from ai_photo_detector.data.discovery import Sample
+    from ai_photo_detector.imaging import PreprocessSpec
+    from ai_photo_detector.training.loop import weighted_sampler
+
+    samples = [Sample(tmp_path / f"b{i}.jpg", ["ai", "real"][i % 2], "base") for i in range(200)]
+    samples += [Sample(tmp_path / f"f{i}.jpg", ["ai", "real"][i % 2], "feedback") for i in range(6)]
+    dataset = ImageDataset(samples, ["ai", "real"], PreprocessSpec(input_size=64))
+    settings = quick_settings(tmp_path).training
+    assert weighted_sampler(dataset, settings) is None  # nothing asked: plain shuffling
+    boosted = settings.model_copy(update={"boosted_sources": ["feedback"]})
+    sampler = weighted_sampler(dataset, boosted)
+    assert sampler is not None
+    drawn = Counter(samples[i].source for _ in range(20) for i in sampler)
+    # One base group and one feedback group per label, alike in weight: about half each.
+    assert 0.4 < drawn["feedback"] / sum(drawn.values()) < 0.6

@@ -153,14 +153,15 @@ class TrainingSettings(Section):
     )
     source_weighting: Literal["none", "sqrt", "balanced"] = Field(
         "none",
-        description="Frozen encoders: how the head weighs each (source, label) group of "
-        "training images. none: classes balanced overall (a large source dominates); balanced: "
-        "every group weighs the same; sqrt: by the inverse square root of its size.",
+        description="How training weighs each (source, label) group of images (frozen "
+        "encoders: sample weights of the head; fine-tuning: a weighted sampler). none: as "
+        "found (a large source dominates); balanced: every group weighs the same; sqrt: by the "
+        "inverse square root of its size.",
     )
     boosted_sources: list[str] = Field(
         [],
-        description="Frozen encoders: sources each of whose (source, label) groups weighs as "
-        "much as an average group of the other sources, however few its images: a handful "
+        description="Sources each of whose (source, label) groups weighs as much as an "
+        "average group of the other sources, however few its images: a handful "
         "of photos from where the model fails still moves the head (retraining adds its "
         "reviewed feedback here).",
     )
@@ -601,8 +602,8 @@ class RetrainingSettings(Section):
     boost_feedback: bool = Field(
         True,
         description="Train with the reviewed feedback as a boosted source "
-        "(training.boosted_sources): with frozen-encoder recipes, 20 reviewed photos of a "
-        "new source then count as much as a whole source.",
+        "(training.boosted_sources): 20 reviewed photos of a new source then count as much "
+        "as a whole source.",
     )
 
 

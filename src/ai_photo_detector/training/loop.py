@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from ai_photo_detector.metrics import safe_auc
 from ai_photo_detector.settings import TrainingSettings
 from ai_photo_detector.training.dataset import ImageDataset
 from ai_photo_detector.training.model import Detector
+from ai_photo_detector.training.weighting import group_weights
 
 
 @dataclass
@@ -43,18 +44,40 @@ def seed_everything(seed: int) -> None:
 
 
 def _loader(
-    dataset: ImageDataset, batch_size: int, shuffle: bool, workers: int, seed: int
+    dataset: ImageDataset,
+    batch_size: int,
+    shuffle: bool,
+    workers: int,
+    seed: int,
+    sampler: WeightedRandomSampler | None = None,
 ) -> DataLoader[tuple[torch.Tensor, int]]:
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=workers,
         generator=generator,
         persistent_workers=workers > 0,
         drop_last=False,
+    )
+
+
+def weighted_sampler(
+    dataset: ImageDataset, settings: TrainingSettings
+) -> WeightedRandomSampler | None:
+    """Draws training images by their group's weight (``source_weighting``,
+    ``boosted_sources``), with replacement; None when every image counts alike."""
+    groups = [(s.source, dataset.index[s.label]) for s in dataset.samples]
+    weights = group_weights(groups, settings.source_weighting, settings.boosted_sources)
+    if weights is None:
+        return None
+    generator = torch.Generator()
+    generator.manual_seed(settings.seed)
+    return WeightedRandomSampler(
+        weights.tolist(), num_samples=len(groups), replacement=True, generator=generator
     )
 
 
@@ -108,7 +131,14 @@ def train(
         ],
         weight_decay=settings.weight_decay,
     )
-    train_loader = _loader(train_set, settings.batch_size, True, settings.workers, settings.seed)
+    train_loader = _loader(
+        train_set,
+        settings.batch_size,
+        True,
+        settings.workers,
+        settings.seed,
+        weighted_sampler(train_set, settings),
+    )
     val_loader = _loader(val_set, settings.batch_size, False, settings.workers, settings.seed)
     steps_per_epoch = max(1, len(train_loader))
     if settings.max_images:
