@@ -86,6 +86,7 @@ def retrain(
     sources = base + ([str(feedback_dir)] if feedback["images_copied"] else [])
     if feedback["images_copied"] and retraining.boost_feedback:
         recipe = with_boosted_source(recipe, feedback_dir.name)  # discovery names it so
+        log(f"the feedback weighs as much as a training source ({feedback_dir.name} boosted)")
     outcome = run_training(
         list[str | Path](sources), recipe, name=name, version=version, progress=progress, log=log
     )
