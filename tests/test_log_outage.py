@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -263,6 +264,21 @@ def test_a_replay_listing_the_folder_while_a_segment_opens_leaves_it_alone(
     live.append({"id": "x"})
     assert seen == [[]]
     assert list(RowSpool(tmp_path).orphans()) == []
+    live.close()
+
+
+def test_a_segment_left_half_opened_by_a_kill_is_removed(tmp_path: Path) -> None:
+    stale = tmp_path / f"00000000000000000001-1{spool_module.OPENING_SUFFIX}"
+    stale.touch()
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    fresh = tmp_path / f"00000000000000000002-1{spool_module.OPENING_SUFFIX}"
+    fresh.touch()  # another process between its open and its lock: left alone
+    live = RowSpool(tmp_path)
+    live.append({"id": "x"})
+    assert list(RowSpool(tmp_path).orphans()) == []
+    assert not stale.exists() and fresh.exists()
+    assert len(list(tmp_path.glob("*.jsonl"))) == 1  # the live segment stays
     live.close()
 
 

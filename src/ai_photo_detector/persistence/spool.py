@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 SUFFIX = ".jsonl"
 OPENING_SUFFIX = ".opening"  # a new segment until it is locked
+STALE_OPENING_S = 60.0
 
 
 def encode_row(row: dict[str, Any]) -> str:
@@ -160,6 +161,7 @@ class RowSpool:
         Each is yielded while this spool holds its lock, until the caller asks for the next:
         two processes starting together never replay the same segment.
         """
+        self._remove_stale_openings()
         live = {s.path for s in [*self._closed, *([self._current] if self._current else [])]}
         for path in sorted(self.folder.glob(f"*{SUFFIX}")):
             if path in live:
@@ -175,6 +177,20 @@ class RowSpool:
                     continue  # another process is writing or replaying it
                 if path.exists():  # not deleted by a replay that held it before us
                     yield path
+
+    def _remove_stale_openings(self) -> None:
+        """A process killed between creating a segment and renaming it leaves an empty
+        ``.opening`` file (no row is written before the rename): remove those a minute old
+        and unlocked. A fresh one may be another process's, between its open and its lock."""
+        for path in self.folder.glob(f"*{OPENING_SUFFIX}"):
+            try:
+                if time.time() - path.stat().st_mtime < STALE_OPENING_S:
+                    continue
+                with path.open("rb") as handle:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    path.unlink(missing_ok=True)
+            except (BlockingIOError, FileNotFoundError):
+                continue  # held, or removed by another process meanwhile
 
 
 def read_segment(path: Path) -> tuple[list[dict[str, Any]], int]:
