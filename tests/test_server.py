@@ -48,14 +48,38 @@ def _start(
     raise AssertionError("server never became ready")
 
 
+def _refused_within(port: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=1)
+        except httpx.ConnectError:
+            return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
 def test_sigterm_lets_in_flight_requests_finish(bundle_dir: Path) -> None:
     port = _free_port()
     process = _start(bundle_dir, port)
-    photo = encode(smooth_image(np.random.default_rng(0), 1500), "PNG")  # slow to decode
+    photo = encode(smooth_image(np.random.default_rng(0), 1500), "PNG")
     results: list[int] = []
+    signalled = threading.Event()
+
+    def body() -> Iterator[bytes]:  # half the photo, then the rest once SIGTERM is sent
+        yield photo[: len(photo) // 2]
+        signalled.wait(30)
+        yield photo[len(photo) // 2 :]
 
     def call() -> None:
-        response = httpx.post(f"http://127.0.0.1:{port}/v1/predict", content=photo, timeout=60)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/predict",
+            content=body(),
+            headers={"Content-Length": str(len(photo))},
+            timeout=60,
+        )
         results.append(response.status_code)
 
     threads = [threading.Thread(target=call) for _ in range(6)]
@@ -72,16 +96,12 @@ def test_sigterm_lets_in_flight_requests_finish(bundle_dir: Path) -> None:
         time.sleep(0.01)
     assert in_flight() == len(threads)  # every request is in the server when the signal comes
     process.send_signal(signal.SIGTERM)
+    assert _refused_within(port, 10)  # the listener is closed: the server took the signal
+    signalled.set()  # and only now do the uploads of the six requests in flight finish
     for thread in threads:
         thread.join(timeout=60)
     assert process.wait(timeout=60) == 0
     assert results == [200] * 6
-    try:
-        httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=1)
-        refused = False
-    except httpx.ConnectError:
-        refused = True
-    assert refused
 
 
 def test_forwarded_for_from_an_untrusted_peer_is_ignored(bundle_dir: Path) -> None:
