@@ -155,8 +155,8 @@ class TrainingSettings(Section):
         "none",
         description="How training weighs each (source, label) group of images (frozen "
         "encoders: sample weights of the head; fine-tuning: a weighted sampler). none: as "
-        "found (a large source dominates); balanced: every group weighs the same; sqrt: by the "
-        "inverse square root of its size.",
+        "found, the frozen head balancing the classes (a large source dominates); balanced: "
+        "every group weighs the same; sqrt: by the inverse square root of its size.",
     )
     boosted_sources: list[str] = Field(
         [],

@@ -69,7 +69,8 @@ def weighted_sampler(
     dataset: ImageDataset, settings: TrainingSettings
 ) -> WeightedRandomSampler | None:
     """Draws training images by their group's weight (``source_weighting``,
-    ``boosted_sources``), with replacement; None when every image counts alike."""
+    ``boosted_sources``), with replacement; None when every image counts alike. A boosted
+    source alone also balances the classes of the other sources, as the frozen head does."""
     groups = [(s.source, dataset.index[s.label]) for s in dataset.samples]
     weights = group_weights(groups, settings.source_weighting, settings.boosted_sources)
     if weights is None:
