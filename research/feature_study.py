@@ -21,9 +21,6 @@ other photos, with the head's weighting unchanged, balanced, or that source boos
 from __future__ import annotations
 
 import argparse
-import random
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +29,8 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from ai_photo_detector.data.discovery import discover
-from ai_photo_detector.imaging import PreprocessSpec, decode_image, to_model_input
+from ai_photo_detector.imaging import PreprocessSpec, to_model_input
 from ai_photo_detector.settings import Settings
-from ai_photo_detector.training.augment import augment
 from ai_photo_detector.training.backbones.frozen import fit_linear_head
 from ai_photo_detector.training.weighting import group_weights
 from research.transfer_study import (
@@ -44,29 +40,14 @@ from research.transfer_study import (
     SOURCES,
     VIEWS,
     _fit_score,
+    clip_spec,
     leave_one_out,
+    views_of_every_image,
 )
 
 CLIP_LAYERS = (5, 6, 7, 8, 9, 10)
 STATS = ("mean", "square", "cls")
 CLIP_FILE, EFFICIENTNET_FILE = OUT / "clip160-stats.npz", OUT / "efficientnet224.npz"
-
-
-def _views_of_every_image(
-    spec: PreprocessSpec, features_of: Callable[[list[Image.Image]], NDArray[np.float32]]
-) -> tuple[NDArray[np.float16], list[str], list[bool]]:
-    settings = Settings()
-    samples = discover([DATASETS / s for s in SOURCES], settings.data.extensions)
-    rows, began = [], time.monotonic()
-    for i, sample in enumerate(samples):
-        image = decode_image(sample.path.read_bytes(), spec).image
-        rng = random.Random(f"0:{sample.path.name}:{i}")  # the transfer study's views
-        views = [image] + [augment(image, settings.training.augment, rng) for _ in range(VIEWS - 1)]
-        rows.append(features_of(views).astype(np.float16))
-        if i % 500 == 0:
-            print(f"{i}/{len(samples)} images, {time.monotonic() - began:.0f} s", flush=True)
-    ai = [s.label == settings.data.ai_label for s in samples]
-    return np.stack(rows), [s.source for s in samples], ai
 
 
 def _clip_statistics_graph() -> tuple[bytes, list[str]]:
@@ -105,17 +86,10 @@ def _clip_statistics_graph() -> tuple[bytes, list[str]]:
 
 
 def extract_clip() -> Path:
-    from ai_photo_detector.encoders import INPUT_NAME, encoder_family
+    from ai_photo_detector.encoders import INPUT_NAME
     from ai_photo_detector.inference import make_session
 
-    family = encoder_family("clip_vit_b16")
-    spec = PreprocessSpec(
-        input_size=SIZE,
-        mean=family.mean,
-        std=family.std,
-        canonical_jpeg_quality=90,
-        jpeg_draft=True,
-    )
+    spec = clip_spec()
     graph, outputs = _clip_statistics_graph()
     session = make_session(graph)
 
@@ -125,7 +99,7 @@ def extract_clip() -> Path:
         shape = (len(CLIP_LAYERS), len(STATS), -1)
         return np.stack([np.stack([f[0] for f in one]).reshape(shape) for one in found])
 
-    features, source, ai = _views_of_every_image(spec, features_of)
+    features, source, ai = views_of_every_image(spec, features_of)
     OUT.mkdir(exist_ok=True)
     np.savez(CLIP_FILE, features=features, source=source, ai=ai)
     return CLIP_FILE
@@ -156,7 +130,7 @@ def extract_efficientnet() -> Path:
             final = model.forward_head(model.forward_features(batch), pre_logits=True)
         return torch.cat([*(pooled[i] for i in sorted(pooled)), final], dim=-1).numpy()
 
-    features, source, ai = _views_of_every_image(spec, features_of)
+    features, source, ai = views_of_every_image(spec, features_of)
     widths = [pooled[i].shape[1] for i in sorted(pooled)] + [1280]
     OUT.mkdir(exist_ok=True)
     np.savez(EFFICIENTNET_FILE, features=features, source=source, ai=ai, widths=widths)

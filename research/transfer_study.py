@@ -21,10 +21,12 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
@@ -73,18 +75,41 @@ def _layer_graph() -> bytes:
     return bytes(model.SerializeToString())
 
 
-def extract(mode: str) -> Path:
-    settings = Settings()
+def clip_spec(jpeg_draft: bool = True) -> PreprocessSpec:
+    """The shipped recipe's CLIP view: 160 px, JPEG 90, CLIP's mean and deviation."""
     family = encoder_family("clip_vit_b16")
-    spec = PreprocessSpec(
+    return PreprocessSpec(
         input_size=SIZE,
         mean=family.mean,
         std=family.std,
         canonical_jpeg_quality=90,
-        jpeg_draft=mode == "resize",  # a native crop must not be downscaled on decode
+        jpeg_draft=jpeg_draft,
     )
 
-    def model_input(image) -> NDArray[np.float32]:  # type: ignore[no-untyped-def]
+
+def views_of_every_image(
+    spec: PreprocessSpec, features_of: Callable[[list[Image.Image]], NDArray[np.float32]]
+) -> tuple[NDArray[np.float16], list[str], list[bool]]:
+    """``features_of`` each image's plain view and VIEWS - 1 augmented ones (seeded per image,
+    so every study sees the same views); with the images' sources and whether each is AI."""
+    settings = Settings()
+    samples = discover([DATASETS / s for s in SOURCES], settings.data.extensions)
+    rows, began = [], time.monotonic()
+    for i, sample in enumerate(samples):
+        image = decode_image(sample.path.read_bytes(), spec).image
+        rng = random.Random(f"0:{sample.path.name}:{i}")
+        views = [image] + [augment(image, settings.training.augment, rng) for _ in range(VIEWS - 1)]
+        rows.append(features_of(views).astype(np.float16))
+        if i % 500 == 0:
+            print(f"{i}/{len(samples)} images, {time.monotonic() - began:.0f} s", flush=True)
+    ai = [s.label == settings.data.ai_label for s in samples]
+    return np.stack(rows), [s.source for s in samples], ai
+
+
+def extract(mode: str) -> Path:
+    spec = clip_spec(jpeg_draft=mode == "resize")  # a native crop must not be downscaled
+
+    def model_input(image: Image.Image) -> NDArray[np.float32]:
         width, height = image.size
         if mode == "resize" or min(width, height) < SIZE:
             return to_model_input(image, spec)
@@ -94,26 +119,16 @@ def extract(mode: str) -> Path:
 
     session = make_session(_layer_graph())
     names = [o.name for o in session.get_outputs()]
-    samples = discover([DATASETS / s for s in SOURCES], settings.data.extensions)
-    features = np.zeros((len(samples), VIEWS, LAYERS, 768), np.float16)
-    began = time.monotonic()
-    for i, sample in enumerate(samples):
-        image = decode_image(sample.path.read_bytes(), spec).image
-        rng = random.Random(f"0:{sample.path.name}:{i}")
-        views = [image] + [augment(image, settings.training.augment, rng) for _ in range(VIEWS - 1)]
-        for v, view in enumerate(views):  # one image per run: the INT8 graph is batch-dependent
-            found = session.run(names, {INPUT_NAME: model_input(view)[None]})
-            features[i, v] = np.stack([f[0] for f in found])
-        if i % 500 == 0:
-            print(f"{i}/{len(samples)} images, {time.monotonic() - began:.0f} s", flush=True)
+
+    def features_of(views: list[Image.Image]) -> NDArray[np.float32]:
+        # One image per run: the INT8 graph is batch-dependent.
+        found = [session.run(names, {INPUT_NAME: model_input(v)[None]}) for v in views]
+        return np.stack([np.stack([f[0] for f in one]) for one in found])
+
+    features, source, ai = views_of_every_image(spec, features_of)
     OUT.mkdir(exist_ok=True)
     path = OUT / f"clip{SIZE}-{mode}.npz"
-    np.savez(
-        path,
-        features=features,
-        source=np.asarray([s.source for s in samples]),
-        ai=np.asarray([s.label == settings.data.ai_label for s in samples]),
-    )
+    np.savez(path, features=features, source=source, ai=ai)
     return path
 
 
