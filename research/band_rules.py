@@ -18,7 +18,8 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from ai_photo_detector.finalize import load_held_out, source_report
+from ai_photo_detector.finalize import source_report
+from ai_photo_detector.made_from import load_held_out
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.source_eval import HeldOutSource
 

@@ -41,7 +41,11 @@ def _assert_maps_explain_the_logits(bundle_path: Path) -> None:
     assert np.ptp(margin, axis=(1, 2)).min() > 0
 
 
-@pytest.mark.parametrize("bundle_path", [SHIPPED_MODEL, FAST_MODEL], ids=["default", "fast"])
+@pytest.mark.parametrize(
+    "bundle_path",
+    [SHIPPED_MODEL, FAST_MODEL, FAST_MODEL.with_name("fast-int8")],
+    ids=["default", "fast", "fast-int8"],
+)
 def test_the_shipped_models_explain_their_logits_exactly(bundle_path: Path) -> None:
     _assert_maps_explain_the_logits(bundle_path)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -44,7 +47,6 @@ def test_quantize_writes_a_verified_batch_independent_int8_bundle(trained, tmp_p
 
 def test_the_int8_variant_keeps_its_float_models_source_gate(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A float model that fails on held-out sources cannot become deployable by quantizing."""
-    import json
     import shutil
 
     run = tmp_path / "run"
@@ -72,3 +74,92 @@ def test_the_int8_variant_keeps_its_float_models_source_gate(trained, tmp_path) 
     assert "leave-one-source-out" in result.output
     manifest = load_bundle(run / "bundle-int8").manifest
     assert manifest.deployable is False
+
+
+TRAINED_WITH = (  # the data settings of conftest.quick_settings: the split is made again alike
+    "mlflow: {enabled: false}\n"
+    "data: {val_fraction: 0.25, test_fraction: 0.25}\n"
+    "gates: {min_roc_auc: 0.6, max_ece: 0.5, max_robust_auc_drop: 0.5}\n"
+)
+
+
+def test_a_bundle_folder_is_quantized_on_its_split_made_again(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A shipped bundle has no run folder: its split is made again from the data it names."""
+    import shutil
+
+    bundle = shutil.copytree(trained.bundle_dir, tmp_path / "fast")
+    config = tmp_path / "settings.yaml"
+    config.write_text(TRAINED_WITH)
+    result = CliRunner().invoke(
+        app, ["quantize", str(bundle), "--images", "16", "--config", str(config)]
+    )
+    assert result.exit_code == 0, result.output
+    variant = load_bundle(tmp_path / "fast-int8")
+    float_manifest = load_bundle(bundle).manifest
+    assert variant.manifest.dataset == float_manifest.dataset
+    report = json.loads((variant.path / "evaluation.json").read_text())
+    assert report["overall"]["count"] == float_manifest.dataset.splits["test"]
+    cost = report["quantization"]
+    assert cost["float_roc_auc"] == float_manifest.metrics["roc_auc"]
+    assert cost["roc_auc_cost"] == pytest.approx(
+        cost["float_roc_auc"] - report["overall"]["roc_auc"]
+    )
+    assert "INT8 variant: test ROC-AUC" in (variant.path / "evaluation.md").read_text()
+
+
+def test_a_split_that_cannot_be_made_again_is_refused(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from ai_photo_detector.bundle import write_manifest
+
+    bundle = shutil.copytree(trained.bundle_dir, tmp_path / "fast")
+    other_settings = tmp_path / "defaults.yaml"
+    other_settings.write_text("mlflow: {enabled: false}\n")  # the default 70/15/15 split
+    result = CliRunner().invoke(app, ["quantize", str(bundle), "--config", str(other_settings)])
+    assert result.exit_code == 2 and "dataset_invalid" in result.output
+    assert "split made again has sizes" in result.output
+
+    # One image fewer under the data paths: not the images it was trained on.
+    data = Path(load_bundle(bundle).manifest.training["data_paths"][0])
+    changed = shutil.copytree(data, tmp_path / "changed")
+    next((changed / "real").iterdir()).unlink()
+    fields = json.loads((bundle / "manifest.json").read_text())
+    fields["training"]["data_paths"] = [str(changed)]
+    write_manifest(bundle, {k: v for k, v in fields.items() if k != "files"})
+    config = tmp_path / "settings.yaml"
+    config.write_text(TRAINED_WITH)
+    result = CliRunner().invoke(app, ["quantize", str(bundle), "--config", str(config)])
+    assert result.exit_code == 2 and "not the ones this bundle was trained on" in result.output
+    assert not (tmp_path / "fast-int8").exists()
+
+
+def test_recalibrating_a_bundle_folder_stamps_the_new_version(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    bundle = shutil.copytree(trained.bundle_dir, tmp_path / "fast")
+    before = load_bundle(bundle).manifest
+    config = tmp_path / "settings.yaml"
+    config.write_text(TRAINED_WITH + "calibration: {ai_band_fpr: 0.3}\n")
+    result = CliRunner().invoke(
+        app, ["recalibrate", str(bundle), "--config", str(config), "--version", "test.1"]
+    )
+    assert result.exit_code == 0, result.output
+    after = load_bundle(bundle).manifest
+    assert after.version == "test.1" and after.calibration.ai_band_fpr == 0.3
+    assert after.calibration.fitted_on == "validation"  # a bundle keeps no folds' predictions
+    assert after.metrics["roc_auc"] == pytest.approx(before.metrics["roc_auc"])
+
+
+@pytest.mark.parametrize(("cost", "fails"), [(0.004, False), (0.02, True)])
+def test_the_quantization_cost_is_gated(cost: float, fails: bool) -> None:
+    from ai_photo_detector.evaluation import quality_gate_failures
+    from ai_photo_detector.settings import Settings
+
+    report = {
+        "overall": {"roc_auc": 0.97, "ece": 0.01},
+        "robustness": [],
+        "quantization": {"float_roc_auc": 0.97 + cost, "roc_auc_cost": cost},
+    }
+    failures = quality_gate_failures(report, Settings())
+    assert bool(failures) is fails
+    assert all("quantisation costs" in failure for failure in failures)

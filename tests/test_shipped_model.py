@@ -4,6 +4,7 @@ scores its recorded test split, and starts the service on embedded defaults."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from ai_photo_detector.settings import Settings
 from conftest import FAST_MODEL, SHIPPED_MODEL
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+FAST_INT8 = FAST_MODEL.with_name("fast-int8")
 SHARED_SOURCES = {"shoes-midjourney", "diffusiondb-coco", "playground-mixed", "chatgpt-gemini"}
 
 
@@ -35,6 +37,17 @@ def test_shipped_bundle_verifies_and_passed_its_gates() -> None:
     measurable = [row for row in loso["rows"] if row["real"] >= 20]  # calibration.min_source_reals
     assert len(measurable) >= 3 and all(row["ai_band_fpr"] <= 0.05 for row in measurable)
     assert (SHIPPED_MODEL / "MODEL_CARD.md").is_file() and (FAST_MODEL / "MODEL_CARD.md").is_file()
+
+
+def test_the_fast_int8_twin_passed_its_own_gates_on_the_fast_models_test_split() -> None:
+    fast, int8 = load_bundle(FAST_MODEL).manifest, load_bundle(FAST_INT8).manifest
+    assert int8.deployable and int8.gates.passed
+    assert int8.training["quantization"]["float_bundle"] == f"{fast.name} {fast.version}"
+    assert int8.dataset == fast.dataset  # trained on the same images, scored on the same split
+    cost = json.loads((FAST_INT8 / "evaluation.json").read_text())["quantization"]
+    assert cost["float_roc_auc"] == fast.metrics["roc_auc"]
+    assert cost["roc_auc_cost"] <= Settings().gates.max_quantization_auc_cost
+    assert (FAST_INT8 / "MODEL_CARD.md").is_file()
 
 
 @pytest.mark.skipif(not DATASETS.is_dir(), reason="needs ../shared/datasets")

@@ -170,6 +170,12 @@ def quality_gate_failures(report: dict[str, Any], settings: Settings) -> list[st
                 f"AUC drops by {row['auc_drop']:.4f} under {row['condition']}, more than "
                 f"{gates.max_robust_auc_drop}"
             )
+    quantization = report.get("quantization")
+    if quantization and not quantization["roc_auc_cost"] <= gates.max_quantization_auc_cost:
+        failures.append(
+            f"quantisation costs {quantization['roc_auc_cost']:.4f} of test ROC-AUC against "
+            f"the float model, more than {gates.max_quantization_auc_cost}"
+        )
     summary = report.get("sources", {}).get("summary")
     if summary and not math.isnan(summary.get("mean_roc_auc", float("nan"))):  # else unmeasured
         mean_auc = summary["mean_roc_auc"]
@@ -267,6 +273,14 @@ def markdown_report(report: dict[str, Any]) -> str:
         "ece",
     ):
         lines.append(f"| {key} | {_fmt(overall[key])} |")
+    quantization = report.get("quantization")
+    if quantization:
+        lines += [
+            "",
+            f"INT8 variant: test ROC-AUC {_fmt(overall['roc_auc'])} against "
+            f"{_fmt(quantization['float_roc_auc'])} for its float model on the same images "
+            f"(cost {_fmt(quantization['roc_auc_cost'])}).",
+        ]
     matrix = overall["confusion_matrix"]
     lines += ["", "Confusion matrix (rows: true label, columns: predicted):", ""]
     lines.append("| | " + " | ".join(matrix["labels"]) + " |")

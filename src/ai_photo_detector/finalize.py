@@ -7,7 +7,6 @@ new false-positive target) with the serving install alone.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from ai_photo_detector.calibration import (
     fit_temperature,
     lower_band_for_fnr,
 )
-from ai_photo_detector.data.discovery import DatasetError, Sample, discover
+from ai_photo_detector.data.discovery import Sample
 from ai_photo_detector.encoders import probe_input
 from ai_photo_detector.evaluation import evaluate, quality_gate_failures, write_report
 from ai_photo_detector.familiarity import FamiliarityReference, threshold_for
@@ -184,13 +183,15 @@ def finish_bundle(
     progress: ProgressFactory = no_progress,
     held_out: list[HeldOutSource] | None = None,
     familiarity: FamiliarityReference | None = None,
+    float_roc_auc: float | None = None,
 ) -> Finished:
     """Calibrate, evaluate on ``test``, apply the gates and write the manifest.
 
     Calibration is fitted on the out-of-source predictions in ``held_out`` when there are
     any (so the bands hold on sources the model never saw), else on ``val``. ``fields`` holds
     every manifest field known before calibration; the graph files must already be in
-    ``bundle_dir``.
+    ``bundle_dir``. ``float_roc_auc`` (a quantised variant's float model, on the same test
+    split) adds the quantisation cost to the report and its gate.
     """
     # Metrics are measured again below: a re-calibrated or derived bundle must not carry (or be
     # gated on) figures measured on another model.
@@ -228,6 +229,9 @@ def finish_bundle(
     report = evaluate(detector, test, settings, on_progress=advance)
     if held_out:
         report["sources"] = source_report(held_out, labels, ai_label, settings)
+    if float_roc_auc is not None:
+        cost = float_roc_auc - report["overall"]["roc_auc"]
+        report["quantization"] = {"float_roc_auc": float_roc_auc, "roc_auc_cost": cost}
     failures = quality_gate_failures(report, settings)
     report_files = write_report(report, bundle_dir)
     fields.update(
@@ -238,81 +242,3 @@ def finish_bundle(
     manifest = bundle_io.write_manifest(bundle_dir, fields)
     bundle_io.load_bundle(bundle_dir)  # the finished bundle must verify
     return Finished(manifest, report, failures, report_files)
-
-
-def recorded_splits(
-    run_dir: Path, manifest: bundle_io.Manifest, settings: Settings
-) -> dict[str, list[Sample]]:
-    """A training run's train, validation and test samples, as its ``splits.json`` recorded."""
-    splits_file = run_dir / "splits.json"
-    if not splits_file.is_file():
-        raise DatasetError(f"{run_dir} is not a training run folder: it has no splits.json")
-    recorded = json.loads(splits_file.read_text())
-    data_paths = manifest.training.get("data_paths", [])
-    by_path = {str(s.path): s for s in discover(data_paths, settings.data.extensions)}
-    missing = [p for paths in recorded.values() for p in paths if p not in by_path]
-    if missing:
-        raise DatasetError(f"{len(missing)} split images are gone, e.g. {missing[0]}")
-    return {name: [by_path[p] for p in paths] for name, paths in recorded.items()}
-
-
-def recalibrate_run(
-    run_dir: Path, settings: Settings, progress: ProgressFactory = no_progress
-) -> Finished:
-    """Re-fit calibration (on the run's out-of-source predictions, else its validation split)
-    and re-evaluate the run's bundle on its recorded test split."""
-    bundle = bundle_io.load_bundle(run_dir / "bundle")
-    splits = recorded_splits(run_dir, bundle.manifest, settings)
-    fields = bundle.manifest.model_dump(mode="json")
-    familiarity = None
-    if bundle.manifest.familiarity is not None:
-        arrays = bundle.familiarity_reference()
-        familiarity = FamiliarityReference.from_arrays(arrays, bundle.manifest.familiarity.k)
-    return finish_bundle(
-        bundle.path,
-        fields,
-        splits["val"],
-        splits["test"],
-        settings,
-        progress,
-        held_out=load_held_out(run_dir),
-        familiarity=familiarity,
-    )
-
-
-HELD_OUT_FILE = "held_out.json"
-
-
-def save_held_out(run_dir: Path, held_out: list[HeldOutSource]) -> None:
-    """Keep a run's out-of-source predictions, so it can be re-calibrated without refitting."""
-    rows = [
-        {
-            "source": fold.source,
-            "labels": fold.labels,
-            "logits": fold.logits.tolist(),
-            "unfamiliar": fold.unfamiliar.tolist(),
-            "paths": fold.paths,
-            "distance_ratio": None if fold.distance_ratio is None else fold.distance_ratio.tolist(),
-        }
-        for fold in held_out
-    ]
-    (run_dir / HELD_OUT_FILE).write_text(json.dumps(rows) + "\n", encoding="utf-8")
-
-
-def load_held_out(run_dir: Path) -> list[HeldOutSource]:
-    path = run_dir / HELD_OUT_FILE
-    if not path.is_file():
-        return []
-    return [
-        HeldOutSource(
-            source=row["source"],
-            labels=row["labels"],
-            logits=np.asarray(row["logits"], np.float32),
-            unfamiliar=np.asarray(row["unfamiliar"], bool),
-            paths=row["paths"],
-            distance_ratio=None
-            if row.get("distance_ratio") is None
-            else np.asarray(row["distance_ratio"], np.float32),
-        )
-        for row in json.loads(path.read_text(encoding="utf-8"))
-    ]

@@ -264,6 +264,12 @@ class QualityGateSettings(Section):
     max_robust_auc_drop: float = Field(
         0.10, ge=0, le=1, description="Largest AUC drop allowed under any robustness transform."
     )
+    max_quantization_auc_cost: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Largest test ROC-AUC an INT8 variant may lose against its float model.",
+    )
 
 
 class EvaluationSettings(Section):

@@ -58,20 +58,32 @@ def train(
     console.print("[green]all quality gates passed: the bundle is deployable[/green]")
 
 
+MadeFromArgument = Annotated[
+    Path,
+    typer.Argument(
+        help="A training run folder (bundle/ beside its splits.json), or a bundle folder whose "
+        "split is made again from the data its manifest names."
+    ),
+]
+
+
 def recalibrate(
-    run_dir: Annotated[Path, typer.Argument(help="A training run folder (holds bundle/).")],
+    folder: MadeFromArgument,
     config: ConfigOption = None,
+    version: Annotated[
+        str | None, typer.Option(help="Stamp the re-calibrated bundle with this version.")
+    ] = None,
 ) -> None:
     """Re-fit temperature, threshold and bands (on the run's out-of-source predictions, else
-    its validation split) and re-evaluate on its test split.
+    its validation split) and re-evaluate on its test split; the bundle is rewritten in place.
 
     Uses ONNX Runtime only: change calibration targets without retraining.
     """
-    from ai_photo_detector.finalize import recalibrate_run
+    from ai_photo_detector.made_from import recalibrate as recalibrate_bundle
 
     settings = load(config)
     with progress_bars() as progress:
-        finished = recalibrate_run(run_dir, settings, progress)
+        finished = recalibrate_bundle(folder, settings, progress, version)
     calibration = finished.manifest.calibration
     console.print(
         f"threshold {calibration.threshold:.4f}, bands real < {calibration.bands.real_below:.4f}"
@@ -82,19 +94,28 @@ def recalibrate(
 
 
 def quantize(
-    run_dir: Annotated[Path, typer.Argument(help="A training run of a fine-tuned backbone.")],
+    folder: MadeFromArgument,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where the variant goes (default: RUN/bundle-int8, or BUNDLE-int8)."),
+    ] = None,
     images: Annotated[int, typer.Option(help="Training images that set activation ranges.")] = 256,
     config: ConfigOption = None,
 ) -> None:
-    """Write RUN_DIR/bundle-int8: a static INT8 variant, re-calibrated, evaluated and gated on
+    """Write a static INT8 variant of a fine-tuned bundle, re-calibrated, evaluated and gated on
     its own; prints its ROC-AUC cost against the float bundle on the same test split."""
-    from ai_photo_detector.training.quantize import quantize_run
+    from ai_photo_detector.made_from import SPLITS_FILE
+    from ai_photo_detector.training.quantize import quantize as quantize_bundle
 
     settings = load(config)
+    if out is None:
+        is_run = (folder / SPLITS_FILE).is_file()
+        out = folder / "bundle-int8" if is_run else folder.with_name(f"{folder.name}-int8")
     with progress_bars() as progress:
-        finished, cost = quantize_run(run_dir, settings, images, progress)
+        finished = quantize_bundle(folder, out, settings, images, progress)
+    cost = finished.report["quantization"]
     console.print(
-        f"bundle: {run_dir / 'bundle-int8'}\ntest ROC-AUC {cost['int8_roc_auc']:.4f} against "
+        f"bundle: {out}\ntest ROC-AUC {finished.report['overall']['roc_auc']:.4f} against "
         f"{cost['float_roc_auc']:.4f} in float (cost {cost['roc_auc_cost']:+.4f})"
     )
     exit_on_gate_failures(finished.failures)

@@ -23,8 +23,9 @@ from ai_photo_detector.data.splits import split_samples
 from ai_photo_detector.data.validate import build_report
 from ai_photo_detector.data.validate import write_report as write_data_report
 from ai_photo_detector.familiarity import reference_of
-from ai_photo_detector.finalize import finish_bundle, save_held_out
+from ai_photo_detector.finalize import finish_bundle
 from ai_photo_detector.image_stats import STATS_BASIS
+from ai_photo_detector.made_from import save_held_out
 from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.training.backbones import FitHistory, backbone_class

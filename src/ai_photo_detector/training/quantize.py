@@ -1,13 +1,12 @@
 """A static INT8 variant of a fine-tuned bundle: quantised, re-calibrated and gated on its own.
 
 ONNX Runtime's static quantisation (QDQ, weights per channel) with activation ranges measured on
-training images of the run. Activations are quantised with fixed ranges, so unlike dynamic
-quantisation an image's answer does not depend on its batch. The linear head stays in float on
-the (quantised) features, so class activation maps stay exact. The variant gets its own
-calibration (on its own validation predictions: the leave-one-source-out folds were fitted in
-float and are not kept) and its own evaluation and gates; its cost is stated against the float
-bundle on the same test split.
-"""
+training images. Activations are quantised with fixed ranges, so unlike dynamic quantisation an
+image's answer does not depend on its batch. The linear head stays in float on the (quantised)
+features, so class activation maps stay exact. The variant is calibrated again: on the float
+folds' out-of-source predictions where its run kept them (the folds are not quantised), else on
+its own validation predictions. It is evaluated on the float bundle's test split and gated on
+its own figures, the ROC-AUC it costs against the float bundle included."""
 
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -31,14 +29,16 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from ai_photo_detector import bundle as bundle_io
 from ai_photo_detector.bundle import BundleError
 from ai_photo_detector.data.discovery import Sample
-from ai_photo_detector.familiarity import FamiliarityReference
-from ai_photo_detector.finalize import Finished, finish_bundle, load_held_out, recorded_splits
+from ai_photo_detector.finalize import Finished
 from ai_photo_detector.imaging import PreprocessSpec, decode_image, to_model_input
+from ai_photo_detector.made_from import made_from
 from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.settings import Settings
 
-# Files a finished bundle regenerates; everything else is copied from the float bundle.
+# Files a finished bundle regenerates (or, for the card, must not inherit); everything else is
+# copied from the float bundle.
 _REGENERATED = {
+    "MODEL_CARD.md",
     bundle_io.MANIFEST_FILE,
     bundle_io.MODEL_FILE,
     "evaluation.json",
@@ -75,33 +75,34 @@ def _head_node(model_path: Path) -> str:
     raise BundleError(f"{model_path} has no node computing 'logits'")
 
 
-def quantize_run(
-    run_dir: Path,
+def quantize(
+    folder: Path,
+    target: Path,
     settings: Settings,
     calibration_images: int = 256,
     progress: ProgressFactory = no_progress,
-) -> tuple[Finished, dict[str, Any]]:
-    """Write ``run_dir/bundle-int8`` from the run's float bundle; returns the finished variant
-    and how it compares with the float bundle on the same test split."""
-    source = bundle_io.load_bundle(run_dir / "bundle")
-    manifest = source.manifest
+) -> Finished:
+    """Write the INT8 variant of the float bundle in ``folder`` (a training run, or a bundle
+    whose split can be made again) to ``target``; its report's ``quantization`` entry states
+    the ROC-AUC it costs against the float bundle on the same test split."""
+    source = made_from(folder, settings)
+    manifest = source.bundle.manifest
     if manifest.encoder is not None:
         raise BundleError("a packaged-encoder bundle is built from its package at load time")
-    splits = recorded_splits(run_dir, manifest, settings)
     rng = np.random.default_rng(0)
-    train = splits["train"]
+    train = source.splits["train"]
     chosen = rng.choice(len(train), min(calibration_images, len(train)), replace=False)
     picked = [train[i] for i in sorted(chosen)]
-    target = run_dir / "bundle-int8"
     if target.exists():
         shutil.rmtree(target)
-    target.mkdir()
-    for item in source.path.iterdir():
+    target.mkdir(parents=True)
+    for item in source.bundle.path.iterdir():
         if item.is_file() and item.name not in _REGENERATED:
             shutil.copy2(item, target / item.name)
+    model_path = source.bundle.model_path
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(source.model_path), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared),
             str(target / bundle_io.MODEL_FILE),
@@ -110,7 +111,7 @@ def quantize_run(
             per_channel=True,
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8,
-            nodes_to_exclude=[_head_node(source.model_path)],
+            nodes_to_exclude=[_head_node(model_path)],
         )
     fields = manifest.model_dump(mode="json", exclude={"files", "probe", "familiarity"})
     fields["name"] = f"{manifest.name}-int8"
@@ -123,28 +124,11 @@ def quantize_run(
             # Its folds were not quantized: the float folds' out-of-source predictions stand in
             # (calibration and the source-level gates), so a variant never passes a gate its
             # float model failed.
-            "source_figures": "the float model's leave-one-source-out folds",
+            "source_figures": "the float model's leave-one-source-out folds"
+            if source.held_out
+            else "none (the float model kept no leave-one-source-out predictions)",
         },
     }
-    familiarity = None
-    if manifest.familiarity is not None:  # the float reference; its threshold is re-measured
-        familiarity = FamiliarityReference.from_arrays(
-            source.familiarity_reference(), manifest.familiarity.k
-        )
-    finished = finish_bundle(
-        target,
-        fields,
-        splits["val"],
-        splits["test"],
-        settings,
-        progress,
-        held_out=load_held_out(run_dir),
-        familiarity=familiarity,
-    )
-    float_auc = manifest.metrics.get("roc_auc", float("nan"))
-    cost = {
-        "float_roc_auc": float_auc,
-        "int8_roc_auc": finished.report["overall"]["roc_auc"],
-        "roc_auc_cost": float_auc - finished.report["overall"]["roc_auc"],
-    }
-    return finished, cost
+    # The float model's familiarity reference is kept; its threshold is measured again.
+    float_roc_auc = manifest.metrics.get("roc_auc", float("nan"))
+    return source.finish(target, fields, settings, progress, float_roc_auc=float_roc_auc)

@@ -1,0 +1,179 @@
+"""What a finished bundle was made from: its train, validation and test images, and the
+out-of-source predictions of its leave-one-source-out folds.
+
+`recalibrate` and `quantize` need them to re-fit calibration and re-evaluate on the very test
+split training measured. A training run folder records them (``splits.json``,
+``held_out.json``). A bundle folder alone (a shipped model, whose run is long gone) gets its
+split made again from the data its manifest names, with the same deterministic splitter, and
+is accepted only when the images are the ones it was trained on (the manifest's dataset
+fingerprint) and the split has the sizes training recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ai_photo_detector import bundle as bundle_io
+from ai_photo_detector.data.discovery import DatasetError, Sample, discover, fingerprint
+from ai_photo_detector.data.scan import scan
+from ai_photo_detector.data.splits import split_samples
+from ai_photo_detector.familiarity import FamiliarityReference
+from ai_photo_detector.finalize import Finished, finish_bundle
+from ai_photo_detector.progress import ProgressFactory, no_progress
+from ai_photo_detector.settings import Settings
+from ai_photo_detector.source_eval import HeldOutSource
+
+SPLITS_FILE = "splits.json"
+HELD_OUT_FILE = "held_out.json"
+
+
+@dataclass
+class MadeFrom:
+    bundle: bundle_io.Bundle
+    splits: dict[str, list[Sample]]  # train, val, test
+    held_out: list[HeldOutSource]  # empty when the folds' predictions were not kept
+
+    def finish(
+        self,
+        target: Path,
+        fields: dict[str, Any],
+        settings: Settings,
+        progress: ProgressFactory = no_progress,
+        float_roc_auc: float | None = None,
+    ) -> Finished:
+        """Calibrate, evaluate and gate the graph in ``target`` as this bundle was: on its
+        validation and test splits, its folds' out-of-source predictions and its familiarity
+        reference (the threshold measured again)."""
+        manifest = self.bundle.manifest
+        familiarity = None
+        if manifest.familiarity is not None:
+            arrays = self.bundle.familiarity_reference()
+            familiarity = FamiliarityReference.from_arrays(arrays, manifest.familiarity.k)
+        return finish_bundle(
+            target,
+            fields,
+            self.splits["val"],
+            self.splits["test"],
+            settings,
+            progress,
+            held_out=self.held_out,
+            familiarity=familiarity,
+            float_roc_auc=float_roc_auc,
+        )
+
+
+def made_from(folder: Path, settings: Settings) -> MadeFrom:
+    """A training run folder (``bundle/`` beside the split it recorded) or a bundle folder."""
+    if (folder / SPLITS_FILE).is_file():
+        bundle = bundle_io.load_bundle(folder / "bundle")
+        splits = recorded_splits(folder, bundle.manifest, settings)
+        return MadeFrom(bundle, splits, load_held_out(folder))
+    if (folder / bundle_io.MANIFEST_FILE).is_file():
+        bundle = bundle_io.load_bundle(folder)
+        # A bundle keeps no out-of-source predictions: calibration falls back to validation.
+        return MadeFrom(bundle, remade_splits(bundle.manifest, settings), [])
+    raise DatasetError(f"{folder} is neither a training run folder nor a bundle folder")
+
+
+def recalibrate(
+    folder: Path,
+    settings: Settings,
+    progress: ProgressFactory = no_progress,
+    version: str | None = None,
+) -> Finished:
+    """Re-fit calibration (on the out-of-source predictions, else the validation split) and
+    re-evaluate on the recorded test split; the bundle is rewritten in place, as ``version``
+    when one is given (new bands are a new model to a registry)."""
+    source = made_from(folder, settings)
+    fields = source.bundle.manifest.model_dump(mode="json")
+    if version:
+        fields["version"] = version
+    return source.finish(source.bundle.path, fields, settings, progress)
+
+
+def recorded_splits(
+    run_dir: Path, manifest: bundle_io.Manifest, settings: Settings
+) -> dict[str, list[Sample]]:
+    """A training run's train, validation and test samples, as its ``splits.json`` recorded."""
+    recorded = json.loads((run_dir / SPLITS_FILE).read_text())
+    by_path = {str(s.path): s for s in discover(_data_paths(manifest), settings.data.extensions)}
+    missing = [p for paths in recorded.values() for p in paths if p not in by_path]
+    if missing:
+        raise DatasetError(f"{len(missing)} split images are gone, e.g. {missing[0]}")
+    return {name: [by_path[p] for p in paths] for name, paths in recorded.items()}
+
+
+def remade_splits(manifest: bundle_io.Manifest, settings: Settings) -> dict[str, list[Sample]]:
+    """The bundle's split made again from its training data, checked to be the same one."""
+    samples = discover(_data_paths(manifest), settings.data.extensions)
+    images = scan(samples)
+    usable = [image.sample for image in images if image.ok]
+    found = fingerprint(usable, {image.sample.path: image.sha256 for image in images})
+    expected = manifest.dataset.fingerprint
+    if found != expected:
+        raise DatasetError(
+            "the images under the manifest's data paths are not the ones this bundle was "
+            f"trained on (dataset fingerprint {found[:12]}…, expected {expected[:12]}…)"
+        )
+    data = settings.data
+    splits = split_samples(
+        images,
+        val_fraction=data.val_fraction,
+        test_fraction=data.test_fraction,
+        seed=data.split_seed,
+        near_duplicate_distance=data.near_duplicate_distance,
+    )
+    sizes = {name: len(samples) for name, samples in splits.items()}
+    if sizes != manifest.dataset.splits:
+        raise DatasetError(
+            f"the split made again has sizes {sizes}, training recorded "
+            f"{manifest.dataset.splits}: set the data settings it was trained with"
+        )
+    return splits
+
+
+def _data_paths(manifest: bundle_io.Manifest) -> list[str | Path]:
+    paths = manifest.training.get("data_paths")
+    if not paths:
+        raise DatasetError("the manifest names no training data (training.data_paths)")
+    return list(paths)
+
+
+def save_held_out(run_dir: Path, held_out: list[HeldOutSource]) -> None:
+    """Keep a run's out-of-source predictions, so it can be re-calibrated without refitting."""
+    rows = [
+        {
+            "source": fold.source,
+            "labels": fold.labels,
+            "logits": fold.logits.tolist(),
+            "unfamiliar": fold.unfamiliar.tolist(),
+            "paths": fold.paths,
+            "distance_ratio": None if fold.distance_ratio is None else fold.distance_ratio.tolist(),
+        }
+        for fold in held_out
+    ]
+    (run_dir / HELD_OUT_FILE).write_text(json.dumps(rows) + "\n", encoding="utf-8")
+
+
+def load_held_out(run_dir: Path) -> list[HeldOutSource]:
+    path = run_dir / HELD_OUT_FILE
+    if not path.is_file():
+        return []
+    return [
+        HeldOutSource(
+            source=row["source"],
+            labels=row["labels"],
+            logits=np.asarray(row["logits"], np.float32),
+            unfamiliar=np.asarray(row["unfamiliar"], bool),
+            paths=row["paths"],
+            distance_ratio=None
+            if row.get("distance_ratio") is None
+            else np.asarray(row["distance_ratio"], np.float32),
+        )
+        for row in json.loads(path.read_text(encoding="utf-8"))
+    ]
