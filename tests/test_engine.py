@@ -67,3 +67,39 @@ def test_queued_images_are_batched_and_answered_in_order() -> None:
     logits = asyncio.run(scenario())
     expected = OnnxDetector(load_bundle(SHIPPED)).run(images).logits
     np.testing.assert_allclose(np.stack(logits), expected, atol=1e-4)
+
+
+def test_stopping_answers_every_image_it_holds_and_admits_nothing_more() -> None:
+    """A model retired while its loop holds an image (taken off the queue, waiting for company
+    from images still decoding) answers it with a retry-later error instead of leaving its
+    request waiting forever; afterwards it admits and queues nothing."""
+    from ai_photo_detector.errors import Overloaded
+    from ai_photo_detector.serving.engine import Ticket
+
+    image = _images(1)[0]
+
+    async def scenario() -> tuple[BaseException | None, int, list[str]]:
+        batcher = MicroBatcher(OnnxDetector(load_bundle(SHIPPED)), 8, 30.0, 16)
+        batcher.start()
+        tickets = [batcher.admit() for _ in range(3)]  # two of them still "decoding"
+        answer = asyncio.ensure_future(batcher.submit(image, tickets[0]))
+        while batcher.depth:  # the loop takes it and waits up to 30 s for the other two
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        await batcher.stop()
+        await asyncio.wait({answer}, timeout=5)  # answered, not left waiting
+        assert answer.done()
+        refused = []
+        for attempt in (batcher.admit, lambda: batcher.submit(image, Ticket())):
+            try:
+                outcome = attempt()
+                if asyncio.iscoroutine(outcome):
+                    await outcome
+            except Overloaded as exc:
+                refused.append(exc.message)
+        return answer.exception(), batcher.pending, refused
+
+    error, pending, refused = asyncio.run(scenario())
+    assert isinstance(error, Exception) and "shutting down" in str(error)
+    assert pending == 2  # its own ticket released; the decoding two release theirs
+    assert refused == ["the model is shutting down"] * 2

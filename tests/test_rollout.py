@@ -203,3 +203,60 @@ def test_explanations_answered_by_the_canary_are_watched_and_mirrored(
         status = client.get("/v1/rollout").json()
         assert status["challenger_stats"]["requests"] == 6
         assert status["challenger_stats"]["pairs"] == 6
+
+
+def test_requests_still_uploading_when_their_model_is_swapped_out_are_answered(
+    bundle_dir: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """The model is picked when a request arrives; a reload may retire it (its batcher stopped
+    once the images it admitted are answered) while uploads are still being read. Those
+    requests are scored by the model swapped in, never queued on the stopped one (where two
+    at once used to wait forever)."""
+    import asyncio
+
+    import httpx
+
+    data = _images(tiny_dataset)[0]
+    app = create_app(_settings(bundle_dir, tmp_path))
+
+    async def scenario() -> tuple[list[httpx.Response], bool]:
+        go_on = asyncio.Event()
+        uploading: list[asyncio.Event] = []
+
+        async def slow_body():  # type: ignore[no-untyped-def]
+            started = asyncio.Event()
+            uploading.append(started)
+            yield data[: len(data) // 2]
+            started.set()
+            await go_on.wait()
+            yield data[len(data) // 2 :]
+
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+        ):
+            models = app.state.services.models
+            old = models.champion
+            headers = {"Content-Length": str(len(data))}
+            requests = [
+                asyncio.create_task(
+                    client.post("/v1/predict", content=slow_body(), headers=headers)
+                )
+                for _ in range(2)
+            ]
+            async with asyncio.timeout(10):
+                while len(uploading) < 2 or not all(e.is_set() for e in uploading):
+                    await asyncio.sleep(0.01)
+            assert (await client.post("/v1/admin/reload")).status_code == 200
+            async with asyncio.timeout(10):
+                while not old.batcher.closed:  # retired: nothing was admitted on it
+                    await asyncio.sleep(0.01)
+            go_on.set()
+            responses = await asyncio.wait_for(asyncio.gather(*requests), 10)
+            return responses, models.champion is not old
+
+    responses, swapped = asyncio.run(scenario())
+    assert swapped
+    assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+    assert all(r.json()["model"]["version"] == "test" for r in responses)

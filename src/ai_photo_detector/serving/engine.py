@@ -68,6 +68,8 @@ class MicroBatcher:
         self.batches_run = 0
         self.max_pending = max_queue
         self.pending = 0  # admitted images: decoding, queued or being inferred
+        self.closed = False  # stopped or stopping: admits and takes nothing more
+        self._in_hand: list[_Pending] = []  # taken off the queue by the loop, not answered yet
         self._model_lock = threading.Lock()  # one run at a time: batched or a lone image's
 
     def run_alone(self, array: NDArray[np.float32]) -> EngineResult | None:
@@ -123,6 +125,8 @@ class MicroBatcher:
         Refusing here, not at the queue, keeps an overloaded server from decoding images it
         will refuse anyway: the 503 costs microseconds. Called on the event loop only.
         """
+        if self.closed:
+            raise Overloaded("the model is shutting down")
         if self.saturated:
             raise Overloaded("the inference queue is full")
         self.pending += 1
@@ -142,21 +146,31 @@ class MicroBatcher:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
+        """Stop taking work and answer every image still held with a retry-later error:
+        queued ones, and the ones the loop had taken (collecting company or being inferred)
+        when it was cancelled. Nothing admitted is left waiting for an answer."""
+        self.closed = True  # before the first await: nothing is admitted from here on
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        held = self._in_hand
         while not self.queue.empty():
-            pending = self.queue.get_nowait()
+            held.append(self.queue.get_nowait())
+        for pending in held:
+            self.release(pending.ticket)
             if not pending.future.done():
                 pending.future.set_exception(Overloaded("the model is shutting down"))
+        held.clear()
         self._executor.shutdown(wait=True)
         self.detector.close()
         if self.solo is not self.detector:
             self.solo.close()
 
     async def submit(self, array: NDArray[np.float32], ticket: Ticket) -> EngineResult:
+        if self.closed:  # stopped while the image was decoding: no loop would ever take it
+            raise Overloaded("the model is shutting down")
         future: asyncio.Future[EngineResult] = asyncio.get_running_loop().create_future()
         try:
             self.queue.put_nowait(_Pending(array, future, time.perf_counter(), ticket))
@@ -165,7 +179,8 @@ class MicroBatcher:
         return await future
 
     async def _collect(self) -> list[_Pending]:
-        batch = [await self.queue.get()]
+        batch = self._in_hand  # held where stop() finds it if the loop is cancelled meanwhile
+        batch.append(await self.queue.get())
         deadline = time.perf_counter() + self.max_delay_s
         while len(batch) < self.max_batch_size:
             try:
@@ -191,29 +206,32 @@ class MicroBatcher:
         while True:
             batch = await self._collect()
             live = [p for p in batch if not p.future.cancelled()]
-            if not live:
-                continue
-            started = time.perf_counter()
-            stacked = np.stack([p.array for p in live])
-            try:
-                output = await loop.run_in_executor(self._executor, self._run_batch, stacked)
-            except Exception as exc:  # a failed run fails its requests, never the loop
-                for pending in live:
-                    self.release(pending.ticket)
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
-                continue
-            inference_ms = (time.perf_counter() - started) * 1000
-            self.batches_run += 1
-            for i, pending in enumerate(live):
-                self.release(pending.ticket)  # answered: room for the next image right away
+            if live:
+                await self._answer(loop, live)
+            batch.clear()  # not on cancellation: stop() answers what is still in hand
+
+    async def _answer(self, loop: asyncio.AbstractEventLoop, live: list[_Pending]) -> None:
+        started = time.perf_counter()
+        stacked = np.stack([p.array for p in live])
+        try:
+            output = await loop.run_in_executor(self._executor, self._run_batch, stacked)
+        except Exception as exc:  # a failed run fails its requests, never the loop
+            for pending in live:
+                self.release(pending.ticket)
                 if not pending.future.done():
-                    pending.future.set_result(
-                        EngineResult(
-                            logits=output.logits[i],
-                            embedding=output.embedding[i],
-                            queue_ms=(started - pending.enqueued) * 1000,
-                            inference_ms=inference_ms,
-                            batch_size=len(live),
-                        )
+                    pending.future.set_exception(exc)
+            return
+        inference_ms = (time.perf_counter() - started) * 1000
+        self.batches_run += 1
+        for i, pending in enumerate(live):
+            self.release(pending.ticket)  # answered: room for the next image right away
+            if not pending.future.done():
+                pending.future.set_result(
+                    EngineResult(
+                        logits=output.logits[i],
+                        embedding=output.embedding[i],
+                        queue_ms=(started - pending.enqueued) * 1000,
+                        inference_ms=inference_ms,
+                        batch_size=len(live),
                     )
+                )

@@ -33,6 +33,16 @@ class LoadedModel:
     role: str
     ready: bool = False
     registry_version: str | None = None  # models:/NAME/VERSION it was resolved to, if any
+    # The model swapped in for this one: a request that picked this one before the swap (and
+    # was still reading its upload) is answered by the successor, never by a stopped batcher.
+    successor: LoadedModel | None = None
+
+    def current(self) -> LoadedModel:
+        """This model, or the one now serving in its place."""
+        model = self
+        while model.successor is not None:
+            model = model.successor
+        return model
 
     @property
     def version(self) -> str:
@@ -169,6 +179,7 @@ class ModelManager:
         model.ready = True
         self.roles[role] = model
         if old is not None:
+            old.successor = model
             self._retire(old)
         return {
             "from": old.version if old else None,

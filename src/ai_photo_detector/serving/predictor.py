@@ -159,17 +159,12 @@ class Scorer:
         """Score one image and say why: its evidence map and, if asked, the map over the
         photo. Route ``review`` re-explains a logged image for a reviewer: neither logged nor
         counted as a client's prediction."""
-        try:
-            weight, bias = model.bundle.head()
-        except BundleError as exc:  # the message names no server path: clients see it
-            raise ExplanationUnavailable(
-                f"model {model.name} {model.version} does not ship its head's weights; an "
-                "operator can add them with `ai-photo-detector optimize BUNDLE`"
-            ) from exc
+        _head(model.current())  # refused before any work is spent
         scored = await self._admitted(model, data, caller, route, None, explain=True)
+        weight, bias = _head(scored.model)
         features = scored.result.features
         assert features is not None
-        manifest, view = model.bundle.manifest, scored.prepared.view
+        manifest, view = scored.model.bundle.manifest, scored.prepared.view
 
         def explain() -> tuple[Evidence, bytes | None]:
             found = evidence(features, weight, bias, manifest)
@@ -187,6 +182,7 @@ class Scorer:
         paired_id: str | None,
         explain: bool,
     ) -> _Scored:
+        model = model.current()  # swapped out while the request was read: its successor
         try:
             ticket = model.batcher.admit()
         except Overloaded:
@@ -284,7 +280,7 @@ class Scorer:
                 await loop.run_in_executor(self.spare_time, log.submit_built, build)
             else:  # measured after the answer, while a later decode leaves a core spare
                 log.submit_later(build, self.spare_time)
-        return _Scored(image, prepared, result)
+        return _Scored(image, prepared, result, model)
 
     def _observe(self, model: LoadedModel, image: ScoredImage, result: EngineResult) -> None:
         metrics = self.metrics
@@ -343,8 +339,19 @@ class Scorer:
         )
 
 
+def _head(model: LoadedModel) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    try:
+        return model.bundle.head()
+    except BundleError as exc:  # the message names no server path: clients see it
+        raise ExplanationUnavailable(
+            f"model {model.name} {model.version} does not ship its head's weights; an "
+            "operator can add them with `ai-photo-detector optimize BUNDLE`"
+        ) from exc
+
+
 @dataclass
 class _Scored:
     image: ScoredImage
     prepared: Prepared
     result: EngineResult
+    model: LoadedModel  # the model that answered (a swapped-out one's successor)

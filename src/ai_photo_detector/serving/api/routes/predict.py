@@ -208,9 +208,10 @@ async def predict_batch(
         if item.error is not None:
             item.error.request_id = request_id
     failed = sum(item.error is not None for item in items)
+    answered = loaded.current()  # swapped in while the uploads were read, if it was
     return BatchResponse(
         request_id=request_id,
-        model=ModelRef(name=loaded.name, version=loaded.version),
+        model=ModelRef(name=answered.name, version=answered.version),
         results=list(items),
         succeeded=len(items) - failed,
         failed=failed,
