@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ai_photo_detector.bundle import load_bundle
 from ai_photo_detector.inference import OnnxDetector
@@ -103,3 +104,42 @@ def test_stopping_answers_every_image_it_holds_and_admits_nothing_more() -> None
     assert isinstance(error, Exception) and "shutting down" in str(error)
     assert pending == 2  # its own ticket released; the decoding two release theirs
     assert refused == ["the model is shutting down"] * 2
+
+
+class _InstantDetector:
+    """Answers at once: the race below is between the event loop's steps, not inference."""
+
+    def run(self, batch: np.ndarray, with_features: bool = False):  # type: ignore[no-untyped-def]
+        from ai_photo_detector.inference import BatchOutput
+
+        rows = len(batch)
+        return BatchOutput(np.zeros((rows, 2), np.float32), np.zeros((rows, 4), np.float32))
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("steps", range(6))
+def test_stop_returns_when_an_image_arrives_just_before_it(steps: int) -> None:
+    """An image queued a few event-loop steps before stop(), while the loop waits for company:
+    with asyncio.wait_for on Python 3.11 the cancellation could be swallowed and stop() never
+    returned. Every image is answered and stop() returns at once, whatever the interleaving."""
+
+    async def scenario() -> tuple[bool, bool]:
+        batcher = MicroBatcher(_InstantDetector(), 8, 30.0, 16)  # type: ignore[arg-type]
+        batcher.start()
+        tickets = [batcher.admit() for _ in range(3)]
+        first = asyncio.ensure_future(batcher.submit(np.zeros(3, np.float32), tickets[0]))
+        while batcher.depth:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.02)  # the loop now waits up to 30 s for company
+        second = asyncio.ensure_future(batcher.submit(np.zeros(3, np.float32), tickets[1]))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        stopping = asyncio.ensure_future(batcher.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=5)
+        await asyncio.wait({first, second}, timeout=5)
+        return bool(done), first.done() and second.done()
+
+    stopped, answered = asyncio.run(scenario())
+    assert stopped and answered

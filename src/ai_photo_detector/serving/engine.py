@@ -83,6 +83,8 @@ class MicroBatcher:
         if self.pending != 1 or not self._model_lock.acquire(blocking=False):
             return None
         try:
+            if self.closed:  # submit() then gives the retry-later answer
+                return None
             return self._run_one(array, None, with_features=False)
         finally:
             self._model_lock.release()
@@ -93,6 +95,8 @@ class MicroBatcher:
         and batches do not fetch the feature map they do not need."""
         waiting = time.perf_counter()
         with self._model_lock:
+            if self.closed:
+                raise Overloaded("the model is shutting down")
             return self._run_one(array, waiting, with_features=True)
 
     def _run_one(
@@ -164,9 +168,13 @@ class MicroBatcher:
                 pending.future.set_exception(Overloaded("the model is shutting down"))
         held.clear()
         self._executor.shutdown(wait=True)
-        self.detector.close()
-        if self.solo is not self.detector:
-            self.solo.close()
+        await asyncio.to_thread(self._close_sessions)
+
+    def _close_sessions(self) -> None:
+        with self._model_lock:  # a decode thread may be running a lone image on them
+            self.detector.close()
+            if self.solo is not self.detector:
+                self.solo.close()
 
     async def submit(self, array: NDArray[np.float32], ticket: Ticket) -> EngineResult:
         if self.closed:  # stopped while the image was decoding: no loop would ever take it
@@ -196,14 +204,17 @@ class MicroBatcher:
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                # Not asyncio.wait_for: on Python 3.11 it can swallow stop()'s cancellation
+                # when the get has just completed, and the loop would then outlive its model.
+                async with asyncio.timeout(remaining):
+                    batch.append(await self.queue.get())
             except TimeoutError:
                 break
         return batch
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self.closed:
             batch = await self._collect()
             live = [p for p in batch if not p.future.cancelled()]
             if live:
