@@ -20,7 +20,8 @@ def test_quantize_writes_a_verified_batch_independent_int8_bundle(trained, tmp_p
     config = tmp_path / "settings.yaml"
     config.write_text(
         "mlflow: {enabled: false}\n"
-        "gates: {min_roc_auc: 0.6, max_ece: 0.5, max_robust_auc_drop: 0.5}\n"
+        "gates: {min_roc_auc: 0.6, max_ece: 0.5, max_robust_auc_drop: 0.5,"
+        " max_quantization_auc_cost: 1.0}\n"
     )
     result = CliRunner().invoke(
         app, ["quantize", str(trained.run_dir), "--images", "16", "--config", str(config)]
@@ -79,7 +80,9 @@ def test_the_int8_variant_keeps_its_float_models_source_gate(trained, tmp_path) 
 TRAINED_WITH = (  # the data settings of conftest.quick_settings: the split is made again alike
     "mlflow: {enabled: false}\n"
     "data: {val_fraction: 0.25, test_fraction: 0.25}\n"
-    "gates: {min_roc_auc: 0.6, max_ece: 0.5, max_robust_auc_drop: 0.5}\n"
+    # 12 test images: one flipped pair costs 0.03 of ROC-AUC; the cost gate has its own test
+    "gates: {min_roc_auc: 0.6, max_ece: 0.5, max_robust_auc_drop: 0.5,"
+    " max_quantization_auc_cost: 1.0}\n"
 )
 
 
@@ -106,6 +109,27 @@ def test_a_bundle_folder_is_quantized_on_its_split_made_again(trained, tmp_path)
     )
     assert "INT8 variant: test ROC-AUC" in (variant.path / "evaluation.md").read_text()
 
+    # Re-calibrating the variant keeps its cost reported (and gated).
+    result = CliRunner().invoke(app, ["recalibrate", str(variant.path), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((variant.path / "evaluation.json").read_text())
+    assert report["quantization"]["float_roc_auc"] == float_manifest.metrics["roc_auc"]
+
+    # A card written beside the variant survives re-quantizing; the float bundle is never
+    # overwritten, nor a folder holding it.
+    (variant.path / "MODEL_CARD.md").write_text("our card\n")
+    result = CliRunner().invoke(
+        app, ["quantize", str(bundle), "--images", "16", "--config", str(config)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (variant.path / "MODEL_CARD.md").read_text() == "our card\n"
+    for out in (bundle, tmp_path):
+        result = CliRunner().invoke(
+            app, ["quantize", str(bundle), "--out", str(out), "--config", str(config)]
+        )
+        assert result.exit_code == 2 and "overlaps" in result.output
+    assert load_bundle(bundle).manifest == float_manifest
+
 
 def test_a_split_that_cannot_be_made_again_is_refused(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import shutil
@@ -113,11 +137,13 @@ def test_a_split_that_cannot_be_made_again_is_refused(trained, tmp_path) -> None
     from ai_photo_detector.bundle import write_manifest
 
     bundle = shutil.copytree(trained.bundle_dir, tmp_path / "fast")
-    other_settings = tmp_path / "defaults.yaml"
-    other_settings.write_text("mlflow: {enabled: false}\n")  # the default 70/15/15 split
-    result = CliRunner().invoke(app, ["quantize", str(bundle), "--config", str(other_settings)])
-    assert result.exit_code == 2 and "dataset_invalid" in result.output
-    assert "split made again has sizes" in result.output
+    assert load_bundle(bundle).manifest.dataset.split_digest is not None
+    for other in ("{}", "{val_fraction: 0.25, test_fraction: 0.25, split_seed: 7}"):
+        settings = tmp_path / "other.yaml"
+        settings.write_text(f"mlflow: {{enabled: false}}\ndata: {other}\n")
+        result = CliRunner().invoke(app, ["quantize", str(bundle), "--config", str(settings)])
+        assert result.exit_code == 2 and "dataset_invalid" in result.output
+        assert "not the one it was trained on" in result.output
 
     # One image fewer under the data paths: not the images it was trained on.
     data = Path(load_bundle(bundle).manifest.training["data_paths"][0])
@@ -163,3 +189,37 @@ def test_the_quantization_cost_is_gated(cost: float, fails: bool) -> None:
     failures = quality_gate_failures(report, Settings())
     assert bool(failures) is fails
     assert all("quantisation costs" in failure for failure in failures)
+
+
+def test_a_bundle_older_than_the_split_digest_is_checked_by_its_test_roc_auc(  # type: ignore[no-untyped-def]
+    trained, tmp_path
+) -> None:
+    import shutil
+
+    from ai_photo_detector.bundle import write_manifest
+
+    bundle = shutil.copytree(trained.bundle_dir, tmp_path / "old")
+    fields = json.loads((bundle / "manifest.json").read_text())
+    del fields["dataset"]["split_digest"]  # as written before the digest was recorded
+    fields["metrics"]["roc_auc"] -= 0.01  # a split that scores otherwise is not its split
+    write_manifest(bundle, {k: v for k, v in fields.items() if k != "files"})
+    config = tmp_path / "settings.yaml"
+    config.write_text(TRAINED_WITH)
+    result = CliRunner().invoke(app, ["recalibrate", str(bundle), "--config", str(config)])
+    assert result.exit_code == 2 and "its test ROC-AUC there is" in result.output
+
+    fields["metrics"]["roc_auc"] += 0.01
+    write_manifest(bundle, {k: v for k, v in fields.items() if k != "files"})
+    result = CliRunner().invoke(app, ["recalibrate", str(bundle), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_bundle_calibrated_out_of_source_needs_its_run_folder(frozen_bundle, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Its folds' predictions live in the run folder; without them the source-level gate
+    could not be applied again."""
+    import shutil
+
+    bundle = shutil.copytree(frozen_bundle, tmp_path / "frozen")
+    assert load_bundle(bundle).manifest.calibration.fitted_on == "out_of_source"
+    result = CliRunner().invoke(app, ["recalibrate", str(bundle)])
+    assert result.exit_code == 2 and "pass the run folder" in result.output

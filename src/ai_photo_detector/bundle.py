@@ -122,6 +122,9 @@ class DatasetInfo(Strict):
     fingerprint: str
     sources: dict[str, dict[str, int]] = Field(description="source -> label -> image count.")
     splits: dict[str, int]
+    split_digest: str | None = Field(
+        None, description="Which images went to which split (absent from older bundles)."
+    )
 
 
 class DriftReference(Strict):

@@ -6,7 +6,10 @@ split training measured. A training run folder records them (``splits.json``,
 ``held_out.json``). A bundle folder alone (a shipped model, whose run is long gone) gets its
 split made again from the data its manifest names, with the same deterministic splitter, and
 is accepted only when the images are the ones it was trained on (the manifest's dataset
-fingerprint) and the split has the sizes training recorded.
+fingerprint) and each image went to the same split: the manifest's split digest, or, for a
+bundle older than that digest, the split sizes and the bundle's own test ROC-AUC re-measured on
+the split to within 1e-6. A bundle calibrated on its folds' out-of-source predictions needs its
+run folder: without them its source-level gate could not be applied again.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ import numpy as np
 from ai_photo_detector import bundle as bundle_io
 from ai_photo_detector.data.discovery import DatasetError, Sample, discover, fingerprint
 from ai_photo_detector.data.scan import scan
-from ai_photo_detector.data.splits import split_samples
+from ai_photo_detector.data.splits import split_digest, split_samples
 from ai_photo_detector.familiarity import FamiliarityReference
 from ai_photo_detector.finalize import Finished, finish_bundle
+from ai_photo_detector.inference import OnnxDetector, calibrated_probabilities
 from ai_photo_detector.progress import ProgressFactory, no_progress
+from ai_photo_detector.scoring import score_samples
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.source_eval import HeldOutSource
 
@@ -75,8 +80,12 @@ def made_from(folder: Path, settings: Settings) -> MadeFrom:
         return MadeFrom(bundle, splits, load_held_out(folder))
     if (folder / bundle_io.MANIFEST_FILE).is_file():
         bundle = bundle_io.load_bundle(folder)
-        # A bundle keeps no out-of-source predictions: calibration falls back to validation.
-        return MadeFrom(bundle, remade_splits(bundle.manifest, settings), [])
+        if bundle.manifest.calibration.fitted_on == "out_of_source":
+            raise DatasetError(
+                f"{folder} was calibrated on its leave-one-source-out predictions, which only "
+                "its training run folder keeps: pass the run folder (bundle/ and splits.json)"
+            )
+        return MadeFrom(bundle, remade_splits(bundle, settings), [])
     raise DatasetError(f"{folder} is neither a training run folder nor a bundle folder")
 
 
@@ -93,7 +102,9 @@ def recalibrate(
     fields = source.bundle.manifest.model_dump(mode="json")
     if version:
         fields["version"] = version
-    return source.finish(source.bundle.path, fields, settings, progress)
+    # An INT8 variant keeps its float model's test ROC-AUC: its cost stays reported and gated.
+    float_roc_auc = fields["training"].get("quantization", {}).get("float_roc_auc")
+    return source.finish(source.bundle.path, fields, settings, progress, float_roc_auc)
 
 
 def recorded_splits(
@@ -108,12 +119,13 @@ def recorded_splits(
     return {name: [by_path[p] for p in paths] for name, paths in recorded.items()}
 
 
-def remade_splits(manifest: bundle_io.Manifest, settings: Settings) -> dict[str, list[Sample]]:
+def remade_splits(bundle: bundle_io.Bundle, settings: Settings) -> dict[str, list[Sample]]:
     """The bundle's split made again from its training data, checked to be the same one."""
+    manifest = bundle.manifest
     samples = discover(_data_paths(manifest), settings.data.extensions)
     images = scan(samples)
-    usable = [image.sample for image in images if image.ok]
-    found = fingerprint(usable, {image.sample.path: image.sha256 for image in images})
+    digests = {image.sample.path: image.sha256 for image in images}
+    found = fingerprint([image.sample for image in images if image.ok], digests)
     expected = manifest.dataset.fingerprint
     if found != expected:
         raise DatasetError(
@@ -128,13 +140,32 @@ def remade_splits(manifest: bundle_io.Manifest, settings: Settings) -> dict[str,
         seed=data.split_seed,
         near_duplicate_distance=data.near_duplicate_distance,
     )
-    sizes = {name: len(samples) for name, samples in splits.items()}
+    unlike = "the split made again is not the one it was trained on: set the data settings "
+    recorded = manifest.dataset.split_digest
+    if recorded is not None:
+        if split_digest(splits, digests) != recorded:
+            raise DatasetError(unlike + "(seed, fractions) it was trained with")
+        return splits
+    sizes = {name: len(part) for name, part in splits.items()}
     if sizes != manifest.dataset.splits:
+        raise DatasetError(unlike + f"(sizes {sizes}, training recorded {manifest.dataset.splits})")
+    remeasured = _test_roc_auc(bundle, splits["test"])
+    if not abs(remeasured - manifest.metrics.get("roc_auc", float("nan"))) <= 1e-6:
         raise DatasetError(
-            f"the split made again has sizes {sizes}, training recorded "
-            f"{manifest.dataset.splits}: set the data settings it was trained with"
+            unlike + f"(its test ROC-AUC there is {remeasured:.6f}, training recorded "
+            f"{manifest.metrics.get('roc_auc', float('nan')):.6f})"
         )
     return splits
+
+
+def _test_roc_auc(bundle: bundle_io.Bundle, test: list[Sample]) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    manifest = bundle.manifest
+    scored = score_samples(OnnxDetector(bundle), test)
+    probabilities = calibrated_probabilities(scored.logits, manifest)
+    is_ai = [sample.label == manifest.ai_label for sample in scored.samples]
+    return float(roc_auc_score(is_ai, probabilities[:, manifest.labels.index(manifest.ai_label)]))
 
 
 def _data_paths(manifest: bundle_io.Manifest) -> list[str | Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from pathlib import Path
 
 from ai_photo_detector.data.discovery import Sample
 from ai_photo_detector.data.duplicates import duplicate_groups, near_duplicate_pairs
@@ -67,3 +68,13 @@ def split_samples(
     for name in SPLITS:
         result[name].sort(key=lambda s: str(s.path))
     return result
+
+
+def split_digest(splits: dict[str, list[Sample]], digests: dict[Path, str]) -> str:
+    """Which image (by content) went to which split: a split made again from the same data
+    with other settings (seed, fractions) gives another digest even where its sizes match."""
+    digest = hashlib.sha256()
+    lines = sorted(f"{name}:{digests[s.path]}" for name, part in splits.items() for s in part)
+    for line in lines:
+        digest.update(line.encode())
+    return digest.hexdigest()

@@ -19,7 +19,7 @@ from ai_photo_detector.data.discovery import (
     labels_of,
 )
 from ai_photo_detector.data.scan import scan
-from ai_photo_detector.data.splits import split_samples
+from ai_photo_detector.data.splits import split_digest, split_samples
 from ai_photo_detector.data.validate import build_report
 from ai_photo_detector.data.validate import write_report as write_data_report
 from ai_photo_detector.familiarity import reference_of
@@ -113,6 +113,7 @@ def run_training(
             "fingerprint": fingerprint(usable, digests),
             "sources": counts(usable),
             "splits": {k: len(v) for k, v in splits.items()},
+            "split_digest": split_digest(splits, digests),
         },
         "training": {
             **details,

@@ -75,6 +75,21 @@ def _head_node(model_path: Path) -> str:
     raise BundleError(f"{model_path} has no node computing 'logits'")
 
 
+def _make_room(target: Path, source: Path) -> None:
+    """Empty ``target`` for the variant, keeping a model card written beside an earlier one;
+    never a folder that holds the float bundle or lies inside it."""
+    target, source = target.resolve(), source.resolve()
+    if target == source or target in source.parents or source in target.parents:
+        raise BundleError(f"the INT8 variant cannot be written to {target}: it overlaps {source}")
+    card = target / "MODEL_CARD.md"
+    kept = card.read_bytes() if card.is_file() else None
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    if kept is not None:
+        card.write_bytes(kept)
+
+
 def quantize(
     folder: Path,
     target: Path,
@@ -93,9 +108,7 @@ def quantize(
     train = source.splits["train"]
     chosen = rng.choice(len(train), min(calibration_images, len(train)), replace=False)
     picked = [train[i] for i in sorted(chosen)]
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
+    _make_room(target, source.bundle.path)
     for item in source.bundle.path.iterdir():
         if item.is_file() and item.name not in _REGENERATED:
             shutil.copy2(item, target / item.name)
@@ -115,12 +128,14 @@ def quantize(
         )
     fields = manifest.model_dump(mode="json", exclude={"files", "probe", "familiarity"})
     fields["name"] = f"{manifest.name}-int8"
+    float_roc_auc = manifest.metrics.get("roc_auc", float("nan"))
     fields["training"] = {
         **fields["training"],
         "quantization": {
             "method": "ONNX Runtime static, QDQ, weights INT8 per channel, activations UINT8",
             "calibration_images": len(picked),
             "float_bundle": f"{manifest.name} {manifest.version}",
+            "float_roc_auc": float_roc_auc,
             # Its folds were not quantized: the float folds' out-of-source predictions stand in
             # (calibration and the source-level gates), so a variant never passes a gate its
             # float model failed.
@@ -130,5 +145,4 @@ def quantize(
         },
     }
     # The float model's familiarity reference is kept; its threshold is measured again.
-    float_roc_auc = manifest.metrics.get("roc_auc", float("nan"))
     return source.finish(target, fields, settings, progress, float_roc_auc=float_roc_auc)
