@@ -140,22 +140,28 @@ def remade_splits(bundle: bundle_io.Bundle, settings: Settings) -> dict[str, lis
         seed=data.split_seed,
         near_duplicate_distance=data.near_duplicate_distance,
     )
-    unlike = "the split made again is not the one it was trained on: set the data settings "
     recorded = manifest.dataset.split_digest
     if recorded is not None:
         if split_digest(splits, digests) != recorded:
-            raise DatasetError(unlike + "(seed, fractions) it was trained with")
+            raise _not_its_split("other images in each split")
         return splits
     sizes = {name: len(part) for name, part in splits.items()}
     if sizes != manifest.dataset.splits:
-        raise DatasetError(unlike + f"(sizes {sizes}, training recorded {manifest.dataset.splits})")
+        raise _not_its_split(f"sizes {sizes}, training recorded {manifest.dataset.splits}")
     remeasured = _test_roc_auc(bundle, splits["test"])
-    if not abs(remeasured - manifest.metrics.get("roc_auc", float("nan"))) <= 1e-6:
-        raise DatasetError(
-            unlike + f"(its test ROC-AUC there is {remeasured:.6f}, training recorded "
-            f"{manifest.metrics.get('roc_auc', float('nan')):.6f})"
+    recorded_auc = manifest.metrics.get("roc_auc", float("nan"))
+    if not abs(remeasured - recorded_auc) <= 1e-6:
+        raise _not_its_split(
+            f"its test ROC-AUC there is {remeasured:.6f}, training recorded {recorded_auc:.6f}"
         )
     return splits
+
+
+def _not_its_split(why: str) -> DatasetError:
+    return DatasetError(
+        f"the split made again is not the one it was trained on ({why}): set the data "
+        "settings (seed, fractions) it was trained with"
+    )
 
 
 def _test_roc_auc(bundle: bundle_io.Bundle, test: list[Sample]) -> float:
