@@ -25,9 +25,10 @@ from ai_photo_detector import bundle as bundle_io
 from ai_photo_detector.data.discovery import DatasetError, Sample, discover, fingerprint
 from ai_photo_detector.data.scan import scan
 from ai_photo_detector.data.splits import split_digest, split_samples
+from ai_photo_detector.evaluation import metrics_of
 from ai_photo_detector.familiarity import FamiliarityReference
 from ai_photo_detector.finalize import Finished, finish_bundle
-from ai_photo_detector.inference import OnnxDetector, calibrated_probabilities
+from ai_photo_detector.inference import OnnxDetector
 from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.scoring import score_samples
 from ai_photo_detector.settings import Settings
@@ -148,7 +149,7 @@ def remade_splits(bundle: bundle_io.Bundle, settings: Settings) -> dict[str, lis
     sizes = {name: len(part) for name, part in splits.items()}
     if sizes != manifest.dataset.splits:
         raise _not_its_split(f"sizes {sizes}, training recorded {manifest.dataset.splits}")
-    remeasured = _test_roc_auc(bundle, splits["test"])
+    remeasured = _test_roc_auc(bundle, splits["test"], settings)
     recorded_auc = manifest.metrics.get("roc_auc", float("nan"))
     if not abs(remeasured - recorded_auc) <= 1e-6:
         raise _not_its_split(
@@ -164,14 +165,11 @@ def _not_its_split(why: str) -> DatasetError:
     )
 
 
-def _test_roc_auc(bundle: bundle_io.Bundle, test: list[Sample]) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    manifest = bundle.manifest
-    scored = score_samples(OnnxDetector(bundle), test)
-    probabilities = calibrated_probabilities(scored.logits, manifest)
-    is_ai = [sample.label == manifest.ai_label for sample in scored.samples]
-    return float(roc_auc_score(is_ai, probabilities[:, manifest.labels.index(manifest.ai_label)]))
+def _test_roc_auc(bundle: bundle_io.Bundle, test: list[Sample], settings: Settings) -> float:
+    """Measured as training measured it (``metrics_of``), so the two can agree to 1e-6."""
+    detector = OnnxDetector(bundle)
+    scored = score_samples(detector, test)
+    return float(metrics_of(scored, detector, settings.calibration.ece_bins)["roc_auc"])
 
 
 def _data_paths(manifest: bundle_io.Manifest) -> list[str | Path]:
