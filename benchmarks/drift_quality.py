@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ai_photo_detector.bundle import load_bundle
 from ai_photo_detector.data.discovery import Sample as DataSample
 from ai_photo_detector.data.discovery import discover
 from ai_photo_detector.data.scan import scan
 from ai_photo_detector.data.splits import split_samples
 from ai_photo_detector.degrade import downscale, gaussian_blur, jpeg_reencode
-from ai_photo_detector.inference import OnnxDetector, decide_label, softmax
+from ai_photo_detector.evaluation.scoring import score_samples
+from ai_photo_detector.model.bundle import load_bundle
+from ai_photo_detector.model.inference import OnnxDetector, decide_label, softmax
 from ai_photo_detector.monitoring.drift import DriftConfig, Sample, detect
-from ai_photo_detector.scoring import score_samples
 from ai_photo_detector.settings import Settings
 from benchmarks.common import print_table, write_csv
 

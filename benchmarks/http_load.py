@@ -28,9 +28,9 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 
-from ai_photo_detector.bundle import load_bundle
 from ai_photo_detector.imaging import PreprocessSpec, preprocess_bytes
-from ai_photo_detector.inference import make_session
+from ai_photo_detector.model.bundle import load_bundle
+from ai_photo_detector.model.inference import make_session
 from ai_photo_detector.settings import Settings
 from benchmarks import wrk
 from benchmarks.common import print_table, write_csv

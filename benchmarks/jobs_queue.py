@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from ai_photo_detector.batch.engines import ScoreJob, expand_sources, score_local, score_ray
-from ai_photo_detector.prediction import upload_limits
+from ai_photo_detector.imaging import upload_limits
 from ai_photo_detector.settings import Settings
 from benchmarks.common import print_table, write_csv
 from benchmarks.http_load import free_port, rss_mb, start_server

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ai_photo_detector.bundle import load_bundle
 from ai_photo_detector.imaging import preprocess_bytes
-from ai_photo_detector.inference import make_session
+from ai_photo_detector.model.bundle import load_bundle
+from ai_photo_detector.model.inference import make_session
 from benchmarks import wrk
 from benchmarks.common import print_table, write_csv
 from benchmarks.http_load import free_port, in_process_rate, start_server, wait_idle

@@ -24,11 +24,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from PIL import Image
 
-from ai_photo_detector.bundle import load_bundle
-from ai_photo_detector.c2pa_evidence import C2paOptions, find_manifest, read_c2pa
+from ai_photo_detector.evidence.c2pa import C2paOptions, find_manifest, read_c2pa
+from ai_photo_detector.evidence.provenance import read_provenance
 from ai_photo_detector.imaging import DecodeLimits, decode_image, to_model_input
-from ai_photo_detector.inference import OnnxDetector
-from ai_photo_detector.provenance import read_provenance
+from ai_photo_detector.model.bundle import load_bundle
+from ai_photo_detector.model.inference import OnnxDetector
 from ai_photo_detector.settings import Settings
 from benchmarks.common import best_rates, print_table, write_csv
 from benchmarks.photos import sample_photo

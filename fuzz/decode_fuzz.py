@@ -32,15 +32,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ai_photo_detector.evidence.provenance import Provenance, read_provenance
 from ai_photo_detector.imaging import (
     DecodeLimits,
     ImageError,
     PreprocessSpec,
     decode_image,
     to_model_input,
+    upload_limits,
 )
-from ai_photo_detector.prediction import upload_limits
-from ai_photo_detector.provenance import Provenance, read_provenance
 from ai_photo_detector.settings import Settings
 
 HERE = Path(__file__).resolve().parent

@@ -28,7 +28,8 @@ from pathlib import Path
 from decode_fuzz import DEFAULT, SPEC, UPLOAD, check
 from PIL import Image, UnidentifiedImageError
 
-from ai_photo_detector import imaging, provenance
+from ai_photo_detector import imaging
+from ai_photo_detector.evidence import provenance
 from ai_photo_detector.imaging import ImageError, decode_image
 
 # What imaging._decode caught before it caught every Exception.

@@ -18,10 +18,10 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from ai_photo_detector.finalize import source_report
-from ai_photo_detector.made_from import load_held_out
+from ai_photo_detector.evaluation.by_source import HeldOutSource
+from ai_photo_detector.evaluation.finalize import source_report
+from ai_photo_detector.evaluation.made_from import load_held_out
 from ai_photo_detector.settings import Settings
-from ai_photo_detector.source_eval import HeldOutSource
 
 RATES = (0.02, 0.01, 0.005)
 GATES = (1.0, 0.9, 0.8)

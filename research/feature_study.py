@@ -53,7 +53,7 @@ CLIP_FILE, EFFICIENTNET_FILE = OUT / "clip160-stats.npz", OUT / "efficientnet224
 def _clip_statistics_graph() -> tuple[bytes, list[str]]:
     from onnx import TensorProto, helper, numpy_helper
 
-    from ai_photo_detector.encoders import _prune, encoder_family, encoder_graph
+    from ai_photo_detector.model.encoders import _prune, encoder_family, encoder_graph
 
     family = encoder_family("clip_vit_b16")
     model = encoder_graph(family.recipe(SIZE, max(CLIP_LAYERS)))
@@ -86,8 +86,8 @@ def _clip_statistics_graph() -> tuple[bytes, list[str]]:
 
 
 def extract_clip() -> Path:
-    from ai_photo_detector.encoders import INPUT_NAME
-    from ai_photo_detector.inference import make_session
+    from ai_photo_detector.model.encoders import INPUT_NAME
+    from ai_photo_detector.model.inference import make_session
 
     spec = clip_spec()
     graph, outputs = _clip_statistics_graph()

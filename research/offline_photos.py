@@ -23,9 +23,9 @@ from PIL import Image
 from skimage import data
 from sklearn.datasets import load_sample_images
 
-from ai_photo_detector.bundle import load_bundle
-from ai_photo_detector.inference import OnnxDetector
-from ai_photo_detector.prediction import predict_files
+from ai_photo_detector.cli.file_predictions import predict_files
+from ai_photo_detector.model.bundle import load_bundle
+from ai_photo_detector.model.inference import OnnxDetector
 from ai_photo_detector.settings import Settings
 
 SKIMAGE = ["astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon", "brick"]

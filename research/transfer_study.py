@@ -32,9 +32,9 @@ from sklearn.model_selection import StratifiedKFold
 
 from ai_photo_detector.data.discovery import discover
 from ai_photo_detector.degrade import jpeg_reencode
-from ai_photo_detector.encoders import INPUT_NAME, encoder_family, encoder_graph
 from ai_photo_detector.imaging import PreprocessSpec, decode_image, normalise, to_model_input
-from ai_photo_detector.inference import make_session
+from ai_photo_detector.model.encoders import INPUT_NAME, encoder_family, encoder_graph
+from ai_photo_detector.model.inference import make_session
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.training.augment import augment
 from ai_photo_detector.training.backbones.frozen import fit_linear_head
@@ -50,7 +50,7 @@ def _layer_graph() -> bytes:
     """The shipped recipe's graph cut at layer 12, with every layer's mean patch token out."""
     from onnx import TensorProto, helper
 
-    from ai_photo_detector.encoders import _prune
+    from ai_photo_detector.model.encoders import _prune
 
     family = encoder_family("clip_vit_b16")
     model = encoder_graph(family.recipe(SIZE, LAYERS))

@@ -145,7 +145,7 @@ def broken_copy(bundle: Path, target: Path, version: str = "broken") -> Path:
     import json
     import shutil
 
-    from ai_photo_detector.bundle import MANIFEST_FILE, write_manifest
+    from ai_photo_detector.model.bundle import MANIFEST_FILE, write_manifest
 
     shutil.copytree(bundle, target)
     fields = json.loads((target / MANIFEST_FILE).read_text())

@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from ai_photo_detector.bundle import load_bundle
-from ai_photo_detector.familiarity import fit_reference, threshold_for
-from ai_photo_detector.inference import LOW_MARGIN, UNFAMILIAR, verdicts
+from ai_photo_detector.model.bundle import load_bundle
+from ai_photo_detector.model.familiarity import fit_reference, threshold_for
+from ai_photo_detector.model.inference import LOW_MARGIN, UNFAMILIAR, verdicts
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.settings import Settings
 from conftest import SHIPPED_MODEL

@@ -328,7 +328,7 @@ def test_a_failed_start_releases_what_it_had_started(tmp_path: Path) -> None:
     """A model that cannot load fails start-up and leaves no thread or store behind."""
     import threading
 
-    from ai_photo_detector.bundle import BundleError
+    from ai_photo_detector.model.bundle import BundleError
 
     before = {thread.ident for thread in threading.enumerate()}
     settings = Settings(model=str(tmp_path / "missing"), database_url=f"sqlite:///{tmp_path}/a.db")

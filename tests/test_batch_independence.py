@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ai_photo_detector.bundle import load_bundle
 from ai_photo_detector.imaging import preprocess_bytes
-from ai_photo_detector.inference import OnnxDetector, calibrated_probabilities
+from ai_photo_detector.model.bundle import load_bundle
+from ai_photo_detector.model.inference import OnnxDetector, calibrated_probabilities
 from ai_photo_detector.serving.engine import MicroBatcher
 from helpers import encode, patterned_image, smooth_image
 

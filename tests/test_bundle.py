@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ai_photo_detector.bundle import BundleError, load_bundle
+from ai_photo_detector.model.bundle import BundleError, load_bundle
 
 
 @pytest.fixture

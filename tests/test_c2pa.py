@@ -20,11 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from fastapi.testclient import TestClient
 
-from ai_photo_detector.c2pa_evidence import C2paOptions, find_manifest, read_c2pa
+from ai_photo_detector.evidence.c2pa import C2paOptions, c2pa_options, find_manifest, read_c2pa
+from ai_photo_detector.evidence.provenance import Provenance
 from ai_photo_detector.imaging import DecodeLimits, PreprocessSpec, decode_image
-from ai_photo_detector.inference import PROVENANCE, Verdict, with_provenance
-from ai_photo_detector.prediction import c2pa_options
-from ai_photo_detector.provenance import Provenance
+from ai_photo_detector.model.inference import PROVENANCE, Verdict, with_provenance
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.settings import Settings
 from helpers import encode, smooth_image
@@ -379,10 +378,11 @@ def test_predict_json_and_batch_jobs_follow_the_policy(
     bundle_dir: Path, files: Files, credentials: Credentials, tmp_path: Path
 ) -> None:
     from ai_photo_detector.batch.scoring import score_items
-    from ai_photo_detector.bundle import load_bundle
-    from ai_photo_detector.inference import OnnxDetector
+    from ai_photo_detector.cli.file_predictions import predict_files
+    from ai_photo_detector.imaging import upload_limits
+    from ai_photo_detector.model.bundle import load_bundle
+    from ai_photo_detector.model.inference import OnnxDetector
     from ai_photo_detector.persistence.jobs import Item
-    from ai_photo_detector.prediction import predict_files, upload_limits
 
     anchors = tmp_path / "anchors.pem"
     anchors.write_text(credentials.root_pem)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ai_photo_detector.calibration import (
+from ai_photo_detector.model.calibration import (
     decision_threshold,
     fit_temperature,
     lower_band_for_fnr,

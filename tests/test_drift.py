@@ -83,11 +83,11 @@ def test_real_recompression_shift_is_detected_with_the_shipped_reference(tmp_pat
     from the shipped model's validation reference (false alarms: benchmarks/drift_quality)."""
     from PIL import Image
 
-    from ai_photo_detector.bundle import load_bundle
     from ai_photo_detector.data.discovery import Sample as DataSample
-    from ai_photo_detector.inference import OnnxDetector, decide_label, softmax
+    from ai_photo_detector.evaluation.scoring import score_samples
+    from ai_photo_detector.model.bundle import load_bundle
+    from ai_photo_detector.model.inference import OnnxDetector, decide_label, softmax
     from ai_photo_detector.monitoring.windows import reference_sample
-    from ai_photo_detector.scoring import score_samples
     from conftest import SHIPPED_MODEL
 
     bundle = load_bundle(SHIPPED_MODEL)
@@ -126,8 +126,8 @@ def test_reference_statistics_measured_another_way_are_not_compared(bundle_dir, 
     import json
     import shutil
 
-    from ai_photo_detector.bundle import load_bundle
     from ai_photo_detector.image_stats import LEGACY_STATS_BASIS, STAT_NAMES, STATS_BASIS
+    from ai_photo_detector.model.bundle import load_bundle
     from ai_photo_detector.monitoring.windows import reference_sample
 
     current = reference_sample(load_bundle(bundle_dir))

@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from ai_photo_detector.encoders import (
+from ai_photo_detector.model.encoders import (
     ENCODERS,
     EncoderError,
     encoder_family,

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ai_photo_detector.bundle import load_bundle
-from ai_photo_detector.inference import OnnxDetector
+from ai_photo_detector.model.bundle import load_bundle
+from ai_photo_detector.model.inference import OnnxDetector
 from ai_photo_detector.serving.engine import MicroBatcher
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "default"
@@ -110,7 +110,7 @@ class _InstantDetector:
     """Answers at once: the race below is between the event loop's steps, not inference."""
 
     def run(self, batch: np.ndarray, with_features: bool = False):  # type: ignore[no-untyped-def]
-        from ai_photo_detector.inference import BatchOutput
+        from ai_photo_detector.model.inference import BatchOutput
 
         rows = len(batch)
         return BatchOutput(np.zeros((rows, 2), np.float32), np.zeros((rows, 4), np.float32))

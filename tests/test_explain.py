@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ai_photo_detector.bundle import HEAD_FILE, BundleError, load_bundle, write_manifest
 from ai_photo_detector.cli import app
 from ai_photo_detector.imaging import preprocess_bytes
-from ai_photo_detector.inference import OnnxDetector, class_activation_maps
+from ai_photo_detector.model.bundle import HEAD_FILE, BundleError, load_bundle, write_manifest
+from ai_photo_detector.model.inference import OnnxDetector, class_activation_maps
 from conftest import FAST_MODEL, SHIPPED_MODEL
 from helpers import encode, patterned_image, smooth_image
 

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from ai_photo_detector.bundle import HEAD_FILE, load_bundle, write_manifest
+from ai_photo_detector.model.bundle import HEAD_FILE, load_bundle, write_manifest
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.serving.api.auth import hash_key
 from ai_photo_detector.settings import Settings

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 torch = pytest.importorskip("torch")
 
-from ai_photo_detector.bundle import load_bundle  # noqa: E402
 from ai_photo_detector.cli import app  # noqa: E402
+from ai_photo_detector.model.bundle import load_bundle  # noqa: E402
 from ai_photo_detector.training.graph import (  # noqa: E402
     GraphRewriteError,
     fold_same_padding,
@@ -71,7 +71,7 @@ def test_optimize_command_upgrades_an_old_bundle_in_place(bundle_dir: Path, tmp_
     manifest = json.loads((old / "manifest.json").read_text())
     manifest["files"] = {}
     manifest["training"].pop("graph_rewrites")
-    from ai_photo_detector.bundle import write_manifest
+    from ai_photo_detector.model.bundle import write_manifest
 
     write_manifest(old, {k: v for k, v in manifest.items() if k != "files"})
     assert _ops(old / "model.onnx")["Pad"] == 5

@@ -201,10 +201,10 @@ def test_logged_image_statistics_equal_the_training_side_ones(
     from sqlalchemy import select
 
     from ai_photo_detector.data.discovery import Sample as DataSample
+    from ai_photo_detector.evaluation.scoring import score_samples
     from ai_photo_detector.image_stats import STAT_NAMES
-    from ai_photo_detector.inference import OnnxDetector
+    from ai_photo_detector.model.inference import OnnxDetector
     from ai_photo_detector.persistence.schema import Prediction
-    from ai_photo_detector.scoring import score_samples
 
     paths = sorted((tiny_dataset / "real").iterdir())[:4]
     answers = {

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from ai_photo_detector.evidence.provenance import read_provenance
 from ai_photo_detector.imaging import PreprocessSpec, decode_image
-from ai_photo_detector.provenance import read_provenance
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.settings import Settings
 from helpers import smooth_image
@@ -137,9 +137,9 @@ def test_the_api_shows_provenance_and_the_verdict_ignores_it(bundle_dir: Path) -
 
 
 def test_predict_json_carries_the_evidence(bundle_dir: Path, tmp_path: Path) -> None:
-    from ai_photo_detector.bundle import load_bundle
-    from ai_photo_detector.inference import OnnxDetector
-    from ai_photo_detector.prediction import predict_files
+    from ai_photo_detector.cli.file_predictions import predict_files
+    from ai_photo_detector.model.bundle import load_bundle
+    from ai_photo_detector.model.inference import OnnxDetector
 
     photo = tmp_path / "render.png"
     photo.write_bytes(_png(workflow="{}"))

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ai_photo_detector.bundle import load_bundle
 from ai_photo_detector.cli import app
-from ai_photo_detector.inference import OnnxDetector, class_activation_maps
+from ai_photo_detector.model.bundle import load_bundle
+from ai_photo_detector.model.inference import OnnxDetector, class_activation_maps
 
 pytest.importorskip("torch")
 
@@ -134,7 +134,7 @@ def test_a_bundle_folder_is_quantized_on_its_split_made_again(trained, tmp_path)
 def test_a_split_that_cannot_be_made_again_is_refused(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import shutil
 
-    from ai_photo_detector.bundle import write_manifest
+    from ai_photo_detector.model.bundle import write_manifest
 
     bundle = shutil.copytree(trained.bundle_dir, tmp_path / "fast")
     assert load_bundle(bundle).manifest.dataset.split_digest is not None
@@ -178,7 +178,7 @@ def test_recalibrating_a_bundle_folder_stamps_the_new_version(trained, tmp_path)
 
 @pytest.mark.parametrize(("cost", "fails"), [(0.004, False), (0.02, True)])
 def test_the_quantization_cost_is_gated(cost: float, fails: bool) -> None:
-    from ai_photo_detector.evaluation import quality_gate_failures
+    from ai_photo_detector.evaluation.report import quality_gate_failures
     from ai_photo_detector.settings import Settings
 
     report = {
@@ -196,7 +196,7 @@ def test_a_bundle_older_than_the_split_digest_is_checked_by_its_test_roc_auc(  #
 ) -> None:
     import shutil
 
-    from ai_photo_detector.bundle import write_manifest
+    from ai_photo_detector.model.bundle import write_manifest
 
     bundle = shutil.copytree(trained.bundle_dir, tmp_path / "old")
     fields = json.loads((bundle / "manifest.json").read_text())

@@ -14,7 +14,7 @@ import httpx
 from PIL import Image
 from skimage import data
 
-from ai_photo_detector.bundle import load_bundle
+from ai_photo_detector.model.bundle import load_bundle
 from ai_photo_detector.serving.api.auth import hash_key
 from conftest import SHIPPED_MODEL
 from helpers import encode

@@ -18,8 +18,8 @@ from conftest import broken_copy
 
 pytest.importorskip("mlflow")
 
-from ai_photo_detector.bundle import MANIFEST_FILE, write_manifest
 from ai_photo_detector.cli import app as cli
+from ai_photo_detector.model.bundle import MANIFEST_FILE, write_manifest
 from ai_photo_detector.persistence.audit import audit_log
 from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.registry.registry import Registry

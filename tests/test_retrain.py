@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from ai_photo_detector.bundle import load_bundle
+from ai_photo_detector.model.bundle import load_bundle
 from ai_photo_detector.persistence.audit import audit_log
 from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.serving.api.app import create_app

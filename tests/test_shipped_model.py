@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from ai_photo_detector.bundle import load_bundle
-from ai_photo_detector.inference import OnnxDetector
-from ai_photo_detector.prediction import predict_files
+from ai_photo_detector.cli.file_predictions import predict_files
+from ai_photo_detector.model.bundle import load_bundle
+from ai_photo_detector.model.inference import OnnxDetector
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.settings import Settings
 from conftest import FAST_MODEL, SHIPPED_MODEL

@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 
-from ai_photo_detector.bundle import load_bundle
-from ai_photo_detector.calibration import ai_band_floor
-from ai_photo_detector.evaluation import quality_gate_failures
-from ai_photo_detector.made_from import load_held_out
+from ai_photo_detector.evaluation.made_from import load_held_out
+from ai_photo_detector.evaluation.report import quality_gate_failures
+from ai_photo_detector.model.bundle import load_bundle
+from ai_photo_detector.model.calibration import ai_band_floor
 from ai_photo_detector.settings import Settings
 
 

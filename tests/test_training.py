@@ -14,10 +14,10 @@ from helpers import build_dataset
 
 torch = pytest.importorskip("torch")
 
-from ai_photo_detector.bundle import load_bundle  # noqa: E402
 from ai_photo_detector.cli import app  # noqa: E402
 from ai_photo_detector.imaging import preprocess_bytes  # noqa: E402
-from ai_photo_detector.inference import OnnxDetector, verdicts  # noqa: E402
+from ai_photo_detector.model.bundle import load_bundle  # noqa: E402
+from ai_photo_detector.model.inference import OnnxDetector, verdicts  # noqa: E402
 from ai_photo_detector.training.dataset import ImageDataset  # noqa: E402
 from ai_photo_detector.training.pipeline import run_training  # noqa: E402
 

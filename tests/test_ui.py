@@ -9,7 +9,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from ai_photo_detector.bundle import load_bundle
+from ai_photo_detector.model.bundle import load_bundle
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.settings import Settings
 from conftest import SHIPPED_MODEL

@@ -20,10 +20,11 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
-from ai_photo_detector.c2pa_evidence import C2paOptions
 from ai_photo_detector.degrade import encode, jpeg_reencode
 from ai_photo_detector.errors import InputError
-from ai_photo_detector.provenance import Provenance, read_provenance
+from ai_photo_detector.evidence.c2pa import C2paOptions, c2pa_options
+from ai_photo_detector.evidence.provenance import Provenance, read_provenance
+from ai_photo_detector.settings import Settings
 
 # Formats decided by magic bytes, never by file name or client-declared type.
 MAGIC_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
@@ -97,6 +98,29 @@ class DecodeLimits:
     accepted_formats: frozenset[str] | None = None  # None: whatever Pillow can decode
     reject_markup: bool = False  # refuse images that also carry HTML or script (polyglots)
     c2pa: C2paOptions | None = None  # read Content Credentials (None: training, scans)
+
+
+def file_limits(settings: Settings) -> DecodeLimits:
+    """Decode limits for local files named by an operator (size limits, no markup scan)."""
+    return DecodeLimits(
+        max_pixels=settings.imaging.max_pixels,
+        min_side=settings.imaging.min_side,
+        max_side=settings.imaging.max_side,
+        c2pa=c2pa_options(settings),
+    )
+
+
+def upload_limits(settings: Settings) -> DecodeLimits:
+    """Decode limits for images a client sent (accepted formats only, polyglots refused)."""
+    imaging = settings.imaging
+    return DecodeLimits(
+        max_pixels=imaging.max_pixels,
+        min_side=imaging.min_side,
+        max_side=imaging.max_side,
+        accepted_formats=frozenset(settings.server.accepted_formats),
+        reject_markup=True,
+        c2pa=c2pa_options(settings),
+    )
 
 
 class ImageError(InputError):

@@ -22,7 +22,7 @@ from ai_photo_detector.batch.manifests import parse_manifest
 from ai_photo_detector.batch.scoring import RESULT_FIELDS, score_items
 from ai_photo_detector.errors import InputError
 from ai_photo_detector.imaging import DecodeLimits
-from ai_photo_detector.inference import OnnxDetector, available_cpus
+from ai_photo_detector.model.inference import OnnxDetector, available_cpus
 from ai_photo_detector.persistence.jobs import Item
 
 PAGE = 32  # images per unit of work
@@ -95,7 +95,7 @@ def score_local(
 ) -> Iterator[list[dict[str, Any]]]:
     """Pages of rows in item order; one single-threaded session shared by ``threads`` threads
     (each decodes and infers its own page), which keeps every core busy."""
-    from ai_photo_detector.bundle import load_bundle
+    from ai_photo_detector.model.bundle import load_bundle
 
     detector = OnnxDetector(load_bundle(job.bundle), 1, 1, "never", lanes=False)
     read = read_any(job.max_bytes)
@@ -114,7 +114,7 @@ class _RayScorer:
     """A Ray actor: opens the bundle once, then scores batches of (item, name)."""
 
     def __init__(self, job: ScoreJob) -> None:
-        from ai_photo_detector.bundle import load_bundle
+        from ai_photo_detector.model.bundle import load_bundle
 
         self.job = job
         self.detector = OnnxDetector(load_bundle(job.bundle), 1, 1, "never", lanes=False)

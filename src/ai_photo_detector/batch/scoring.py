@@ -15,7 +15,7 @@ import numpy as np
 
 from ai_photo_detector.errors import DetectorError
 from ai_photo_detector.imaging import DecodeLimits, decode_image, model_view, normalise
-from ai_photo_detector.inference import OnnxDetector
+from ai_photo_detector.model.inference import OnnxDetector
 from ai_photo_detector.persistence.jobs import Item
 
 RESULT_FIELDS = (

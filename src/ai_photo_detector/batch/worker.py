@@ -22,7 +22,7 @@ from ai_photo_detector.batch.queue import JobQueue
 from ai_photo_detector.batch.scoring import error_row, score_items
 from ai_photo_detector.errors import DetectorError, ModelNotFound
 from ai_photo_detector.imaging import DecodeLimits
-from ai_photo_detector.inference import OnnxDetector
+from ai_photo_detector.model.inference import OnnxDetector
 from ai_photo_detector.persistence.jobs import WORKER_LOST, Claim, Item, JobStore, aware
 from ai_photo_detector.settings import JobsSettings
 
@@ -191,6 +191,6 @@ class Consumer:
 
 
 def worker_threads(settings: JobsSettings) -> int:
-    from ai_photo_detector.inference import available_cpus
+    from ai_photo_detector.model.inference import available_cpus
 
     return settings.threads or available_cpus()

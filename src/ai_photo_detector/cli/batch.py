@@ -19,7 +19,7 @@ class WorkerDetectors:
     """The worker's models, by name: the configured champion and challenger bundles."""
 
     def __init__(self, settings: Settings) -> None:
-        from ai_photo_detector.inference import OnnxDetector
+        from ai_photo_detector.model.inference import OnnxDetector
         from ai_photo_detector.registry.registry import resolve_bundle
 
         self.detectors: dict[str, Any] = {}
@@ -71,8 +71,8 @@ def worker(
     from ai_photo_detector.batch.metrics import JobMetrics, JobStoreCollector
     from ai_photo_detector.batch.queue import JobQueue
     from ai_photo_detector.batch.worker import ChunkRunner, Consumer, worker_threads
+    from ai_photo_detector.imaging import upload_limits
     from ai_photo_detector.persistence.jobs import JobStore
-    from ai_photo_detector.prediction import upload_limits
 
     settings = load(config)
     detectors = WorkerDetectors(settings)
@@ -127,7 +127,7 @@ def score(
     from ai_photo_detector.batch.results import RowSink
     from ai_photo_detector.cli.common import progress_bars
     from ai_photo_detector.errors import InputError
-    from ai_photo_detector.prediction import upload_limits
+    from ai_photo_detector.imaging import upload_limits
     from ai_photo_detector.registry.registry import resolve_bundle
 
     if engine not in ("local", "ray"):

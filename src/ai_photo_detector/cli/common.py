@@ -83,8 +83,8 @@ def exit_on_gate_failures(failures: list[str]) -> None:
 
 
 def open_detector(model: str | None, settings: Settings) -> Any:
-    from ai_photo_detector.bundle import load_bundle
-    from ai_photo_detector.inference import OnnxDetector
+    from ai_photo_detector.model.bundle import load_bundle
+    from ai_photo_detector.model.inference import OnnxDetector
 
     bundle = load_bundle(model or settings.model)
     return OnnxDetector(

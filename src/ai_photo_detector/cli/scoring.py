@@ -28,7 +28,7 @@ def evaluate_command(
 ) -> None:
     """Evaluate a bundle on labelled data: JSON, Markdown and PNG plots."""
     from ai_photo_detector.data.discovery import discover
-    from ai_photo_detector.evaluation import evaluate, markdown_report, write_report
+    from ai_photo_detector.evaluation.report import evaluate, markdown_report, write_report
 
     settings = load(config)
     detector = open_detector(model, settings)
@@ -59,7 +59,7 @@ def predict(
     config: ConfigOption = None,
 ) -> None:
     """Score images with ONNX Runtime; unreadable files get an error line, the run goes on."""
-    from ai_photo_detector.prediction import predict_files
+    from ai_photo_detector.cli.file_predictions import predict_files
 
     settings = load(config)
     detector = open_detector(model, settings)
@@ -96,9 +96,8 @@ def explain(
     The same exact class-activation evidence as POST /v1/explain: the grid averages to the
     AI label's logit margin over its closest rival.
     """
-    from ai_photo_detector.explain import explain_bytes
-    from ai_photo_detector.imaging import ImageError
-    from ai_photo_detector.prediction import file_limits
+    from ai_photo_detector.imaging import ImageError, file_limits
+    from ai_photo_detector.model.explain import explain_bytes
 
     settings = load(config)
     detector = open_detector(model, settings)

@@ -79,7 +79,7 @@ def recalibrate(
 
     Uses ONNX Runtime only: change calibration targets without retraining.
     """
-    from ai_photo_detector.made_from import recalibrate as recalibrate_bundle
+    from ai_photo_detector.evaluation.made_from import recalibrate as recalibrate_bundle
 
     settings = load(config)
     with progress_bars() as progress:
@@ -104,7 +104,7 @@ def quantize(
 ) -> None:
     """Write a static INT8 variant of a fine-tuned bundle, re-calibrated, evaluated and gated on
     its own; prints its ROC-AUC cost against the float bundle on the same test split."""
-    from ai_photo_detector.made_from import SPLITS_FILE
+    from ai_photo_detector.evaluation.made_from import SPLITS_FILE
     from ai_photo_detector.training.quantize import quantize as quantize_bundle
 
     settings = load(config)

@@ -9,8 +9,8 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import select
 
-from ai_photo_detector.bundle import Bundle
 from ai_photo_detector.image_stats import STAT_NAMES, STATS_BASIS
+from ai_photo_detector.model.bundle import Bundle
 from ai_photo_detector.monitoring.drift import Sample
 from ai_photo_detector.persistence.schema import Prediction
 from ai_photo_detector.persistence.store import Store

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ai_photo_detector.bundle import MANIFEST_FILE, Bundle, BundleError, load_bundle
 from ai_photo_detector.errors import RegistryUnavailable
 from ai_photo_detector.hashing import sha256_file
+from ai_photo_detector.model.bundle import MANIFEST_FILE, Bundle, BundleError, load_bundle
 from ai_photo_detector.persistence.audit import record_event
 from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.settings import Settings
@@ -153,9 +153,9 @@ class Registry:
         """The promotion gate's evidence: the candidate and the champion scored on the same
         labelled data (None when there is no other champion to compare with)."""
         from ai_photo_detector.data.discovery import discover
-        from ai_photo_detector.inference import OnnxDetector, calibrated_probabilities
-        from ai_photo_detector.metrics import safe_auc
-        from ai_photo_detector.scoring import score_samples
+        from ai_photo_detector.evaluation.metrics import safe_auc
+        from ai_photo_detector.evaluation.scoring import score_samples
+        from ai_photo_detector.model.inference import OnnxDetector, calibrated_probabilities
 
         champion = self.alias_version(CHAMPION)
         if champion is None or champion == candidate:

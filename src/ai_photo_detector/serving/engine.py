@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ai_photo_detector.errors import Overloaded
-from ai_photo_detector.inference import BatchOutput, OnnxDetector
+from ai_photo_detector.model.inference import BatchOutput, OnnxDetector
 
 
 @dataclass

@@ -11,10 +11,10 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from ai_photo_detector.bundle import Bundle
 from ai_photo_detector.errors import ModelNotFound, ReloadFailed
-from ai_photo_detector.inference import OnnxDetector
-from ai_photo_detector.prediction import upload_limits
+from ai_photo_detector.imaging import upload_limits
+from ai_photo_detector.model.bundle import Bundle
+from ai_photo_detector.model.inference import OnnxDetector
 from ai_photo_detector.registry.registry import resolve_bundle
 from ai_photo_detector.serving.engine import MicroBatcher
 from ai_photo_detector.settings import Settings

@@ -20,9 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from ai_photo_detector.bundle import BundleError
 from ai_photo_detector.errors import ExplanationUnavailable, Overloaded
-from ai_photo_detector.explain import Evidence, evidence, overlay_jpeg
 from ai_photo_detector.image_stats import image_statistics
 from ai_photo_detector.imaging import (
     DecodedImage,
@@ -33,7 +31,9 @@ from ai_photo_detector.imaging import (
     model_view,
     normalise,
 )
-from ai_photo_detector.inference import BatchOutput
+from ai_photo_detector.model.bundle import BundleError
+from ai_photo_detector.model.explain import Evidence, evidence, overlay_jpeg
+from ai_photo_detector.model.inference import BatchOutput
 from ai_photo_detector.persistence.predictions import PredictionLog, PredictionRecord
 from ai_photo_detector.serving.engine import EngineResult, MicroBatcher, Ticket
 from ai_photo_detector.serving.metrics import ServiceMetrics

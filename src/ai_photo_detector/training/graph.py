@@ -22,8 +22,8 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from ai_photo_detector.bundle import HEAD_FILE, MODEL_FILE, load_bundle, write_manifest
 from ai_photo_detector.errors import TrainingFailed
+from ai_photo_detector.model.bundle import HEAD_FILE, MODEL_FILE, load_bundle, write_manifest
 
 
 class GraphRewriteError(TrainingFailed):

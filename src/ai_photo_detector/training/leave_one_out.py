@@ -12,9 +12,9 @@ from collections.abc import Callable
 import numpy as np
 
 from ai_photo_detector.data.discovery import Sample
-from ai_photo_detector.familiarity import fit_familiarity
+from ai_photo_detector.evaluation.by_source import HeldOutSource
+from ai_photo_detector.model.familiarity import fit_familiarity
 from ai_photo_detector.settings import Settings
-from ai_photo_detector.source_eval import HeldOutSource
 from ai_photo_detector.training.backbones import Backbone
 
 

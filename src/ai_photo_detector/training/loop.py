@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from ai_photo_detector.metrics import safe_auc
+from ai_photo_detector.evaluation.metrics import safe_auc
 from ai_photo_detector.settings import TrainingSettings
 from ai_photo_detector.training.dataset import ImageDataset
 from ai_photo_detector.training.model import Detector

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ai_photo_detector import bundle as bundle_io
 from ai_photo_detector.data.discovery import (
     DatasetError,
     counts,
@@ -22,10 +21,11 @@ from ai_photo_detector.data.scan import scan
 from ai_photo_detector.data.splits import split_digest, split_samples
 from ai_photo_detector.data.validate import build_report
 from ai_photo_detector.data.validate import write_report as write_data_report
-from ai_photo_detector.familiarity import reference_of
-from ai_photo_detector.finalize import finish_bundle
+from ai_photo_detector.evaluation.finalize import finish_bundle
+from ai_photo_detector.evaluation.made_from import save_held_out
 from ai_photo_detector.image_stats import STATS_BASIS
-from ai_photo_detector.made_from import save_held_out
+from ai_photo_detector.model import bundle as bundle_io
+from ai_photo_detector.model.familiarity import reference_of
 from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.training.backbones import FitHistory, backbone_class

@@ -26,12 +26,12 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from ai_photo_detector import bundle as bundle_io
-from ai_photo_detector.bundle import BundleError
 from ai_photo_detector.data.discovery import Sample
-from ai_photo_detector.finalize import Finished
+from ai_photo_detector.evaluation.finalize import Finished
+from ai_photo_detector.evaluation.made_from import made_from
 from ai_photo_detector.imaging import PreprocessSpec, decode_image, to_model_input
-from ai_photo_detector.made_from import made_from
+from ai_photo_detector.model import bundle as bundle_io
+from ai_photo_detector.model.bundle import BundleError
 from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.settings import Settings
 

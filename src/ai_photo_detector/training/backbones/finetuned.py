@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ai_photo_detector import bundle as bundle_io
 from ai_photo_detector.data.discovery import Sample
 from ai_photo_detector.imaging import PreprocessSpec, decode_image, to_model_input
+from ai_photo_detector.model import bundle as bundle_io
 from ai_photo_detector.training.backbones import (
     Backbone,
     FitHistory,

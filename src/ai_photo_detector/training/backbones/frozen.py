@@ -1,7 +1,7 @@
 """A frozen packaged encoder with a logistic-regression head: only the head trains.
 
 Features come from the very graph the bundle will serve (built by
-:mod:`ai_photo_detector.encoders`, run by ONNX Runtime one image at a time), so a head fitted
+:mod:`ai_photo_detector.model.encoders`, run by ONNX Runtime one image at a time), so a head fitted
 here scores through the served graph exactly as it scored here. Every image's features are
 extracted once, for its plain view and ``training.feature_views`` augmented views; the many fits
 of a leave-one-source-out evaluation then cost only logistic regressions.
@@ -20,12 +20,12 @@ from numpy.typing import NDArray
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from ai_photo_detector import bundle as bundle_io
 from ai_photo_detector.data.discovery import Sample
-from ai_photo_detector.encoders import EncoderFamily, encoder_family, encoder_graph
+from ai_photo_detector.evaluation.metrics import safe_auc
 from ai_photo_detector.imaging import PreprocessSpec, decode_image, to_model_input
-from ai_photo_detector.inference import make_session
-from ai_photo_detector.metrics import safe_auc
+from ai_photo_detector.model import bundle as bundle_io
+from ai_photo_detector.model.encoders import EncoderFamily, encoder_family, encoder_graph
+from ai_photo_detector.model.inference import make_session
 from ai_photo_detector.training.augment import augment
 from ai_photo_detector.training.backbones import (
     Backbone,

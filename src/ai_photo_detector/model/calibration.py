@@ -6,7 +6,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize_scalar
 
-from ai_photo_detector.inference import softmax
+from ai_photo_detector.model.inference import softmax
 
 
 def fit_temperature(logits: NDArray[np.floating], targets: NDArray[np.integer]) -> float:

@@ -6,7 +6,7 @@ chunks Stable Diffusion web UIs (``parameters``) and ComfyUI (``prompt``, ``work
 PNGs. None of it is signed: present, it is strong evidence worth showing a reviewer; absent, it
 proves nothing (metadata is easily stripped or forged), so it never changes the verdict. The
 one signed kind, C2PA Content Credentials, is read from the file's bytes by
-:mod:`ai_photo_detector.c2pa_evidence` and reported here under ``c2pa``.
+:mod:`ai_photo_detector.evidence.c2pa` and reported here under ``c2pa``.
 
 Read from what Pillow already parsed while opening the image, bounded: at most
 ``SCAN_BYTES`` of XMP are searched, with a regular expression (no XML parser to feed hostile
@@ -22,7 +22,7 @@ from typing import Any
 
 from PIL import Image
 
-from ai_photo_detector.c2pa_evidence import AI_SOURCE_TYPES, C2paEvidence, C2paOptions, read_c2pa
+from ai_photo_detector.evidence.c2pa import AI_SOURCE_TYPES, C2paEvidence, C2paOptions, read_c2pa
 
 SCAN_BYTES = 64 * 1024
 TEXT_CHARS = 200

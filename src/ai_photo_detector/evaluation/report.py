@@ -12,15 +12,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ai_photo_detector.data.discovery import DatasetError, Sample
-from ai_photo_detector.inference import (
+from ai_photo_detector.evaluation.metrics import detection_metrics, reliability_curve, safe_auc
+from ai_photo_detector.evaluation.scoring import ScoredSet, score_samples
+from ai_photo_detector.model.inference import (
     BatchOutput,
     OnnxDetector,
     calibrated_probabilities,
     softmax,
     verdicts,
 )
-from ai_photo_detector.metrics import detection_metrics, reliability_curve, safe_auc
-from ai_photo_detector.scoring import ScoredSet, score_samples
 from ai_photo_detector.settings import Settings
 
 

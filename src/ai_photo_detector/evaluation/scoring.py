@@ -24,7 +24,7 @@ from ai_photo_detector.imaging import (
     model_view,
     normalise,
 )
-from ai_photo_detector.inference import OnnxDetector
+from ai_photo_detector.model.inference import OnnxDetector
 
 
 @dataclass

@@ -14,23 +14,23 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ai_photo_detector import bundle as bundle_io
-from ai_photo_detector.calibration import (
+from ai_photo_detector.data.discovery import Sample
+from ai_photo_detector.evaluation.by_source import HeldOutSource, source_table
+from ai_photo_detector.evaluation.report import evaluate, quality_gate_failures, write_report
+from ai_photo_detector.evaluation.scoring import ScoredSet, score_samples
+from ai_photo_detector.image_stats import STATS_BASIS
+from ai_photo_detector.model import bundle as bundle_io
+from ai_photo_detector.model.calibration import (
     ai_band_floor,
     decision_threshold,
     fit_temperature,
     lower_band_for_fnr,
 )
-from ai_photo_detector.data.discovery import Sample
-from ai_photo_detector.encoders import probe_input
-from ai_photo_detector.evaluation import evaluate, quality_gate_failures, write_report
-from ai_photo_detector.familiarity import FamiliarityReference, threshold_for
-from ai_photo_detector.image_stats import STATS_BASIS
-from ai_photo_detector.inference import OnnxDetector, decide_label, softmax
+from ai_photo_detector.model.encoders import probe_input
+from ai_photo_detector.model.familiarity import FamiliarityReference, threshold_for
+from ai_photo_detector.model.inference import OnnxDetector, decide_label, softmax
 from ai_photo_detector.progress import ProgressFactory, no_progress
-from ai_photo_detector.scoring import ScoredSet, score_samples
 from ai_photo_detector.settings import Settings
-from ai_photo_detector.source_eval import HeldOutSource, source_table
 
 
 @dataclass

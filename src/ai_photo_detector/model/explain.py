@@ -16,9 +16,9 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from ai_photo_detector.bundle import Manifest
 from ai_photo_detector.imaging import DecodeLimits, decode_image, model_view, normalise
-from ai_photo_detector.inference import OnnxDetector, Verdict, class_activation_maps
+from ai_photo_detector.model.bundle import Manifest
+from ai_photo_detector.model.inference import OnnxDetector, Verdict, class_activation_maps
 
 OVERLAY_OPACITY = 0.55
 OVERLAY_QUALITY = 90  # JPEG: on a photo 0.2 ms and 13 kB, against 15 ms and 79 kB as PNG

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ai_photo_detector.inference import softmax
-from ai_photo_detector.metrics import safe_auc, tpr_at_fpr
+from ai_photo_detector.evaluation.metrics import safe_auc, tpr_at_fpr
+from ai_photo_detector.model.inference import softmax
 
 
 @dataclass

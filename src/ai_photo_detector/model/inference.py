@@ -16,10 +16,10 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from ai_photo_detector.bundle import Bundle, Manifest
-from ai_photo_detector.encoders import forget_cached, probe_input
-from ai_photo_detector.familiarity import FamiliarityReference
-from ai_photo_detector.provenance import Provenance
+from ai_photo_detector.evidence.provenance import Provenance
+from ai_photo_detector.model.bundle import Bundle, Manifest
+from ai_photo_detector.model.encoders import forget_cached, probe_input
+from ai_photo_detector.model.familiarity import FamiliarityReference
 
 # Why an answer is 'uncertain': its probability lies between the bands (low_margin), or the
 # photo is unlike the training data, where no probability is worth trusting (unfamiliar).

@@ -21,18 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from ai_photo_detector import bundle as bundle_io
 from ai_photo_detector.data.discovery import DatasetError, Sample, discover, fingerprint
 from ai_photo_detector.data.scan import scan
 from ai_photo_detector.data.splits import split_digest, split_samples
-from ai_photo_detector.evaluation import metrics_of
-from ai_photo_detector.familiarity import FamiliarityReference
-from ai_photo_detector.finalize import Finished, finish_bundle
-from ai_photo_detector.inference import OnnxDetector
+from ai_photo_detector.evaluation.by_source import HeldOutSource
+from ai_photo_detector.evaluation.finalize import Finished, finish_bundle
+from ai_photo_detector.evaluation.report import metrics_of
+from ai_photo_detector.evaluation.scoring import score_samples
+from ai_photo_detector.model import bundle as bundle_io
+from ai_photo_detector.model.familiarity import FamiliarityReference
+from ai_photo_detector.model.inference import OnnxDetector
 from ai_photo_detector.progress import ProgressFactory, no_progress
-from ai_photo_detector.scoring import score_samples
 from ai_photo_detector.settings import Settings
-from ai_photo_detector.source_eval import HeldOutSource
 
 SPLITS_FILE = "splits.json"
 HELD_OUT_FILE = "held_out.json"

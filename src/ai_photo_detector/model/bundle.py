@@ -3,7 +3,7 @@
 A bundle is a folder holding ``manifest.json`` and the files the manifest lists with their
 SHA-256 checksums: either ``model.onnx`` (a fine-tuned network) or, for a frozen packaged
 encoder, only the linear head, the manifest naming the encoder's packaged file, its checksum and
-the recipe that builds the served graph from it (:mod:`ai_photo_detector.encoders`). Loading
+the recipe that builds the served graph from it (:mod:`ai_photo_detector.model.encoders`). Loading
 verifies the schema and every checksum, and :meth:`Bundle.graph` checks the built graph against
 the probe logits recorded at training, so a truncated, edited or foreign file fails with a
 clear :class:`BundleError` instead of serving garbage.
@@ -20,11 +20,11 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ai_photo_detector.encoders import EncoderError, EncoderRecipe, served_graph
 from ai_photo_detector.errors import BundleInvalid
 from ai_photo_detector.hashing import sha256_file
 from ai_photo_detector.image_stats import LEGACY_STATS_BASIS
 from ai_photo_detector.imaging import PreprocessSpec
+from ai_photo_detector.model.encoders import EncoderError, EncoderRecipe, served_graph
 
 BUNDLE_FORMAT = "ai-photo-detector-bundle"
 SCHEMA_VERSION = 1
@@ -100,7 +100,7 @@ class EncoderSpec(Strict):
 
 
 class Probe(Strict):
-    """Logits of :func:`ai_photo_detector.encoders.probe_input` through the graph training
+    """Logits of :func:`ai_photo_detector.model.encoders.probe_input` through the graph training
     measured; a graph built or loaded later must reproduce them."""
 
     logits: list[list[float]]

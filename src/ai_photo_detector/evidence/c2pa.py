@@ -1,6 +1,6 @@
 """C2PA Content Credentials: a signed manifest embedded in the file, read and verified.
 
-Unlike the plain metadata of :mod:`ai_photo_detector.provenance`, a C2PA manifest is signed
+Unlike the plain metadata of :mod:`ai_photo_detector.evidence.provenance`, a C2PA manifest is signed
 and bound to the file's bytes by a hash: a valid one whose signer chains to a trust anchor the
 operator configured is evidence worth acting on (see ``inference.with_provenance``); one that
 fails validation says the file or its manifest changed after signing (``tampered``).
@@ -19,6 +19,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ai_photo_detector.settings import Settings
 
 # IPTC NewsCodes digital source types that declare generative AI.
 AI_SOURCE_TYPES = frozenset({"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia"})
@@ -284,3 +286,17 @@ def read_c2pa(data: bytes, options: C2paOptions) -> C2paEvidence | None:
         return _evidence(_verify(data, marker.mime, options), options)
     except Exception as exc:  # the library's parse errors, and anything else: never fatal
         return C2paEvidence(error=(str(exc) or type(exc).__name__)[:TEXT_CHARS])
+
+
+def c2pa_options(settings: Settings) -> C2paOptions | None:
+    """How Content Credentials are read when scoring (None: not at all); reads the trust
+    anchor file, so a wrong path fails here, at start-up."""
+    provenance = settings.provenance
+    if not provenance.c2pa:
+        return None
+    return C2paOptions(
+        max_file_bytes=provenance.c2pa_max_file_bytes,
+        max_manifest_bytes=provenance.c2pa_max_manifest_bytes,
+        trust_anchors=load_trust_anchors(provenance.trust_anchors),
+        trusted_ai_decides=provenance.trusted_ai_decides,
+    )

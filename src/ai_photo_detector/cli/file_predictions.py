@@ -8,48 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from ai_photo_detector.c2pa_evidence import C2paOptions, load_trust_anchors
-from ai_photo_detector.imaging import DecodeLimits, ImageError, preprocess_bytes
-from ai_photo_detector.inference import OnnxDetector
-from ai_photo_detector.provenance import Provenance
+from ai_photo_detector.evidence.provenance import Provenance
+from ai_photo_detector.imaging import ImageError, file_limits, preprocess_bytes
+from ai_photo_detector.model.inference import OnnxDetector
 from ai_photo_detector.settings import Settings
-
-
-def c2pa_options(settings: Settings) -> C2paOptions | None:
-    """How Content Credentials are read when scoring (None: not at all); reads the trust
-    anchor file, so a wrong path fails here, at start-up."""
-    provenance = settings.provenance
-    if not provenance.c2pa:
-        return None
-    return C2paOptions(
-        max_file_bytes=provenance.c2pa_max_file_bytes,
-        max_manifest_bytes=provenance.c2pa_max_manifest_bytes,
-        trust_anchors=load_trust_anchors(provenance.trust_anchors),
-        trusted_ai_decides=provenance.trusted_ai_decides,
-    )
-
-
-def file_limits(settings: Settings) -> DecodeLimits:
-    """Decode limits for local files named by an operator (size limits, no markup scan)."""
-    return DecodeLimits(
-        max_pixels=settings.imaging.max_pixels,
-        min_side=settings.imaging.min_side,
-        max_side=settings.imaging.max_side,
-        c2pa=c2pa_options(settings),
-    )
-
-
-def upload_limits(settings: Settings) -> DecodeLimits:
-    """Decode limits for images a client sent (accepted formats only, polyglots refused)."""
-    imaging = settings.imaging
-    return DecodeLimits(
-        max_pixels=imaging.max_pixels,
-        min_side=imaging.min_side,
-        max_side=imaging.max_side,
-        accepted_formats=frozenset(settings.server.accepted_formats),
-        reject_markup=True,
-        c2pa=c2pa_options(settings),
-    )
 
 
 def predict_files(
