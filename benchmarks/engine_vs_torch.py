@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ai_photo_detector.imaging import PreprocessSpec, preprocess_bytes
-from ai_photo_detector.model.inference import make_session
+from ai_photo_detector.model.runtimes import make_session
 from ai_photo_detector.training.export import export_onnx
 from ai_photo_detector.training.model import build_detector
 from benchmarks.common import best_rates, print_table, write_csv

@@ -30,7 +30,7 @@ import onnxruntime as ort
 
 from ai_photo_detector.imaging import PreprocessSpec, preprocess_bytes
 from ai_photo_detector.model.bundle import load_bundle
-from ai_photo_detector.model.inference import make_session
+from ai_photo_detector.model.runtimes import make_session
 from ai_photo_detector.settings import Settings
 from benchmarks import wrk
 from benchmarks.common import print_table, write_csv

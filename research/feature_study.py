@@ -87,7 +87,7 @@ def _clip_statistics_graph() -> tuple[bytes, list[str]]:
 
 def extract_clip() -> Path:
     from ai_photo_detector.model.encoders import INPUT_NAME
-    from ai_photo_detector.model.inference import make_session
+    from ai_photo_detector.model.runtimes import make_session
 
     spec = clip_spec()
     graph, outputs = _clip_statistics_graph()

@@ -41,7 +41,7 @@ PATCHES_PER_IMAGE = 20
 def extract() -> None:
     from ai_photo_detector.imaging import decode_image, to_model_input
     from ai_photo_detector.model.encoders import INPUT_NAME, encoder_family, encoder_graph
-    from ai_photo_detector.model.inference import make_session
+    from ai_photo_detector.model.runtimes import make_session
     from ai_photo_detector.settings import Settings
 
     family = encoder_family("clip_vit_b16")

@@ -34,7 +34,7 @@ from ai_photo_detector.data.discovery import discover
 from ai_photo_detector.degrade import jpeg_reencode
 from ai_photo_detector.imaging import PreprocessSpec, decode_image, normalise, to_model_input
 from ai_photo_detector.model.encoders import INPUT_NAME, encoder_family, encoder_graph
-from ai_photo_detector.model.inference import make_session
+from ai_photo_detector.model.runtimes import make_session
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.training.augment import augment
 from ai_photo_detector.training.backbones.frozen import fit_linear_head

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ai_photo_detector.model.inference import make_session
+from ai_photo_detector.model.runtimes import make_session
 from ai_photo_detector.settings import Settings
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "fast" / "model.onnx"
@@ -52,7 +52,7 @@ def test_adaptive_spinning_gives_lone_images_their_own_spinning_session() -> Non
 
 
 def test_thread_count_is_always_explicit_so_threads_are_not_pinned() -> None:
-    from ai_photo_detector.model.inference import available_cpus
+    from ai_photo_detector.model.runtimes import available_cpus
 
     assert make_session(str(SHIPPED)).get_session_options().intra_op_num_threads == (
         available_cpus()

@@ -142,6 +142,20 @@ class TrainingSettings(Section):
     encoder_layer: int | None = Field(
         None, ge=1, description="Frozen encoders: layer whose tokens feed the head (None: 7)."
     )
+    encoder_precision: Literal["dynamic_int8", "static_int8"] = Field(
+        "static_int8",
+        description="Frozen encoders: dynamic_int8 runs the packaged graph as it is (one image "
+        "at a time); static_int8 calibrates each activation's range on training images, so "
+        "batches run as one (see the model card for the speed and accuracy of each).",
+    )
+    encoder_runtime: Literal["onnxruntime", "openvino"] = Field(
+        "openvino",
+        description="Frozen encoders: the runtime features are measured and served on "
+        "(ONNX Runtime stands in where OpenVINO is not installed).",
+    )
+    calibration_images: int = Field(
+        128, ge=1, description="Frozen static INT8 encoders: training images that set the ranges."
+    )
     head_c: float = Field(
         0.01,
         gt=0,

@@ -22,7 +22,8 @@ from ai_photo_detector.batch.manifests import parse_manifest
 from ai_photo_detector.batch.scoring import RESULT_FIELDS, score_items
 from ai_photo_detector.errors import InputError
 from ai_photo_detector.imaging import DecodeLimits
-from ai_photo_detector.model.inference import OnnxDetector, available_cpus
+from ai_photo_detector.model.inference import OnnxDetector
+from ai_photo_detector.model.runtimes import available_cpus
 from ai_photo_detector.persistence.jobs import Item
 
 PAGE = 32  # images per unit of work

@@ -191,6 +191,6 @@ class Consumer:
 
 
 def worker_threads(settings: JobsSettings) -> int:
-    from ai_photo_detector.model.inference import available_cpus
+    from ai_photo_detector.model.runtimes import available_cpus
 
     return settings.threads or available_cpus()

@@ -29,6 +29,7 @@ from ai_photo_detector.model.calibration import (
 from ai_photo_detector.model.encoders import probe_input
 from ai_photo_detector.model.familiarity import FamiliarityReference, threshold_for
 from ai_photo_detector.model.inference import OnnxDetector, decide_label, softmax
+from ai_photo_detector.model.runtimes import make_session
 from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.settings import Settings
 
@@ -213,12 +214,11 @@ def finish_bundle(
         settings.training.drift_reference_size,
     )
     np.savez_compressed(bundle_dir / bundle_io.DRIFT_FILE, embeddings=embeddings)
-    probe = detector.run(probe_input(provisional.preprocessing.input_size)).logits
     fields = {
         **fields,
         "calibration": calibration,
         "drift_reference": reference,
-        "probe": {"logits": probe.tolist()},
+        "probe": _probe(detector),
     }
     if familiarity is not None:
         fields["familiarity"] = _familiarity(bundle_dir, familiarity, val_scored, settings)
@@ -242,3 +242,15 @@ def finish_bundle(
     manifest = bundle_io.write_manifest(bundle_dir, fields)
     bundle_io.load_bundle(bundle_dir)  # the finished bundle must verify
     return Finished(manifest, report, failures, report_files)
+
+
+def _probe(detector: OnnxDetector) -> dict[str, object]:
+    """The probe logits on the detector's runtime and, where that is not ONNX Runtime, on ONNX
+    Runtime too: the fallback where the runtime is not installed must be checked as well."""
+    probe = probe_input(detector.manifest.preprocessing.input_size)
+    recorded: dict[str, object] = {"logits": detector.run(probe).logits.tolist()}
+    if detector.runtime != "onnxruntime":
+        session = make_session(detector.bundle.graph())
+        (logits,) = session.run(["logits"], {detector.input_name: probe})
+        recorded["fallback_logits"] = np.asarray(logits, np.float32).tolist()
+    return recorded

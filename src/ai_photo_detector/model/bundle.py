@@ -105,6 +105,11 @@ class Probe(Strict):
 
     logits: list[list[float]]
     tolerance: float = Field(1e-3, gt=0)
+    fallback_logits: list[list[float]] | None = Field(
+        None,
+        description="The same input through ONNX Runtime, where the recipe's runtime is "
+        "another: what a fallback session must reproduce.",
+    )
 
 
 class ExplainSpec(Strict):
@@ -233,13 +238,22 @@ class Bundle:
         except EncoderError as exc:
             raise BundleError(f"bundle {self.path}: {exc}") from exc
 
-    def check_probe(self, logits: NDArray[np.float32]) -> None:
-        """Raise :class:`BundleError` unless ``logits`` (of the probe input through the loaded
-        graph) match what training recorded."""
+    def check_probe(self, logits: NDArray[np.float32], runtime: str = "onnxruntime") -> None:
+        """Raise :class:`BundleError` unless ``logits`` (of the probe input through the graph
+        loaded on ``runtime``) match what training recorded for that runtime."""
         probe = self.manifest.probe
         if probe is None:
             return
-        expected = np.asarray(probe.logits, dtype=np.float32)
+        recorded = probe.logits
+        encoder = self.manifest.encoder
+        if encoder is not None and runtime != encoder.recipe.runtime:
+            if probe.fallback_logits is None:
+                raise BundleError(
+                    f"bundle {self.path}: its graph was measured on {encoder.recipe.runtime}, "
+                    f"which is not installed, and it records no probe for {runtime}"
+                )
+            recorded = probe.fallback_logits
+        expected = np.asarray(recorded, dtype=np.float32)
         difference = (
             float(np.abs(expected - logits).max()) if expected.shape == logits.shape else 1e9
         )

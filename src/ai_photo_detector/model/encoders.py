@@ -20,8 +20,9 @@ import logging
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +31,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ai_photo_detector.errors import BundleInvalid
 from ai_photo_detector.hashing import sha256_file
+from ai_photo_detector.model.onnx_graph import prune_graph
+from ai_photo_detector.model.runtimes import Runtime, make_session
+from ai_photo_detector.model.static_int8 import (
+    RangeCollector,
+    activation_sites,
+    float_graph,
+    quantise_statically,
+)
 
 if TYPE_CHECKING:  # onnx is imported where a graph is built: serving starts without it
     import onnx
@@ -37,6 +46,7 @@ if TYPE_CHECKING:  # onnx is imported where a graph is built: serving starts wit
 logger = logging.getLogger(__name__)
 
 INPUT_NAME = "image"
+Precision = Literal["dynamic_int8", "static_int8"]
 
 
 class EncoderError(BundleInvalid):
@@ -54,6 +64,25 @@ class EncoderRecipe(BaseModel):
     sha256: str = Field(description="SHA-256 of the packaged graph file.")
     input_size: int = Field(description="Square input side the position embeddings are set to.")
     layer: int = Field(ge=1, description="Transformer layer (1-based) whose tokens are used.")
+    precision: Precision = Field(
+        "dynamic_int8",
+        description="How the packaged INT8 weights meet the activations. dynamic_int8: the "
+        "packaged graph as it is (an activation scale per run, so an image's features depend "
+        "on its batch: run one image at a time); static_int8: each activation quantised with "
+        "a range calibrated on training images (batch-independent, batches run as one).",
+    )
+    activation_ranges: dict[str, tuple[float, float]] | None = Field(
+        None, description="static_int8: the calibrated range of each quantised activation."
+    )
+    runtime: Runtime = Field(
+        "onnxruntime",
+        description="The runtime the features were measured on (ONNX Runtime stands in where "
+        "it is not installed; the bundle's probe records both).",
+    )
+
+    @property
+    def batch_independent(self) -> bool:
+        return self.precision != "dynamic_int8"
 
     def key(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:24]
@@ -72,11 +101,14 @@ class EncoderFamily(ABC):
     native_size: ClassVar[int]
     patch: ClassVar[int]
     width: ClassVar[int]
-    # Whether one image's output is independent of the others in its batch; dynamically
-    # quantised graphs pick one activation scale per batch, so they run one image at a time.
-    batch_independent: ClassVar[bool]
 
-    def recipe(self, input_size: int, layer: int) -> EncoderRecipe:
+    def recipe(
+        self,
+        input_size: int,
+        layer: int,
+        precision: Precision = "dynamic_int8",
+        runtime: Runtime = "onnxruntime",
+    ) -> EncoderRecipe:
         if not 1 <= layer <= self.layers:
             raise EncoderError(f"{self.name} has layers 1..{self.layers}, not {layer}")
         if input_size % self.patch:
@@ -90,6 +122,8 @@ class EncoderFamily(ABC):
             sha256=self.sha256,
             input_size=input_size,
             layer=layer,
+            precision=precision,
+            runtime=runtime,
         )
 
     @abstractmethod
@@ -144,23 +178,6 @@ def verified_source(recipe: EncoderRecipe) -> Path:
 # --- graph building ------------------------------------------------------------------------------
 
 
-def _prune(graph: onnx.GraphProto, outputs: list[str]) -> None:
-    """Keep only the nodes and initialisers the named outputs need."""
-    needed = set(outputs)
-    kept = []
-    for node in reversed(list(graph.node)):
-        if any(name in needed for name in node.output):
-            kept.append(node)
-            needed.update(name for name in node.input if name)
-    kept.reverse()
-    del graph.node[:]
-    graph.node.extend(kept)
-    initialisers = [init for init in graph.initializer if init.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(initialisers)
-    del graph.value_info[:]  # shapes change with the input size: let the runtime infer them
-
-
 def resize_grid(values: NDArray[np.float32], side: int) -> NDArray[np.float32]:
     """Resize a (g, g, C) grid of vectors to (side, side, C), channel by channel (bicubic,
     antialiased when shrinking): how position embeddings follow a new input size."""
@@ -212,7 +229,6 @@ class ClipVitB16(EncoderFamily):
     native_size = 224
     patch = 16
     width = 768
-    batch_independent = False
 
     _POSITION = "vision_model.embeddings.position_embedding.weight"
     _POSITION_GATHER = "/vision_model/embeddings/position_embedding/Gather"
@@ -261,7 +277,7 @@ class ClipVitB16(EncoderFamily):
                 helper.make_tensor_value_info("embedding", TensorProto.FLOAT, None),
             ]
         )
-        _prune(graph, ["features", "embedding"])
+        prune_graph(graph, ["features", "embedding"])
         return source
 
     def _set_positions(self, graph: onnx.GraphProto, grid: int) -> None:
@@ -301,6 +317,19 @@ def cache_dir() -> Path:
 
 def encoder_graph(recipe: EncoderRecipe) -> onnx.ModelProto:
     """The recipe's encoder graph (outputs ``features`` and ``embedding``), built afresh."""
+    model = _cut_graph(recipe)
+    if recipe.precision == "static_int8":
+        if recipe.activation_ranges is None:
+            raise EncoderError("a static_int8 recipe needs its calibrated activation ranges")
+        try:
+            model = quantise_statically(model, recipe.activation_ranges)
+        except ValueError as exc:
+            raise EncoderError(f"cannot quantise the packaged graph statically: {exc}") from exc
+    return model
+
+
+def _cut_graph(recipe: EncoderRecipe) -> onnx.ModelProto:
+    """The packaged graph cut and resized as the recipe says, its quantisation untouched."""
     family = encoder_family(recipe.family)
     pinned = (family.package, family.resource, family.sha256)
     if (recipe.package, recipe.resource, recipe.sha256) != pinned:
@@ -313,6 +342,20 @@ def encoder_graph(recipe: EncoderRecipe) -> onnx.ModelProto:
 
     source = onnx.load(str(verified_source(recipe)))
     return family.build(source, recipe)
+
+
+def calibrate(
+    recipe: EncoderRecipe, batches: Iterable[NDArray[np.float32]], seed: int = 0
+) -> EncoderRecipe:
+    """The recipe with the activation ranges of static INT8 measured on ``batches`` of model
+    inputs (training images), through the graph with its weights dequantised."""
+    sites = activation_sites(_cut_graph(recipe))
+    graph = float_graph(_cut_graph(recipe), sites)
+    session = make_session(graph.SerializeToString())
+    collector = RangeCollector(sites, seed)
+    for batch in batches:
+        collector.add(session.run(sites, {INPUT_NAME: batch}))
+    return recipe.model_copy(update={"activation_ranges": collector.ranges()})
 
 
 def served_graph(

@@ -6,20 +6,25 @@ training code.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import numpy as np
-import onnxruntime as ort
 from numpy.typing import NDArray
 
 from ai_photo_detector.evidence.provenance import Provenance
 from ai_photo_detector.model.bundle import Bundle, Manifest
 from ai_photo_detector.model.encoders import forget_cached, probe_input
 from ai_photo_detector.model.familiarity import FamiliarityReference
+from ai_photo_detector.model.runtimes import (
+    GraphSession,
+    Runtime,
+    Spinning,
+    available_cpus,
+    make_session,
+    open_session,
+)
 
 # Why an answer is 'uncertain': its probability lies between the bands (low_margin), or the
 # photo is unlike the training data, where no probability is worth trusting (unfamiliar).
@@ -150,44 +155,6 @@ class FamiliarityCheck:
         return result
 
 
-Spinning = Literal["during_run", "always", "never"]
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (a container's limit included where the kernel says)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def make_session(
-    model: str | bytes,
-    intra_op_threads: int = 0,
-    inter_op_threads: int = 1,
-    spinning: Spinning = "always",
-) -> ort.InferenceSession:
-    """A CPU session. ``spinning`` says when idle intra-op threads busy-wait for work.
-
-    "always" is ONNX Runtime's default. "during_run" keeps the busy-wait between the operators
-    of a run (without it a single image is ~30 % slower: every operator wakes the threads
-    again) and stops it when the run returns, so the cores go to decoding between runs.
-    """
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Always an explicit count: left at 0, ONNX Runtime also pins its threads to cores, and a
-    # caller thread the kernel puts on a pinned worker's core then halves the run's speed
-    # (seen as a slow tail at concurrency 1 once a burst had spread the server's threads).
-    options.intra_op_num_threads = intra_op_threads or available_cpus()
-    if inter_op_threads:
-        options.inter_op_num_threads = inter_op_threads
-    if spinning == "never":
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    elif spinning == "during_run":
-        options.add_session_config_entry("session.force_spinning_stop", "1")
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
 class ImageLanes:
     """Single-threaded sessions side by side, each running its share of a batch one image at a
     time: how a graph whose output for an image depends on its batch (dynamic quantisation)
@@ -196,7 +163,9 @@ class ImageLanes:
     across threads)."""
 
     def __init__(self, graph: str | bytes, count: int, spinning: Spinning) -> None:
-        self.sessions = [make_session(graph, 1, 1, spinning) for _ in range(count)]
+        self.sessions: list[GraphSession] = [
+            make_session(graph, 1, 1, spinning) for _ in range(count)
+        ]
         self.pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="lane")
 
     def run(
@@ -219,8 +188,9 @@ class ImageLanes:
 
 
 class OnnxDetector:
-    """One loaded bundle and its ONNX Runtime session (plus image lanes for batches, where the
-    graph must see one image at a time)."""
+    """One loaded bundle and its session (plus image lanes for batches, where the graph must see
+    one image at a time). The session runs on the runtime the bundle's recipe names (ONNX
+    Runtime for bundles without one), or on ONNX Runtime where that runtime is not installed."""
 
     def __init__(
         self,
@@ -236,18 +206,21 @@ class OnnxDetector:
         self.input_name = self.manifest.onnx.input
         self.batch_independent = self.manifest.onnx.batch_independent
         self.lanes: ImageLanes | None = None
+        encoder = self.manifest.encoder
+        wanted: Runtime = encoder.recipe.runtime if encoder is not None else "onnxruntime"
+        threads = (intra_op_threads, inter_op_threads, spinning)
         graph = bundle.graph()
         try:
-            self.session = make_session(graph, intra_op_threads, inter_op_threads, spinning)
+            self.session, self.runtime = open_session(graph, wanted, *threads)
             self._check_probe()
         except Exception:
-            if self.manifest.encoder is None:
+            if encoder is None:
                 raise
             # A built graph from the cache that does not load or compute what training
             # measured is rebuilt once from the package file; a second failure is the bundle's.
             forget_cached(graph)
             graph = bundle.graph()
-            self.session = make_session(graph, intra_op_threads, inter_op_threads, spinning)
+            self.session, self.runtime = open_session(graph, wanted, *threads)
             self._check_probe()
         if lanes and not self.batch_independent:
             self.lanes = ImageLanes(graph, intra_op_threads or available_cpus(), spinning)
@@ -258,10 +231,15 @@ class OnnxDetector:
             )
             self.familiarity = FamiliarityCheck(reference, self.manifest.familiarity.threshold)
 
+    @property
+    def spins(self) -> bool:
+        """Whether the session has ONNX Runtime's busy-waiting threads (OpenVINO's do not)."""
+        return self.runtime == "onnxruntime"
+
     def _check_probe(self) -> None:
         if self.manifest.probe is not None:
             probe = probe_input(self.manifest.preprocessing.input_size)
-            self.bundle.check_probe(self.run(probe).logits)
+            self.bundle.check_probe(self.run(probe).logits, self.runtime)
 
     def unfamiliar(self, embeddings: NDArray[np.floating]) -> NDArray[np.bool_]:
         """Which embeddings lie too far from the training data (none, without a reference)."""

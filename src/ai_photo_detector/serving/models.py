@@ -123,10 +123,13 @@ class ModelManager:
         spinning = inference.spinning
         if spinning == "adaptive":
             # Batches (the server is busy) on threads that never spin, so decoding keeps its
-            # cores; a lone image on a second session that spins during its run.
+            # cores; a lone image on a second session that spins during its run. OpenVINO's
+            # threads do not spin: one session serves both.
             detector = OnnxDetector(bundle, *threads, "never")
-            solo = OnnxDetector(bundle, *threads, "during_run", lanes=False)
-            solo.warm_up()
+            solo = detector
+            if detector.spins:
+                solo = OnnxDetector(bundle, *threads, "during_run", lanes=False)
+                solo.warm_up()
         else:
             detector = solo = OnnxDetector(bundle, *threads, spinning)
         detector.warm_up()

@@ -11,7 +11,7 @@ import torch
 from numpy.typing import NDArray
 
 from ai_photo_detector.errors import TrainingFailed
-from ai_photo_detector.model.inference import make_session
+from ai_photo_detector.model.runtimes import make_session
 from ai_photo_detector.training.graph import optimize_file
 from ai_photo_detector.training.model import Detector
 

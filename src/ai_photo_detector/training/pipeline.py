@@ -89,6 +89,7 @@ def run_training(
         if {s.label for s in splits[split_name]} != set(labels):
             raise DatasetError(f"the {split_name} split lacks some labels; add more images")
 
+    backbone.calibrate(splits["train"])
     backbone.prepare(usable)
     held_out = leave_one_source_out(backbone, splits, labels, settings, log)
     save_held_out(run_dir, held_out)

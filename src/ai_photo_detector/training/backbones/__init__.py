@@ -66,6 +66,11 @@ class Backbone(ABC):
     def preprocessing(self) -> PreprocessSpec:
         """How pixels become this backbone's input; written into the bundle."""
 
+    def calibrate(self, train: list[Sample]) -> None:
+        """Fix what the graph needs before any features are made (a static INT8 encoder's
+        activation ranges), from training images only."""
+        return None
+
     def prepare(self, samples: list[Sample]) -> None:
         """Work shared by every fit on these samples (a frozen encoder's features)."""
         return None

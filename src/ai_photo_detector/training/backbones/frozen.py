@@ -1,8 +1,10 @@
 """A frozen packaged encoder with a logistic-regression head: only the head trains.
 
 Features come from the very graph the bundle will serve (built by
-:mod:`ai_photo_detector.model.encoders`, run by ONNX Runtime one image at a time), so a head fitted
-here scores through the served graph exactly as it scored here. Every image's features are
+:mod:`ai_photo_detector.model.encoders`, on the runtime its recipe names; one image at a time
+where its quantisation depends on the batch), so a head fitted here scores through the served
+graph exactly as it scored here. A static INT8 recipe first has its activation ranges
+calibrated on training images (:meth:`FrozenEncoderBackbone.calibrate`). Every image's features are
 extracted once, for its plain view and ``training.feature_views`` augmented views; the many fits
 of a leave-one-source-out evaluation then cost only logistic regressions.
 """
@@ -24,8 +26,13 @@ from ai_photo_detector.data.discovery import Sample
 from ai_photo_detector.evaluation.metrics import safe_auc
 from ai_photo_detector.imaging import PreprocessSpec, decode_image, to_model_input
 from ai_photo_detector.model import bundle as bundle_io
-from ai_photo_detector.model.encoders import EncoderFamily, encoder_family, encoder_graph
-from ai_photo_detector.model.inference import make_session
+from ai_photo_detector.model.encoders import (
+    EncoderFamily,
+    calibrate,
+    encoder_family,
+    encoder_graph,
+)
+from ai_photo_detector.model.runtimes import open_session
 from ai_photo_detector.training.augment import augment
 from ai_photo_detector.training.backbones import (
     Backbone,
@@ -92,6 +99,8 @@ class FrozenEncoderBackbone(Backbone):
         self.recipe = self.family.recipe(
             self.settings.imaging.input_size or self.default_input_size,
             tset.encoder_layer or self.default_layer,
+            tset.encoder_precision,
+            tset.encoder_runtime,
         )
         self.plain: dict[Path, NDArray[np.float32]] = {}
         self.augmented: dict[Path, list[NDArray[np.float32]]] = {}
@@ -106,15 +115,37 @@ class FrozenEncoderBackbone(Backbone):
 
     # --- features ----------------------------------------------------------------------------
 
+    def calibrate(self, train: list[Sample]) -> None:
+        """Static INT8: measure the activation ranges on the plain views of a seeded sample of
+        the training images (no labels are read)."""
+        if self.recipe.precision != "static_int8" or self.recipe.activation_ranges is not None:
+            return
+        tset = self.settings.training
+        ordered = sorted(train, key=lambda s: str(s.path))
+        picked = random.Random(tset.seed).sample(ordered, min(tset.calibration_images, len(train)))
+        spec = self.preprocessing()
+        self.log(f"calibrating static INT8 activation ranges on {len(picked)} training images")
+        arrays = [
+            to_model_input(decode_image(s.path.read_bytes(), spec).image, spec) for s in picked
+        ]
+        batches = (np.stack(arrays[i : i + 16]) for i in range(0, len(arrays), 16))
+        self.recipe = calibrate(self.recipe, batches, tset.seed)
+
     def prepare(self, samples: list[Sample]) -> None:
         todo = [s for s in samples if s.path not in self.plain]
         if not todo:
             return
+        if self.recipe.precision == "static_int8" and self.recipe.activation_ranges is None:
+            raise RuntimeError("calibrate() must run before features are extracted")
         spec = self.preprocessing()
         views = self.settings.training.feature_views
         augment_settings = self.settings.training.augment
         seed = self.settings.training.seed
-        session = make_session(encoder_graph(self.recipe).SerializeToString())
+        session, _ = open_session(
+            encoder_graph(self.recipe).SerializeToString(), self.recipe.runtime
+        )
+        # A batch-dependent graph (dynamic quantisation) sees one image at a time.
+        per_run = 16 if self.recipe.batch_independent else 1
 
         def arrays(index: int) -> list[NDArray[np.float32]]:
             image = decode_image(todo[index].path.read_bytes(), spec).image
@@ -122,16 +153,26 @@ class FrozenEncoderBackbone(Backbone):
             images = [image] + [augment(image, augment_settings, rng) for _ in range(views)]
             return [to_model_input(item, spec) for item in images]
 
+        def embed(inputs: list[NDArray[np.float32]]) -> list[NDArray[np.float32]]:
+            found: list[NDArray[np.float32]] = []
+            for start in range(0, len(inputs), per_run):
+                batch = np.stack(inputs[start : start + per_run])
+                found.extend(session.run(["embedding"], {"image": batch})[0])
+            return [np.asarray(e, np.float32) for e in found]
+
         advance = self.progress("encoder features (images)", len(todo))
+        group = max(1, per_run // (1 + views))
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for sample, batch in zip(todo, pool.map(arrays, range(len(todo))), strict=True):
-                # One image per run: the packaged graph's quantisation depends on its batch.
-                embeddings = [
-                    session.run(["embedding"], {"image": array[None]})[0][0] for array in batch
-                ]
-                self.plain[sample.path] = np.asarray(embeddings[0], np.float32)
-                self.augmented[sample.path] = [np.asarray(e, np.float32) for e in embeddings[1:]]
-                advance(1)
+            decoded = pool.map(arrays, range(len(todo)))
+            for start in range(0, len(todo), group):
+                chunk = todo[start : start + group]
+                inputs = [next(decoded) for _ in chunk]
+                embeddings = embed([array for views_of in inputs for array in views_of])
+                for offset, sample in enumerate(chunk):
+                    own = embeddings[offset * (1 + views) : (offset + 1) * (1 + views)]
+                    self.plain[sample.path] = own[0]
+                    self.augmented[sample.path] = own[1:]
+                advance(len(chunk))
 
     def _features(self, samples: list[Sample]) -> NDArray[np.float32]:
         self.prepare(samples)
@@ -181,7 +222,7 @@ class FrozenEncoderBackbone(Backbone):
                 "opset": 14,
                 "feature_shape": [self.family.width, grid, grid],
                 "embedding_size": self.family.width,
-                "batch_independent": self.family.batch_independent,
+                "batch_independent": self.recipe.batch_independent,
             },
             "encoder": {"recipe": self.recipe.model_dump(mode="json")},
             "explain": {
@@ -195,6 +236,8 @@ class FrozenEncoderBackbone(Backbone):
                 "source_weighting": self.settings.training.source_weighting,
                 "boosted_sources": self.settings.training.boosted_sources,
                 "encoder_layer": self.recipe.layer,
+                "encoder_precision": self.recipe.precision,
+                "encoder_runtime": self.recipe.runtime,
             },
         }
 

@@ -1,0 +1,25 @@
+"""Small edits of ONNX graphs shared by the graph builders."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnx
+
+
+def prune_graph(graph: onnx.GraphProto, outputs: list[str]) -> None:
+    """Keep only the nodes and initialisers the named outputs need."""
+    needed = set(outputs)
+    kept = []
+    for node in reversed(list(graph.node)):
+        if any(name in needed for name in node.output):
+            kept.append(node)
+            needed.update(name for name in node.input if name)
+    kept.reverse()
+    del graph.node[:]
+    graph.node.extend(kept)
+    initialisers = [init for init in graph.initializer if init.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initialisers)
+    del graph.value_info[:]  # shapes change with the input size: let the runtime infer them

@@ -1,0 +1,118 @@
+"""Static INT8 encoder graphs: batch-independent, close to the float graph, run on OpenVINO with
+ONNX Runtime as a checked fallback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ai_photo_detector.errors import BundleInvalid
+from ai_photo_detector.model import runtimes
+from ai_photo_detector.model.bundle import load_bundle
+from ai_photo_detector.model.encoders import (
+    EncoderError,
+    calibrate,
+    encoder_family,
+    encoder_graph,
+    probe_input,
+)
+from ai_photo_detector.model.inference import OnnxDetector
+from ai_photo_detector.model.runtimes import make_session, open_session
+from ai_photo_detector.model.static_int8 import activation_sites, float_graph, uint8_quantisation
+
+CLIP = encoder_family("clip_vit_b16")
+
+
+def _inputs(count: int, size: int, seed: int) -> np.ndarray:
+    """Image-like inputs: smooth random fields, normalised like the model's input."""
+    rng = np.random.default_rng(seed)
+    low = rng.normal(size=(count, 3, 4, 4)).astype(np.float32)
+    return np.repeat(np.repeat(low, size // 4, axis=2), size // 4, axis=3) + 0.1 * rng.normal(
+        size=(count, 3, size, size)
+    ).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def static_recipe():  # type: ignore[no-untyped-def]
+    recipe = CLIP.recipe(64, 3, precision="static_int8")
+    return calibrate(recipe, [_inputs(8, 64, 0), _inputs(8, 64, 1)])
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
+
+
+def test_calibration_gives_every_quantised_activation_a_range(static_recipe) -> None:  # type: ignore[no-untyped-def]
+    sites = activation_sites(encoder_graph(CLIP.recipe(64, 3)))
+    assert len(sites) == 3 * 4  # per layer: attention input, its output, MLP input, fc2 input
+    assert set(static_recipe.activation_ranges) == set(sites)
+    assert all(low < 0 < high for low, high in static_recipe.activation_ranges.values())
+    assert static_recipe.batch_independent and not CLIP.recipe(64, 3).batch_independent
+
+
+def test_a_static_recipe_without_ranges_is_refused() -> None:
+    with pytest.raises(EncoderError, match="calibrated activation ranges"):
+        encoder_graph(CLIP.recipe(64, 3, precision="static_int8"))
+
+
+def test_uint8_quantisation_holds_zero_and_the_range() -> None:
+    scale, zero = uint8_quantisation(-1.0, 3.0)
+    assert scale == pytest.approx(4 / 255) and zero == round(255 / 4)
+    assert uint8_quantisation(0.5, 2.0)[1] == 0  # the range is widened to hold 0
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_static_graph_is_batch_independent_and_close_to_the_float_graph(
+    static_recipe,  # type: ignore[no-untyped-def]
+    runtime: runtimes.Runtime,
+) -> None:
+    graph = encoder_graph(static_recipe).SerializeToString()
+    session, used = open_session(graph, runtime)
+    assert used == runtime
+    images = _inputs(9, 64, 7)
+    (batched,) = session.run(["embedding"], {"image": images})
+    for i in (0, 4, 8):
+        (alone,) = session.run(["embedding"], {"image": images[i : i + 1]})
+        assert np.abs(alone[0] - batched[i]).max() <= 1e-4
+    reference = make_session(float_graph(encoder_graph(CLIP.recipe(64, 3))).SerializeToString())
+    (exact,) = reference.run(["embedding"], {"image": images})
+    assert _cosine(batched, exact).min() > 0.98
+
+
+def test_the_packaged_dynamic_graph_is_not_batch_independent() -> None:
+    """Why static ranges are needed at all: the packaged graph's features move with the batch."""
+    session = make_session(encoder_graph(CLIP.recipe(64, 3)).SerializeToString())
+    images = _inputs(9, 64, 7)
+    images[8] *= 20  # one image with a wide range widens the batch's quantisation step
+    (batched,) = session.run(["embedding"], {"image": images})
+    (alone,) = session.run(["embedding"], {"image": images[:1]})
+    assert np.abs(alone[0] - batched[0]).max() > 1e-3
+
+
+def test_frozen_bundle_runs_on_openvino_and_falls_back_to_a_checked_onnx_runtime(
+    frozen_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = load_bundle(frozen_bundle).manifest
+    assert manifest.encoder is not None and manifest.encoder.recipe.runtime == "openvino"
+    assert manifest.onnx.batch_independent and manifest.probe is not None
+    assert manifest.probe.fallback_logits is not None
+    assert OnnxDetector(load_bundle(frozen_bundle)).runtime == "openvino"
+
+    monkeypatch.setattr(runtimes, "openvino_available", lambda: False)
+    fallback = OnnxDetector(load_bundle(frozen_bundle))
+    assert fallback.runtime == "onnxruntime" and fallback.lanes is None
+    logits = fallback.run(probe_input(manifest.preprocessing.input_size)).logits
+    assert np.abs(logits - np.asarray(manifest.probe.fallback_logits)).max() <= 1e-3
+
+    # A fallback that does not reproduce its own probe is refused, like any other graph.
+    copy = tmp_path / "bundle"
+    shutil.copytree(frozen_bundle, copy)
+    fields = json.loads((copy / "manifest.json").read_text())
+    fields["probe"]["fallback_logits"] = [[v + 1.0 for v in row] for row in logits.tolist()]
+    (copy / "manifest.json").write_text(json.dumps(fields))
+    with pytest.raises(BundleInvalid, match="does not compute what training measured"):
+        OnnxDetector(load_bundle(copy))
