@@ -22,7 +22,12 @@ from ai_photo_detector.model.encoders import (
 )
 from ai_photo_detector.model.inference import OnnxDetector
 from ai_photo_detector.model.runtimes import make_session, open_session
-from ai_photo_detector.model.static_int8 import activation_sites, float_graph, uint8_quantisation
+from ai_photo_detector.model.static_int8 import (
+    activation_sites,
+    float_graph,
+    keep_int8_weights,
+    uint8_quantisation,
+)
 
 CLIP = encoder_family("clip_vit_b16")
 
@@ -116,3 +121,14 @@ def test_frozen_bundle_runs_on_openvino_and_falls_back_to_a_checked_onnx_runtime
     (copy / "manifest.json").write_text(json.dumps(fields))
     with pytest.raises(BundleInvalid, match="does not compute what training measured"):
         OnnxDetector(load_bundle(copy))
+
+
+def test_kept_int8_weights_stay_close_to_the_float_graph() -> None:
+    """The compressed-weight form the benchmarks compare: the packaged weights, activations
+    never quantised by the graph itself (a runtime may still quantise them on the fly)."""
+    images = _inputs(3, 64, 5)
+    kept = make_session(keep_int8_weights(encoder_graph(CLIP.recipe(64, 3))).SerializeToString())
+    exact = make_session(float_graph(encoder_graph(CLIP.recipe(64, 3))).SerializeToString())
+    (a,) = kept.run(["embedding"], {"image": images})
+    (b,) = exact.run(["embedding"], {"image": images})
+    assert _cosine(a, b).min() > 0.999

@@ -156,6 +156,13 @@ class TrainingSettings(Section):
     calibration_images: int = Field(
         128, ge=1, description="Frozen static INT8 encoders: training images that set the ranges."
     )
+    calibration_quantile: float = Field(
+        1.0,
+        gt=0.5,
+        le=1.0,
+        description="Frozen static INT8 encoders: each activation's range runs between this "
+        "quantile of its calibration values and its mirror (1.0: minimum and maximum).",
+    )
     head_c: float = Field(
         0.01,
         gt=0,

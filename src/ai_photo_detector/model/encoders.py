@@ -34,6 +34,7 @@ from ai_photo_detector.hashing import sha256_file
 from ai_photo_detector.model.onnx_graph import prune_graph
 from ai_photo_detector.model.runtimes import Runtime, make_session
 from ai_photo_detector.model.static_int8 import (
+    DEFAULT_QUANTILE,
     RangeCollector,
     activation_sites,
     float_graph,
@@ -345,14 +346,18 @@ def _cut_graph(recipe: EncoderRecipe) -> onnx.ModelProto:
 
 
 def calibrate(
-    recipe: EncoderRecipe, batches: Iterable[NDArray[np.float32]], seed: int = 0
+    recipe: EncoderRecipe,
+    batches: Iterable[NDArray[np.float32]],
+    seed: int = 0,
+    quantile: float = DEFAULT_QUANTILE,
 ) -> EncoderRecipe:
     """The recipe with the activation ranges of static INT8 measured on ``batches`` of model
-    inputs (training images), through the graph with its weights dequantised."""
+    inputs (training images), through the graph with its weights dequantised: each range runs
+    from the ``1 - quantile`` to the ``quantile`` quantile of the site's values."""
     sites = activation_sites(_cut_graph(recipe))
     graph = float_graph(_cut_graph(recipe), sites)
     session = make_session(graph.SerializeToString())
-    collector = RangeCollector(sites, seed)
+    collector = RangeCollector(sites, seed, quantile)
     for batch in batches:
         collector.add(session.run(sites, {INPUT_NAME: batch}))
     return recipe.model_copy(update={"activation_ranges": collector.ranges()})

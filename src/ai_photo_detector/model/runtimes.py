@@ -85,7 +85,10 @@ class OpenVinoSession:
     Calls may come from several threads: each takes an infer request of its own.
     """
 
-    def __init__(self, model: str | bytes, threads: int = 0) -> None:
+    def __init__(
+        self, model: str | bytes, threads: int = 0, extra: dict[str, object] | None = None
+    ) -> None:
+        """``extra``: more OpenVINO CPU properties, over the ones set here (benchmarks)."""
         import openvino as ov
 
         core = ov.Core()
@@ -100,6 +103,7 @@ class OpenVinoSession:
                 # Unpinned, as for ONNX Runtime: a pinned worker sharing a core with a decode
                 # thread halves the run.
                 "ENABLE_CPU_PINNING": False,
+                **(extra or {}),
             },
         )
         self.requests: queue.SimpleQueue[ov.InferRequest] = queue.SimpleQueue()

@@ -129,7 +129,7 @@ class FrozenEncoderBackbone(Backbone):
             to_model_input(decode_image(s.path.read_bytes(), spec).image, spec) for s in picked
         ]
         batches = (np.stack(arrays[i : i + 16]) for i in range(0, len(arrays), 16))
-        self.recipe = calibrate(self.recipe, batches, tset.seed)
+        self.recipe = calibrate(self.recipe, batches, tset.seed, tset.calibration_quantile)
 
     def prepare(self, samples: list[Sample]) -> None:
         todo = [s for s in samples if s.path not in self.plain]
@@ -238,6 +238,7 @@ class FrozenEncoderBackbone(Backbone):
                 "encoder_layer": self.recipe.layer,
                 "encoder_precision": self.recipe.precision,
                 "encoder_runtime": self.recipe.runtime,
+                "calibration_quantile": self.settings.training.calibration_quantile,
             },
         }
 
