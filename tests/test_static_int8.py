@@ -132,3 +132,22 @@ def test_kept_int8_weights_stay_close_to_the_float_graph() -> None:
     (a,) = kept.run(["embedding"], {"image": images})
     (b,) = exact.run(["embedding"], {"image": images})
     assert _cosine(a, b).min() > 0.999
+
+
+def test_a_runtime_that_does_not_reproduce_its_probe_gives_way_to_onnx_runtime(
+    frozen_bundle: Path, tmp_path: Path
+) -> None:
+    """Where OpenVINO's kernels compute otherwise on some CPU, the bundle still serves: on ONNX
+    Runtime, checked against the probe recorded for it."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(frozen_bundle, copy)
+    fields = json.loads((copy / "manifest.json").read_text())
+    fields["probe"]["logits"] = [[v + 1.0 for v in row] for row in fields["probe"]["logits"]]
+    (copy / "manifest.json").write_text(json.dumps(fields))
+    detector = OnnxDetector(load_bundle(copy))
+    assert detector.runtime == "onnxruntime"
+    # Both runtimes wrong: refused.
+    fields["probe"]["fallback_logits"] = fields["probe"]["logits"]
+    (copy / "manifest.json").write_text(json.dumps(fields))
+    with pytest.raises(BundleInvalid, match="does not compute what training measured"):
+        OnnxDetector(load_bundle(copy))

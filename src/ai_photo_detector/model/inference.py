@@ -6,6 +6,7 @@ training code.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -14,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ai_photo_detector.evidence.provenance import Provenance
-from ai_photo_detector.model.bundle import Bundle, Manifest
+from ai_photo_detector.model.bundle import Bundle, BundleError, Manifest
 from ai_photo_detector.model.encoders import forget_cached, probe_input
 from ai_photo_detector.model.familiarity import FamiliarityReference
 from ai_photo_detector.model.runtimes import (
@@ -25,6 +26,8 @@ from ai_photo_detector.model.runtimes import (
     make_session,
     open_session,
 )
+
+logger = logging.getLogger(__name__)
 
 # Why an answer is 'uncertain': its probability lies between the bands (low_margin), or the
 # photo is unlike the training data, where no probability is worth trusting (unfamiliar).
@@ -211,8 +214,7 @@ class OnnxDetector:
         threads = (intra_op_threads, inter_op_threads, spinning)
         graph = bundle.graph()
         try:
-            self.session, self.runtime = open_session(graph, wanted, *threads)
-            self._check_probe()
+            self._open(graph, wanted, threads)
         except Exception:
             if encoder is None:
                 raise
@@ -220,8 +222,7 @@ class OnnxDetector:
             # measured is rebuilt once from the package file; a second failure is the bundle's.
             forget_cached(graph)
             graph = bundle.graph()
-            self.session, self.runtime = open_session(graph, wanted, *threads)
-            self._check_probe()
+            self._open(graph, wanted, threads)
         if lanes and not self.batch_independent:
             self.lanes = ImageLanes(graph, intra_op_threads or available_cpus(), spinning)
         self.familiarity: FamiliarityCheck | None = None
@@ -230,6 +231,26 @@ class OnnxDetector:
                 bundle.familiarity_reference(), self.manifest.familiarity.k
             )
             self.familiarity = FamiliarityCheck(reference, self.manifest.familiarity.threshold)
+
+    def _open(
+        self, graph: str | bytes, wanted: Runtime, threads: tuple[int, int, Spinning]
+    ) -> None:
+        """A session on ``wanted`` that reproduces its probe; where another runtime than ONNX
+        Runtime does not (its kernels differ on this CPU), ONNX Runtime and its own probe."""
+        self.session, self.runtime = open_session(graph, wanted, *threads)
+        try:
+            self._check_probe()
+        except BundleError:
+            probe = self.manifest.probe
+            if self.runtime == "onnxruntime" or probe is None or probe.fallback_logits is None:
+                raise
+            logger.warning(
+                "%s does not reproduce this bundle's probe on this CPU: running it on ONNX "
+                "Runtime, whose probe was recorded too",
+                self.runtime,
+            )
+            self.session, self.runtime = open_session(graph, "onnxruntime", *threads)
+            self._check_probe()
 
     @property
     def spins(self) -> bool:

@@ -134,6 +134,10 @@ def open_session(
     the session and the runtime it really runs on."""
     if runtime == "openvino":
         if openvino_available():
-            return OpenVinoSession(model, intra_op_threads), "openvino"
-        logger.warning("OpenVINO is not installed: running the graph on ONNX Runtime instead")
+            try:
+                return OpenVinoSession(model, intra_op_threads), "openvino"
+            except Exception as exc:  # a CPU or build OpenVINO cannot compile for
+                logger.warning("OpenVINO cannot run the graph (%s): using ONNX Runtime", exc)
+        else:
+            logger.warning("OpenVINO is not installed: running the graph on ONNX Runtime")
     return make_session(model, intra_op_threads, inter_op_threads, spinning), "onnxruntime"
