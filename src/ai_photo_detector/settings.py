@@ -161,7 +161,8 @@ class TrainingSettings(Section):
         gt=0.5,
         le=1.0,
         description="Frozen static INT8 encoders: each activation's range runs between this "
-        "quantile of its calibration values and its mirror (1.0: minimum and maximum).",
+        "quantile of its sampled calibration values and its mirror (1.0: their minimum and "
+        "maximum).",
     )
     head_c: float = Field(
         0.01,
