@@ -53,9 +53,7 @@ SECONDS = 3
 
 def session_of(bundle: Bundle) -> GraphSession:
     """The session the service runs the bundle's graph on (its recipe's runtime)."""
-    encoder = bundle.manifest.encoder
-    runtime = encoder.recipe.runtime if encoder is not None else "onnxruntime"
-    session, _ = open_session(bundle.graph(), runtime, spinning="during_run")
+    session, _ = open_session(bundle.graph(), bundle.manifest.runtime, spinning="during_run")
     return session
 
 

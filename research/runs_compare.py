@@ -11,29 +11,25 @@ Run: python -m research.runs_compare RUN_A RUN_B [--draws 2000]
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-AI_LABEL = "ai"
+from ai_photo_detector.evaluation.made_from import load_held_out
+from ai_photo_detector.model.bundle import load_bundle
 
 
 def scores_by_path(run: Path) -> dict[str, dict[str, tuple[int, float]]]:
     """source -> image path -> (is AI, AI logit margin) of the fold that held it out."""
+    manifest = load_bundle(run / "bundle").manifest
+    ai = manifest.ai_index
     found: dict[str, dict[str, tuple[int, float]]] = {}
-    for fold in json.loads((run / "held_out.json").read_text()):
-        logits = np.asarray(fold["logits"], np.float64)
-        labels = list(fold["labels"])
-        if not labels or not isinstance(labels[0], str):
-            raise SystemExit(f"{run}: unexpected held_out.json layout")
-        names = sorted(set(labels))
-        ai = names.index(AI_LABEL)
-        margin = logits[:, ai] - np.delete(logits, ai, axis=1).max(axis=1)
-        found[fold["source"]] = {
-            path: (int(label == AI_LABEL), float(value))
-            for path, label, value in zip(fold["paths"], labels, margin, strict=True)
+    for fold in load_held_out(run):
+        margin = fold.logits[:, ai] - np.delete(fold.logits, ai, axis=1).max(axis=1)
+        found[fold.source] = {
+            path: (int(label == manifest.ai_label), float(value))
+            for path, label, value in zip(fold.paths, fold.labels, margin, strict=True)
         }
     return found
 

@@ -25,6 +25,7 @@ from ai_photo_detector.hashing import sha256_file
 from ai_photo_detector.image_stats import LEGACY_STATS_BASIS
 from ai_photo_detector.imaging import PreprocessSpec
 from ai_photo_detector.model.encoders import EncoderError, EncoderRecipe, served_graph
+from ai_photo_detector.model.runtimes import Runtime
 
 BUNDLE_FORMAT = "ai-photo-detector-bundle"
 SCHEMA_VERSION = 1
@@ -207,6 +208,11 @@ class Manifest(Strict):
     def ai_index(self) -> int:
         return self.labels.index(self.ai_label)
 
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime the graph's figures (and its probe) were measured on."""
+        return self.encoder.recipe.runtime if self.encoder is not None else "onnxruntime"
+
     def public(self) -> dict[str, Any]:
         """What clients may see: everything but the bulky drift sample."""
         data = self.model_dump(mode="json", exclude={"drift_reference"})
@@ -245,12 +251,11 @@ class Bundle:
         if probe is None:
             return
         recorded = probe.logits
-        encoder = self.manifest.encoder
-        if encoder is not None and runtime != encoder.recipe.runtime:
+        if runtime != self.manifest.runtime:
             if probe.fallback_logits is None:
                 raise BundleError(
-                    f"bundle {self.path}: its graph was measured on {encoder.recipe.runtime}, "
-                    f"which is not installed, and it records no probe for {runtime}"
+                    f"bundle {self.path}: its graph was measured on {self.manifest.runtime} "
+                    f"and it records no probe for {runtime}"
                 )
             recorded = probe.fallback_logits
         expected = np.asarray(recorded, dtype=np.float32)

@@ -354,8 +354,9 @@ def calibrate(
     """The recipe with the activation ranges of static INT8 measured on ``batches`` of model
     inputs (training images), through the graph with its weights dequantised: each range runs
     from the ``1 - quantile`` to the ``quantile`` quantile of the site's values."""
-    sites = activation_sites(_cut_graph(recipe))
-    graph = float_graph(_cut_graph(recipe), sites)
+    model = _cut_graph(recipe)
+    sites = activation_sites(model)
+    graph = float_graph(model, sites)
     session = make_session(graph.SerializeToString())
     collector = RangeCollector(sites, seed, quantile)
     for batch in batches:

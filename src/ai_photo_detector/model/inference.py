@@ -1,4 +1,5 @@
-"""ONNX Runtime inference on a bundle, and the calibrated verdict built from its logits.
+"""Inference on a bundle (ONNX Runtime or OpenVINO), and the calibrated verdict built from its
+logits.
 
 Used by the command line, evaluation and the service alike; imports neither torch nor the
 training code.
@@ -209,14 +210,13 @@ class OnnxDetector:
         self.input_name = self.manifest.onnx.input
         self.batch_independent = self.manifest.onnx.batch_independent
         self.lanes: ImageLanes | None = None
-        encoder = self.manifest.encoder
-        wanted: Runtime = encoder.recipe.runtime if encoder is not None else "onnxruntime"
+        wanted = self.manifest.runtime
         threads = (intra_op_threads, inter_op_threads, spinning)
         graph = bundle.graph()
         try:
             self._open(graph, wanted, threads)
         except Exception:
-            if encoder is None:
+            if self.manifest.encoder is None:
                 raise
             # A built graph from the cache that does not load or compute what training
             # measured is rebuilt once from the package file; a second failure is the bundle's.
