@@ -23,3 +23,12 @@ def prune_graph(graph: onnx.GraphProto, outputs: list[str]) -> None:
     del graph.initializer[:]
     graph.initializer.extend(initialisers)
     del graph.value_info[:]  # shapes change with the input size: let the runtime infer them
+
+
+def readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> the nodes that read it, in graph order."""
+    found: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            found.setdefault(name, []).append(node)
+    return found

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from ai_photo_detector.model.onnx_graph import prune_graph
+from ai_photo_detector.model.onnx_graph import prune_graph, readers
 
 if TYPE_CHECKING:
     import onnx
@@ -54,10 +54,7 @@ def quantised_products(model: onnx.ModelProto) -> list[QuantisedProduct]:
     Mul(scales), in graph order."""
     graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = readers(graph)
     found = []
     for node in graph.node:
         if node.op_type != "MatMulInteger":

@@ -24,6 +24,7 @@ from onnx import helper, numpy_helper
 
 from ai_photo_detector.errors import TrainingFailed
 from ai_photo_detector.model.bundle import HEAD_FILE, MODEL_FILE, load_bundle, write_manifest
+from ai_photo_detector.model.onnx_graph import readers
 
 
 class GraphRewriteError(TrainingFailed):
@@ -106,17 +107,14 @@ def fold_same_padding(model: onnx.ModelProto, input_name: str, input_size: int) 
     """
     graph = model.graph
     initializers = {init.name for init in graph.initializer}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    reading = readers(graph)
 
     candidates = []
     for node in graph.node:
         if node.op_type != "Pad" or node.input[1] in initializers:
             continue
         mode = next((a.s for a in node.attribute if a.name == "mode"), b"constant")
-        after = readers.get(node.output[0], [])
+        after = reading.get(node.output[0], [])
         single_conv = len(after) == 1 and after[0].op_type == "Conv"
         if mode == b"constant" and single_conv and _zero_fill(graph, node):
             candidates.append((node, after[0]))
