@@ -7,15 +7,17 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Query
 
+from ai_photo_detector.contract.schemas import (
+    ReloadResponse,
+    RolloutStatus,
+    RolloutUpdate,
+    ShadowReport,
+)
 from ai_photo_detector.errors import ReloadFailed
 from ai_photo_detector.monitoring.shadow import shadow_report
 from ai_photo_detector.serving.api.auth import AdminCaller, PredictCaller
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.schemas import (
-    ReloadResponse,
-    RolloutStatus,
-    RolloutUpdate,
-    ShadowReport,
     error_responses,
 )
 from ai_photo_detector.serving.models import CHALLENGER, ReloadError

@@ -6,6 +6,10 @@ import base64
 
 from fastapi import APIRouter, Query, Request, Response
 
+from ai_photo_detector.contract.schemas import (
+    ExplainResponse,
+    Explanation,
+)
 from ai_photo_detector.serving.api.auth import PredictCaller
 from ai_photo_detector.serving.api.body import read_one_image
 from ai_photo_detector.serving.api.deps import ServicesDep
@@ -19,8 +23,6 @@ from ai_photo_detector.serving.api.routes.predict import (
     watched,
 )
 from ai_photo_detector.serving.api.schemas import (
-    ExplainResponse,
-    Explanation,
     error_responses,
     prediction_fields,
 )

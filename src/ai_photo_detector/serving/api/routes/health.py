@@ -6,13 +6,15 @@ from fastapi import APIRouter, Depends, Path, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ai_photo_detector.serving.api.auth import require
-from ai_photo_detector.serving.api.deps import ServicesDep
-from ai_photo_detector.serving.api.schemas import (
+from ai_photo_detector.contract.schemas import (
     Live,
     OipModelMetadata,
     OipModelReady,
     Ready,
+)
+from ai_photo_detector.serving.api.auth import require
+from ai_photo_detector.serving.api.deps import ServicesDep
+from ai_photo_detector.serving.api.schemas import (
     error_responses,
 )
 

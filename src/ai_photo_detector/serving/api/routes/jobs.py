@@ -23,13 +23,20 @@ from ai_photo_detector.batch.results import (
     write_parquet,
 )
 from ai_photo_detector.batch.service import JobService, Submission, Submitter, progress
+from ai_photo_detector.contract.schemas import (
+    JobLinks,
+    JobList,
+    JobStatus,
+)
 from ai_photo_detector.errors import JobsUnavailable, ShuttingDown
 from ai_photo_detector.persistence.schema import Job
 from ai_photo_detector.serving.api.auth import JobsCaller, Principal
 from ai_photo_detector.serving.api.body import body_chunks, read_limited
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.errors import ApiError
-from ai_photo_detector.serving.api.schemas import JobLinks, JobList, JobStatus, error_responses
+from ai_photo_detector.serving.api.schemas import (
+    error_responses,
+)
 from ai_photo_detector.serving.api.state import Services
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

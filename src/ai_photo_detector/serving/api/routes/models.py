@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path
 
-from ai_photo_detector.serving.api.auth import require
-from ai_photo_detector.serving.api.deps import ServicesDep
-from ai_photo_detector.serving.api.schemas import (
+from ai_photo_detector.contract.schemas import (
     ModelDetail,
     ModelList,
     ModelSummary,
+)
+from ai_photo_detector.serving.api.auth import require
+from ai_photo_detector.serving.api.deps import ServicesDep
+from ai_photo_detector.serving.api.schemas import (
     error_responses,
 )
 

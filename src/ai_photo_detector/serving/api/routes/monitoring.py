@@ -8,6 +8,18 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Query, Response
 
+from ai_photo_detector.contract.schemas import (
+    AlertmanagerWebhook,
+    AlertsRecorded,
+    DriftEntry,
+    DriftResponse,
+    DriftRunResponse,
+    FeedbackIn,
+    FeedbackOut,
+    LiveAccuracyItem,
+    LiveAccuracyResponse,
+    ModelRef,
+)
 from ai_photo_detector.persistence.alerts import AlertRecord, record_alerts
 from ai_photo_detector.persistence.drift_history import history
 from ai_photo_detector.persistence.feedback import (
@@ -19,16 +31,6 @@ from ai_photo_detector.serving.api.auth import AdminCaller, PredictCaller
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.errors import ApiError
 from ai_photo_detector.serving.api.schemas import (
-    AlertmanagerWebhook,
-    AlertsRecorded,
-    DriftEntry,
-    DriftResponse,
-    DriftRunResponse,
-    FeedbackIn,
-    FeedbackOut,
-    LiveAccuracyItem,
-    LiveAccuracyResponse,
-    ModelRef,
     error_responses,
 )
 

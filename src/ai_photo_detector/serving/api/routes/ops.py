@@ -11,11 +11,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Query
 
-from ai_photo_detector.persistence import ops as queries
-from ai_photo_detector.serving.api.auth import OpsCaller
-from ai_photo_detector.serving.api.deps import ServicesDep
-from ai_photo_detector.serving.api.errors import ApiError
-from ai_photo_detector.serving.api.ops_schemas import (
+from ai_photo_detector.contract.ops import (
     AccuracyOverTime,
     AccuracyPoint,
     AccuracySeries,
@@ -26,11 +22,17 @@ from ai_photo_detector.serving.api.ops_schemas import (
     OpsOverview,
     OpsWindow,
 )
+from ai_photo_detector.contract.schemas import (
+    ModelRef,
+)
+from ai_photo_detector.persistence import ops as queries
+from ai_photo_detector.serving.api.auth import OpsCaller
+from ai_photo_detector.serving.api.deps import ServicesDep
+from ai_photo_detector.serving.api.errors import ApiError
 from ai_photo_detector.serving.api.routes.admin import rollout_status
 from ai_photo_detector.serving.api.routes.models import list_models
 from ai_photo_detector.serving.api.routes.monitoring import get_drift
 from ai_photo_detector.serving.api.schemas import (
-    ModelRef,
     error_responses,
 )
 

@@ -11,6 +11,14 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
+from ai_photo_detector.contract.schemas import (
+    BatchItem,
+    BatchResponse,
+    ErrorBody,
+    ModelRef,
+    Prediction,
+    PredictResponse,
+)
 from ai_photo_detector.errors import DetectorError, ModelNotReady, ShuttingDown
 from ai_photo_detector.serving.api.auth import PredictCaller, Principal
 from ai_photo_detector.serving.api.body import Upload, read_one_image, read_uploads
@@ -18,12 +26,6 @@ from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.errors import RETRY_LATER, http_status
 from ai_photo_detector.serving.api.middleware import request_id_of
 from ai_photo_detector.serving.api.schemas import (
-    BatchItem,
-    BatchResponse,
-    ErrorBody,
-    ModelRef,
-    Prediction,
-    PredictResponse,
     error_responses,
     prediction_fields,
 )

@@ -14,6 +14,19 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 
+from ai_photo_detector.contract.review import (
+    ClaimOut,
+    ReviewFilter,
+    ReviewItemOut,
+    ReviewQueueOut,
+    ShadowAnswer,
+    VerdictIn,
+    VerdictOut,
+)
+from ai_photo_detector.contract.schemas import (
+    Explanation,
+    ModelRef,
+)
 from ai_photo_detector.persistence.feedback import PredictionNotFound
 from ai_photo_detector.persistence.review import (
     COUNT_LIMIT,
@@ -27,17 +40,10 @@ from ai_photo_detector.serving.api.auth import Principal, ReviewCaller
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.errors import ApiError
 from ai_photo_detector.serving.api.middleware import request_id_of
-from ai_photo_detector.serving.api.review_schemas import (
-    ClaimOut,
-    ReviewFilter,
-    ReviewItemOut,
-    ReviewQueueOut,
-    ShadowAnswer,
-    VerdictIn,
-    VerdictOut,
-)
 from ai_photo_detector.serving.api.routes.predict import ready_model, watched
-from ai_photo_detector.serving.api.schemas import Explanation, ModelRef, error_responses
+from ai_photo_detector.serving.api.schemas import (
+    error_responses,
+)
 from ai_photo_detector.serving.api.state import Services
 from ai_photo_detector.serving.models import LoadedModel
 from ai_photo_detector.serving.predictor import Caller

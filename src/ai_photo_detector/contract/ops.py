@@ -7,7 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ai_photo_detector.serving.api.schemas import DriftResponse, ModelList, ModelRef, RolloutStatus
+from ai_photo_detector.contract.schemas import (
+    DriftResponse,
+    ModelList,
+    ModelRef,
+    RolloutStatus,
+)
 
 
 class OpsWindow(BaseModel):

@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ai_photo_detector.serving.api.schemas import ModelRef
+from ai_photo_detector.contract.schemas import (
+    ModelRef,
+)
 
 Kind = Literal["uncertain", "disagreement", "sample"]
 
