@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run install install-dev test lint typecheck unit deploy-check image-check default-model fast-model fast-int8-model clean fuzz reliability
+.PHONY: run install install-dev test lint typecheck unit deploy-check image-check default-model fast-model fast-int8-model clean fuzz reliability openapi
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ lint:
 
 typecheck:
 	$(BIN)/mypy src
+
+# The HTTP contract, docs/openapi.json, regenerated; refused where it breaks /v1 clients without
+# a major move of API_VERSION (src/ai_photo_detector/contract/__init__.py).
+openapi:
+	$(BIN)/ai-photo-detector openapi --out docs/openapi.json
 
 unit:
 	$(BIN)/pytest -q

@@ -392,6 +392,13 @@ class ServerSettings(Section):
         description="Interactive docs at /docs and /redoc, with /openapi.json open: auto serves "
         "them only where no API key is required; else /openapi.json needs a valid key.",
     )
+    compat_v1: bool = Field(
+        False,
+        description="Also answer the original v1.0 API (POST /predict, /predict/batch, "
+        "/predict/explain and GET /health, in its response shapes) from this service's own "
+        "model, auth and rate limits: a migration aid, left out of the OpenAPI document "
+        "(env APD_SERVER__COMPAT_V1).",
+    )
 
 
 class ApiKeyEntry(Section):
@@ -401,6 +408,12 @@ class ApiKeyEntry(Section):
     )
     scopes: list[str] = Field(
         ["predict"], description="Granted scopes: predict, jobs, review, ops, admin."
+    )
+    webhook_secret: str | None = Field(
+        None,
+        min_length=16,
+        description="Signs this key's job webhooks (else webhooks.secret); the integrator "
+        "verifies with it.",
     )
 
 
@@ -546,6 +559,42 @@ class ReviewSettings(Section):
         ge=0,
         le=1,
         description="Share of confident answers queued for quality-control review.",
+    )
+
+
+class WebhookSettings(Section):
+    """Job webhooks: where they may go and how hard delivery tries."""
+
+    enabled: bool = Field(True, description="Accept a callback_url on job submission.")
+    secret: str | None = Field(
+        None,
+        min_length=16,
+        description="Signs the webhooks of keys without their own webhook_secret (and of "
+        "anonymous callers where keys are optional).",
+    )
+    allowed_hosts: list[str] = Field(
+        [],
+        description="Host names a callback may target ('hooks.example.com', '*.example.com'); "
+        "empty: any host whose addresses are public.",
+    )
+    allowed_networks: list[str] = Field(
+        [],
+        description="Networks (CIDR) a callback may reach although they are loopback, "
+        "link-local, private or metadata addresses (refused otherwise).",
+    )
+    schemes: list[Literal["https", "http"]] = Field(
+        ["https"], description="URL schemes a callback may use."
+    )
+    timeout_s: float = Field(10.0, gt=0, le=60, description="Time allowed per attempt.")
+    backoff_s: float = Field(
+        2.0, gt=0, description="Wait after the first failed attempt; doubles each time."
+    )
+    max_backoff_s: float = Field(600.0, gt=0, description="Longest wait between attempts.")
+    give_up_after_s: float = Field(
+        86400.0, gt=0, description="Stop trying this long after the job finished."
+    )
+    poll_interval_s: float = Field(
+        1.0, gt=0, description="How often the service looks for events that are due."
     )
 
 
@@ -700,6 +749,9 @@ class Settings(BaseSettings):
         default_factory=RateLimitSettings, description="Per-client rate limits."
     )
     jobs: JobsSettings = Field(default_factory=JobsSettings, description="Batch jobs.")
+    webhooks: WebhookSettings = Field(
+        default_factory=WebhookSettings, description="Webhooks sent when a job finishes."
+    )
     review: ReviewSettings = Field(default_factory=ReviewSettings, description="Review queue.")
     retraining: RetrainingSettings = Field(
         default_factory=RetrainingSettings, description="Retraining on reviewed feedback."

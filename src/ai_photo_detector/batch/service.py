@@ -7,15 +7,19 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from ai_photo_detector.batch.archives import ArchiveLimits, open_archive
+from ai_photo_detector.batch.callback_targets import refused
+from ai_photo_detector.batch.callbacks import Webhooks
 from ai_photo_detector.batch.manifests import StorageRoots
 from ai_photo_detector.batch.queue import JobQueue
 from ai_photo_detector.batch.scoring import RESULT_FIELDS
+from ai_photo_detector.contract.schemas import CallbackAttemptOut, CallbackOut, JobLinks, JobStatus
 from ai_photo_detector.errors import JobConflict, JobLimitReached, JobNotFound
+from ai_photo_detector.persistence.callbacks import Attempt
 from ai_photo_detector.persistence.jobs import (
     ACTIVE,
     IdempotencyConflict,
@@ -44,6 +48,7 @@ class Submission:
     idempotency_key: str | None
     request_sha256: str
     model_name: str
+    callback_url: str | None = None
 
 
 class JobService:
@@ -54,8 +59,10 @@ class JobService:
         settings: JobsSettings,
         extensions: list[str],
         max_image_bytes: int,
+        webhooks: Webhooks | None = None,
     ) -> None:
         self.jobs = jobs
+        self.webhooks = webhooks
         self.queue = queue
         self.settings = settings
         self.roots = StorageRoots(settings.storage_roots)
@@ -106,6 +113,7 @@ class JobService:
     ) -> tuple[Job, bool]:
         self._check_quota(submission.submitter.owner, len(items))
         new = NewJob(
+            callback_url=self.callback_of(submission),
             owner=submission.submitter.owner,
             idempotency_key=submission.idempotency_key,
             request_sha256=submission.request_sha256,
@@ -118,6 +126,14 @@ class JobService:
             for index in range(job.chunks):
                 self.queue.enqueue(job.id, index)
         return job, created
+
+    def callback_of(self, submission: Submission) -> str | None:
+        """The submission's callback URL once checked (``callback_refused`` otherwise)."""
+        if submission.callback_url is None:
+            return None
+        if self.webhooks is None:
+            raise refused("webhooks are turned off on this server (webhooks.enabled)")
+        return self.webhooks.accept(submission.callback_url, submission.submitter.owner)
 
     def submit_archive(self, submission: Submission, upload: Path) -> tuple[Job, bool]:
         """Check the spooled upload and queue its images; the upload is removed on refusal
@@ -141,6 +157,7 @@ class JobService:
         replay = self._replay(submission)
         if replay is not None:
             return replay, False
+        self.callback_of(submission)  # refused before the paths are checked
         items = [Item(i, self.roots.check(path)) for i, path in enumerate(paths)]
         return self._create(submission, "manifest", None, items)
 
@@ -174,6 +191,18 @@ class JobService:
             yield [{name: getattr(row, name) for name in RESULT_FIELDS} for row in page]
             after = page[-1].item
 
+    def status(self, job: Job) -> JobStatus:
+        """The job as the API shows it, its webhook's attempts included."""
+        attempts = []
+        if job.callback_url is not None and self.webhooks is not None:
+            attempts = self.webhooks.store.attempts(job.id)
+        return job_status(job, attempts)
+
+    def deliver_webhooks(self) -> int:
+        if self.webhooks is None:
+            return 0
+        return self.webhooks.deliver_due(self.status)
+
     def purge(self) -> int:
         """Forget finished jobs past retention, and their archives; returns how many."""
         cutoff = now() - timedelta(days=self.settings.retention_days)
@@ -183,6 +212,48 @@ class JobService:
                 Path(job.spool).unlink(missing_ok=True)
             self.jobs.delete(job.id)
         return len(old)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    moment = aware(moment)
+    return moment.isoformat() if moment is not None else None
+
+
+def _callback(job: Job, attempts: list[Attempt]) -> CallbackOut | None:
+    if job.callback_url is None:
+        return None
+    return CallbackOut(
+        url=job.callback_url,
+        status=job.callback_status or "waiting",
+        attempts=[
+            CallbackAttemptOut(
+                number=a.number,
+                at=_iso(a.at) or "",
+                status_code=a.status_code,
+                error=a.error,
+                duration_ms=round(a.duration_ms, 1),
+            )
+            for a in attempts
+        ],
+    )
+
+
+def job_status(job: Job, attempts: list[Attempt]) -> JobStatus:
+    return JobStatus(
+        id=job.id,
+        status=job.status,
+        source=job.source,
+        model=job.model_name,
+        total=job.total,
+        done=job.done,
+        failed=job.failed,
+        created_at=_iso(job.created_at) or "",
+        started_at=_iso(job.started_at),
+        finished_at=_iso(job.finished_at),
+        links=JobLinks(self=f"/v1/jobs/{job.id}", results=f"/v1/jobs/{job.id}/results"),
+        callback=_callback(job, attempts),
+        **progress(job),
+    )
 
 
 def progress(job: Job) -> dict[str, Any]:

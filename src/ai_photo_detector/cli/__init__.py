@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import typer
 
-from ai_photo_detector.cli import batch, data, keys, models, scoring, serve, store, training
+from ai_photo_detector.cli import (
+    batch,
+    contract,
+    data,
+    keys,
+    models,
+    scoring,
+    serve,
+    store,
+    training,
+)
 from ai_photo_detector.cli.common import Commands
 
 app = typer.Typer(cls=Commands, no_args_is_help=True, help="Detect AI-generated product photos.")
@@ -26,5 +36,6 @@ app.add_typer(models.app, name="models")
 app.command()(serve.serve)
 app.command()(batch.worker)
 app.command()(batch.score)
+app.command()(contract.openapi)
 
 __all__ = ["app"]

@@ -119,6 +119,12 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class NotClaimed(ServiceError):
+    """A review verdict or release on an item this reviewer holds no lease on."""
+
+    code = "not_claimed"
+
+
 class PayloadTooLarge(ServiceError):
     code = "body_too_large"
 
@@ -176,7 +182,7 @@ CODE_TYPES.update(
         "not_found": NotFound,
         "prediction_not_found": NotFound,
         "image_not_retained": NotFound,
-        "not_claimed": NotFound,
+        "not_claimed": NotClaimed,
         "method_not_allowed": InvalidInput,
         "invalid_request": InvalidInput,
         "invalid_label": InvalidInput,

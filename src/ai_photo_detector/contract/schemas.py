@@ -325,6 +325,23 @@ class JobLinks(BaseModel):
     results: str
 
 
+class CallbackAttemptOut(BaseModel):
+    number: int
+    at: str
+    status_code: int | None = Field(description="The receiver's answer; null when none came.")
+    error: str | None = Field(description="Why it failed: a status, a timeout, a refusal.")
+    duration_ms: float
+
+
+class CallbackOut(BaseModel):
+    url: str
+    status: str = Field(
+        description="waiting (the job runs), pending (owed, being tried), delivered, or failed "
+        "(given up after webhooks.give_up_after_s)."
+    )
+    attempts: list[CallbackAttemptOut]
+
+
 class JobStatus(BaseModel):
     id: str
     status: str = Field(description="queued, running, done or cancelled.")
@@ -339,6 +356,18 @@ class JobStatus(BaseModel):
     rate_per_s: float | None = Field(description="Images per second since the job started.")
     eta_s: float | None = Field(description="Seconds left at that rate (None when unknown).")
     links: JobLinks
+    callback: CallbackOut | None = Field(
+        None, description="The webhook the job carries, and every delivery attempt."
+    )
+
+
+class JobEvent(BaseModel):
+    """The body of a job webhook, signed in the X-APD-Signature header."""
+
+    id: str = Field(description="Unique per event: a receiver may drop repeats by it.")
+    type: str = Field(description="job.done or job.cancelled.")
+    created_at: str = Field(description="When the job finished.")
+    job: JobStatus
 
 
 class JobList(BaseModel):

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ai_photo_detector.persistence.schema import Job, JobChunk, JobResult
 from ai_photo_detector.persistence.store import Store
@@ -24,6 +25,7 @@ from ai_photo_detector.persistence.store import aware as store_aware
 
 QUEUED, RUNNING, DONE, CANCELLED = "queued", "running", "done", "cancelled"
 ACTIVE = (QUEUED, RUNNING)
+PENDING, DELIVERED, GAVE_UP = "pending", "delivered", "failed"  # a job's webhook event
 WORKER_LOST = "worker_lost"  # the error code of images whose chunk ran out of attempts
 
 
@@ -53,6 +55,7 @@ class NewJob:
     source: str
     spool: str | None
     model_name: str
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,20 @@ class IdempotencyConflict(Exception):
     """The idempotency key was used before for a different request."""
 
 
+def owe_callback(session: Session, job_id: str) -> None:
+    """In the transaction that ends a job: its webhook event, if it has one, is now owed."""
+    session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status.not_in(ACTIVE),
+            Job.callback_url.is_not(None),
+            Job.callback_status.is_(None),
+        )
+        .values(callback_status=PENDING, callback_next_at=now())
+    )
+
+
 class JobStore:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -111,6 +128,7 @@ class JobStore:
             source=new.source,
             spool=new.spool,
             model_name=new.model_name,
+            callback_url=new.callback_url,
             total=len(items),
             done=0,
             failed=0,
@@ -194,6 +212,7 @@ class JobStore:
                 .where(Job.id == job_id, Job.status.in_(ACTIVE))
                 .values(status=CANCELLED, finished_at=now())
             )
+            owe_callback(session, job_id)
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def claim(self, job_id: str, index: int, lease_s: float, max_attempts: int) -> Claim | None:
@@ -295,6 +314,7 @@ class JobStore:
                 )
                 .values(status=DONE, finished_at=finished)
             )
+            owe_callback(session, claim.job_id)
             job = session.get(Job, claim.job_id)
             if job is not None:
                 session.refresh(job)

@@ -182,8 +182,29 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The webhook told when the job is over: its target, whether the event is still owed
+    # (pending, delivered, failed: given up), and when the next attempt may go.
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
+    callback_status: Mapped[str | None] = mapped_column(String(16))
+    callback_next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_jobs_idempotency"),)
+    __table_args__ = (
+        UniqueConstraint("owner", "idempotency_key", name="uq_jobs_idempotency"),
+        Index("ix_jobs_callback_due", "callback_status", "callback_next_at"),
+    )
+
+
+class CallbackAttempt(Base):
+    """One try at delivering a job's webhook event, kept for the job's status."""
+
+    __tablename__ = "callback_attempts"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status_code: Mapped[int | None] = mapped_column(Integer)  # None: no answer
+    error: Mapped[str | None] = mapped_column(String(500))
+    duration_ms: Mapped[float] = mapped_column(Float)
 
 
 class JobChunk(Base):

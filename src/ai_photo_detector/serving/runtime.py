@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from ai_photo_detector.batch.callbacks import Webhooks, key_secrets
 from ai_photo_detector.batch.metrics import JobStoreCollector
 from ai_photo_detector.batch.queue import JobQueue
 from ai_photo_detector.batch.service import JobService
 from ai_photo_detector.errors import SettingsInvalid
+from ai_photo_detector.persistence.callbacks import CallbackStore
 from ai_photo_detector.persistence.jobs import JobStore
 from ai_photo_detector.persistence.predictions import PredictionLog
 from ai_photo_detector.persistence.store import Store
@@ -80,8 +82,16 @@ async def _start_jobs(
     collector = JobStoreCollector(job_store)
     metrics.registry.register(collector)
     cleanup.callback(metrics.registry.unregister, collector)  # the app may start again
+    webhooks = None
+    if settings.webhooks.enabled:
+        webhooks = Webhooks(CallbackStore(store), settings.webhooks, key_secrets(settings))
     service = JobService(
-        job_store, queue, settings.jobs, settings.data.extensions, settings.server.max_upload_bytes
+        job_store,
+        queue,
+        settings.jobs,
+        settings.data.extensions,
+        settings.server.max_upload_bytes,
+        webhooks,
     )
     worker = None
     if settings.jobs.in_process:
@@ -91,6 +101,14 @@ async def _start_jobs(
     purging = Periodic("job retention", 3600.0, lambda: asyncio.to_thread(service.purge))
     purging.start()
     cleanup.push_async_callback(purging.stop)
+    if webhooks is not None:
+        delivering = Periodic(
+            "job webhooks",
+            settings.webhooks.poll_interval_s,
+            lambda: asyncio.to_thread(service.deliver_webhooks),
+        )
+        delivering.start()
+        cleanup.push_async_callback(delivering.stop)
     return service, worker
 
 

@@ -12,13 +12,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from ai_photo_detector import __version__
+from ai_photo_detector.contract import API_VERSION
 from ai_photo_detector.serving.api.auth import AnyKeyCaller
 from ai_photo_detector.serving.api.errors import install_error_handlers
 from ai_photo_detector.serving.api.middleware import UI_PATH, ServiceMiddleware
 from ai_photo_detector.serving.api.ratelimit import RateLimiter
 from ai_photo_detector.serving.api.routes import (
     admin,
+    compat,
     explain,
     health,
     jobs,
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs = server.docs == "on" or (server.docs == "auto" and not settings.auth_required)
     app = FastAPI(
         title="AI Product Photo Detector",
-        version=__version__,
+        version=API_VERSION,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
@@ -71,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    if settings.server.compat_v1:  # the original v1.0 API, a migration aid
+        app.include_router(compat.router)
     if not docs:  # the schema still answers, to a valid key only
 
         @app.get("/openapi.json", include_in_schema=False)

@@ -22,14 +22,12 @@ from ai_photo_detector.batch.results import (
     parquet_available,
     write_parquet,
 )
-from ai_photo_detector.batch.service import JobService, Submission, Submitter, progress
+from ai_photo_detector.batch.service import JobService, Submission, Submitter
 from ai_photo_detector.contract.schemas import (
-    JobLinks,
     JobList,
     JobStatus,
 )
 from ai_photo_detector.errors import JobsUnavailable, ShuttingDown
-from ai_photo_detector.persistence.schema import Job
 from ai_photo_detector.serving.api.auth import JobsCaller, Principal
 from ai_photo_detector.serving.api.body import body_chunks, read_limited
 from ai_photo_detector.serving.api.deps import ServicesDep
@@ -82,27 +80,6 @@ def submitter_of(principal: Principal) -> Submitter:
     return Submitter(principal.key_id or "", "admin" in principal.scopes)
 
 
-def _iso(moment: Any) -> str | None:
-    return moment.isoformat() if moment is not None else None
-
-
-def job_status(job: Job) -> JobStatus:
-    return JobStatus(
-        id=job.id,
-        status=job.status,
-        source=job.source,
-        model=job.model_name,
-        total=job.total,
-        done=job.done,
-        failed=job.failed,
-        created_at=_iso(job.created_at) or "",
-        started_at=_iso(job.started_at),
-        finished_at=_iso(job.finished_at),
-        links=JobLinks(self=f"/v1/jobs/{job.id}", results=f"/v1/jobs/{job.id}/results"),
-        **progress(job),
-    )
-
-
 async def _spool_body(request: Request, path: Path, limit: int, timeout_s: float) -> str:
     """Stream the body to ``path`` under the size and time limits; returns its SHA-256."""
     declared = request.headers.get("content-length")
@@ -120,6 +97,11 @@ async def _spool_body(request: Request, path: Path, limit: int, timeout_s: float
     if size == 0:
         raise ApiError(400, "empty_body", "the request body is empty")
     return digest.hexdigest()
+
+
+def _asked(model_name: str, callback_url: str | None) -> bytes:
+    """What besides the body an idempotency key's replay must repeat."""
+    return f"\0{model_name}".encode() + (f"\0{callback_url}".encode() if callback_url else b"")
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -152,6 +134,11 @@ async def submit(
     model: str | None = Query(
         None, max_length=128, description="Model name, name@version or role (default: champion)."
     ),
+    callback_url: str | None = Query(
+        None,
+        max_length=2048,
+        description="Where to POST a signed event when the job is over (see webhooks).",
+    ),
 ) -> JobStatus:
     jobs = job_service(services)
     if services.draining:
@@ -169,8 +156,8 @@ async def submit(
         body = await read_limited(
             request, MAX_MANIFEST_BYTES, server.max_discard_bytes, server.body_timeout_s
         )
-        digest = hashlib.sha256(body + f"\0{model_name}".encode()).hexdigest()
-        submission = Submission(submitter, key, digest, model_name)
+        digest = hashlib.sha256(body + _asked(model_name, callback_url)).hexdigest()
+        submission = Submission(submitter, key, digest, model_name, callback_url)
         paths = parse_manifest(body, settings.jobs.max_images_per_job)
         job, created = await asyncio.to_thread(jobs.submit_manifest, submission, paths)
     elif content_type in ARCHIVE_TYPES or not content_type:
@@ -183,8 +170,8 @@ async def submit(
         except BaseException:
             upload.unlink(missing_ok=True)
             raise
-        digest = hashlib.sha256(f"{digest}\0{model_name}".encode()).hexdigest()
-        submission = Submission(submitter, key, digest, model_name)
+        digest = hashlib.sha256(digest.encode() + _asked(model_name, callback_url)).hexdigest()
+        submission = Submission(submitter, key, digest, model_name, callback_url)
         job, created = await asyncio.to_thread(jobs.submit_archive, submission, upload)
     else:
         raise ApiError(
@@ -197,7 +184,7 @@ async def submit(
     if not created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return job_status(job)
+    return await asyncio.to_thread(jobs.status, job)
 
 
 @router.get(
@@ -214,7 +201,7 @@ async def list_jobs(
 ) -> JobList:
     jobs = job_service(services)
     found = await asyncio.to_thread(jobs.newest, submitter_of(principal), limit)
-    return JobList(jobs=[job_status(job) for job in found])
+    return JobList(jobs=await asyncio.to_thread(lambda: [jobs.status(job) for job in found]))
 
 
 @router.get(
@@ -226,7 +213,8 @@ async def list_jobs(
 )
 async def get_job(job_id: str, services: ServicesDep, principal: JobsCaller) -> JobStatus:
     jobs = job_service(services)
-    return job_status(await asyncio.to_thread(jobs.get, job_id, submitter_of(principal)))
+    job = await asyncio.to_thread(jobs.get, job_id, submitter_of(principal))
+    return await asyncio.to_thread(jobs.status, job)
 
 
 @router.delete(
@@ -238,7 +226,8 @@ async def get_job(job_id: str, services: ServicesDep, principal: JobsCaller) -> 
 )
 async def cancel_job(job_id: str, services: ServicesDep, principal: JobsCaller) -> JobStatus:
     jobs = job_service(services)
-    return job_status(await asyncio.to_thread(jobs.cancel, job_id, submitter_of(principal)))
+    job = await asyncio.to_thread(jobs.cancel, job_id, submitter_of(principal))
+    return await asyncio.to_thread(jobs.status, job)
 
 
 async def _pages_off_loop(pages: Iterator[bytes]) -> AsyncIterator[bytes]:

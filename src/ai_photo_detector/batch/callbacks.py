@@ -1,0 +1,145 @@
+"""Job webhooks: a callback URL checked at submission, then one signed event when the job is
+over, sent by the service until the receiver takes it (2xx) or ``give_up_after_s`` passes.
+
+Every attempt is recorded (see ``persistence/callbacks.py``) and shown in the job's status.
+Receivers verify the signature with ``ai_photo_detector.client.verify_signature``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import httpx
+
+from ai_photo_detector.batch.callback_targets import Target, check_target, refused
+from ai_photo_detector.contract.schemas import JobEvent, JobStatus
+from ai_photo_detector.contract.signatures import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    signature_header,
+)
+from ai_photo_detector.errors import InputError
+from ai_photo_detector.persistence.callbacks import Attempt, CallbackStore
+from ai_photo_detector.persistence.jobs import aware, now
+from ai_photo_detector.persistence.schema import Job
+from ai_photo_detector.settings import Settings, WebhookSettings
+
+logger = logging.getLogger(__name__)
+DUE_PER_ROUND = 20
+
+
+def key_secrets(settings: Settings) -> dict[str, str]:
+    """Each key id's signing secret: its own, else the service-wide one."""
+    fallback = settings.webhooks.secret
+    secrets = {key.id: key.webhook_secret or fallback for key in settings.auth.keys}
+    if fallback:
+        secrets[""] = fallback  # anonymous callers, where keys are optional
+    return {owner: secret for owner, secret in secrets.items() if secret}
+
+
+def event_of(job: Job, status: JobStatus) -> JobEvent:
+    finished = aware(job.finished_at)
+    return JobEvent(
+        id=f"{job.id}.{job.status}",
+        type=f"job.{job.status}",
+        created_at=finished.isoformat() if finished else "",
+        job=status,
+    )
+
+
+class Webhooks:
+    def __init__(
+        self,
+        store: CallbackStore,
+        settings: WebhookSettings,
+        secrets: dict[str, str],
+        resolver: Callable[[str, int], list[str]] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.secrets = secrets
+        self.resolver = resolver
+
+    def _target(self, url: str) -> Target:
+        if self.resolver is None:
+            return check_target(url, self.settings)
+        return check_target(url, self.settings, self.resolver)
+
+    def accept(self, url: str, owner: str) -> str:
+        """The callback URL a job may carry, or ``InputError`` (callback_refused)."""
+        if not self.settings.enabled:
+            raise refused("webhooks are turned off on this server (webhooks.enabled)")
+        if owner not in self.secrets:
+            raise refused(
+                "no webhook secret is configured for this API key (auth.keys[].webhook_secret "
+                "or webhooks.secret): an unsigned event could not be trusted"
+            )
+        self._target(url)
+        return url
+
+    def deliver_due(self, status_of: Callable[[Job], JobStatus]) -> int:
+        """Try every event that is due once; returns how many were delivered."""
+        delivered = 0
+        lease_s = self.settings.timeout_s + 5
+        for job in self.store.due(DUE_PER_ROUND):
+            if self.store.claim(job.id, lease_s):
+                delivered += self._attempt(job, status_of(job))
+        return delivered
+
+    def _attempt(self, job: Job, status: JobStatus) -> bool:
+        number = self.store.attempt_count(job.id) + 1
+        body = event_of(job, status).model_dump_json().encode("utf-8")
+        started_at = now()
+        started = time.perf_counter()
+        status_code: int | None = None
+        final_refusal = False
+        try:
+            status_code = self._post(job, body)
+            error = None if 200 <= status_code < 300 else f"HTTP {status_code}"
+        except InputError as exc:  # the target is refused now (its name moved, a secret went)
+            error, final_refusal = exc.message, True
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        attempt = Attempt(
+            number, started_at, status_code, error, (time.perf_counter() - started) * 1000
+        )
+        delivered = error is None
+        retry_at = None if delivered or final_refusal else self._next_try(job, number)
+        self.store.record(job.id, attempt, delivered, retry_at)
+        if not delivered:
+            logger.info("webhook of job %s, attempt %d: %s", job.id, number, error)
+        return delivered
+
+    def _post(self, job: Job, body: bytes) -> int:
+        secret = self.secrets.get(job.owner)
+        if secret is None:
+            raise refused("the key that submitted the job no longer has a webhook secret")
+        assert job.callback_url is not None
+        target = self._target(job.callback_url)
+        headers = {
+            "Content-Type": "application/json",
+            "Host": target.host_header,
+            "User-Agent": "ai-photo-detector-webhooks",
+            SIGNATURE_HEADER: signature_header(secret, body),
+            EVENT_HEADER: f"job.{job.status}",
+            DELIVERY_HEADER: f"{job.id}.{job.status}",
+        }
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        with httpx.Client(timeout=self.settings.timeout_s, follow_redirects=False) as http:
+            request = http.build_request(
+                "POST", target.pinned_url(), content=body, headers=headers, extensions=extensions
+            )
+            return http.send(request).status_code
+
+    def _next_try(self, job: Job, failures: int) -> datetime | None:
+        settings = self.settings
+        wait = min(settings.max_backoff_s, settings.backoff_s * 2 ** (failures - 1))
+        moment = now() + timedelta(seconds=wait)
+        finished = aware(job.finished_at) or now()
+        if moment > finished + timedelta(seconds=settings.give_up_after_s):
+            return None
+        return moment
