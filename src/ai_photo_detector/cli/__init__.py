@@ -11,6 +11,7 @@ from ai_photo_detector.cli import (
     data,
     keys,
     models,
+    remote,
     scoring,
     serve,
     store,
@@ -31,6 +32,8 @@ app.command()(scoring.explain)
 app.add_typer(keys.app, name="keys")
 app.add_typer(store.db_app, name="db")
 app.add_typer(store.feedback_app, name="feedback")
+store.feedback_app.command("send")(remote.feedback_send)
+app.add_typer(remote.jobs_app, name="jobs")
 app.add_typer(store.drift_app, name="drift")
 app.add_typer(models.app, name="models")
 app.command()(serve.serve)

@@ -27,6 +27,13 @@ ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="YAML settings file (else APD_CONFIG).")
 ]
 
+KeyFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--api-key-file", help="A file holding the API key (else APD_API_KEY / APD_API_KEY_FILE)."
+    ),
+]
+
 # Exit codes of expected errors, first match wins: 1 for a refusal (the registry said no, an
 # image could not be used), 2 for what must be fixed first (a bundle, a dataset, settings).
 EXIT_CODES: tuple[tuple[type[DetectorError], int], ...] = (

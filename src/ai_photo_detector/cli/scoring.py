@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ai_photo_detector.cli.common import (
     ConfigOption,
+    KeyFileOption,
     console,
     load,
     open_detector,
@@ -56,30 +58,56 @@ def predict(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     model: Annotated[str | None, typer.Option(help="Bundle folder (default: APD_MODEL).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="Send the photos to this running service instead."),
+    ] = None,
+    api_key_file: KeyFileOption = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=256, help="Photos in flight at once (with --url).")
+    ] = 8,
     config: ConfigOption = None,
 ) -> None:
-    """Score images with ONNX Runtime; unreadable files get an error line, the run goes on."""
-    from ai_photo_detector.cli.file_predictions import predict_files
-
+    """Score images: with a local bundle (ONNX Runtime), or with --url through a running
+    service (logged, monitored, reviewable). Unreadable files get an error line; the run goes on."""
     settings = load(config)
-    detector = open_detector(model, settings)
+    files = _expand(paths, settings.data.extensions)
     failures = 0
-    for result in predict_files(detector, _expand(paths, settings.data.extensions), settings):
-        if "error" in result:
-            failures += 1
-        if as_json:
-            sys.stdout.write(json.dumps(result) + "\n")
-            sys.stdout.flush()
-        elif "error" in result:
-            console.print(f"{result['path']}: [red]{result['error']['message']}[/red]")
-        else:
-            why = f"\t({', '.join(result['reasons'])})" if result["reasons"] else ""
-            typer.echo(
-                f"{result['path']}\t{result['label']}\t{result['band']}\t"
-                f"{result['probability']:.4f}{why}"
-            )
+
+    def emit(result: dict[str, Any]) -> None:
+        nonlocal failures
+        failures += "error" in result
+        print_prediction(result, as_json)
+
+    if url is not None:
+        from ai_photo_detector.cli.remote import predict_remote
+
+        listed = list(files)
+        with progress_bars() as progress:
+            advance = progress("scoring", len(listed))
+            predict_remote(listed, url, api_key_file, concurrency, emit, advance)
+    else:
+        from ai_photo_detector.cli.file_predictions import predict_files
+
+        detector = open_detector(model, settings)
+        for result in predict_files(detector, files, settings):
+            emit(result)
     if failures:
         console.print(f"{failures} file(s) could not be scored")
+
+
+def print_prediction(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+    elif "error" in result:
+        console.print(f"{result['path']}: [red]{result['error']['message']}[/red]")
+    else:
+        why = f"\t({', '.join(result['reasons'])})" if result["reasons"] else ""
+        typer.echo(
+            f"{result['path']}\t{result['label']}\t{result['band']}\t"
+            f"{result['probability']:.4f}{why}"
+        )
 
 
 def explain(
@@ -89,6 +117,10 @@ def explain(
         Path | None, typer.Option(help="Write the evidence drawn over the photo (JPEG) here.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Ask this running service instead.")
+    ] = None,
+    api_key_file: KeyFileOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Score one image and show why: the evidence per region of what the model saw.
@@ -96,6 +128,16 @@ def explain(
     The same exact class-activation evidence as POST /v1/explain: the grid averages to the
     AI label's logit margin over its closest rival.
     """
+    if url is not None:
+        from ai_photo_detector.cli.remote import explain_remote
+
+        answer = explain_remote(image, url, api_key_file, out)
+        found = answer.explanation
+        shown = Shown(answer.label, answer.band, answer.probability, answer.reasons)
+        show_explanation(
+            image, shown, found.target, found.against, found.margin, found.grid, out, as_json
+        )
+        return
     from ai_photo_detector.imaging import ImageError, file_limits
     from ai_photo_detector.model.explain import explain_bytes
 
@@ -107,7 +149,32 @@ def explain(
         raise InputError(f"{image}: {getattr(exc, 'message', exc)}") from exc
     if out is not None:
         out.write_bytes(explained.overlay_jpeg)
-    verdict, found = explained.verdict, explained.evidence
+    verdict, evidence = explained.verdict, explained.evidence
+    shown = Shown(verdict.label, verdict.band, verdict.probability, list(verdict.reasons))
+    grid = [[float(v) for v in row] for row in evidence.grid]
+    show_explanation(
+        image, shown, evidence.target, evidence.against, evidence.margin, grid, out, as_json
+    )
+
+
+@dataclass(frozen=True)
+class Shown:
+    label: str
+    band: str
+    probability: float
+    reasons: list[str]
+
+
+def show_explanation(
+    image: Path,
+    verdict: Shown,
+    target: str,
+    against: str,
+    margin: float,
+    grid: list[list[float]],
+    out: Path | None,
+    as_json: bool,
+) -> None:
     if as_json:
         result = {
             "path": str(image),
@@ -115,10 +182,10 @@ def explain(
             "band": verdict.band,
             "probability": verdict.probability,
             "reasons": list(verdict.reasons),
-            "target": found.target,
-            "against": found.against,
-            "margin": found.margin,
-            "grid": [[round(float(v), 5) for v in row] for row in found.grid],
+            "target": target,
+            "against": against,
+            "margin": margin,
+            "grid": [[round(v, 5) for v in row] for row in grid],
             "overlay": str(out) if out is not None else None,
         }
         typer.echo(json.dumps(result))
@@ -126,10 +193,10 @@ def explain(
     console.print(
         f"{image}: [bold]{verdict.label}[/bold] ({verdict.band}"
         f"{': ' + ', '.join(verdict.reasons) if verdict.reasons else ''}), probability "
-        f"{verdict.probability:.4f}; {found.target} over {found.against} by a logit margin of "
-        f"{found.margin:.3f}, per region (top row first):"
+        f"{verdict.probability:.4f}; {target} over {against} by a logit margin of "
+        f"{margin:.3f}, per region (top row first):"
     )
-    for row in found.grid:
+    for row in grid:
         typer.echo(" ".join(f"{v:7.2f}" for v in row))
     if out is not None:
         console.print(f"overlay written to {out}")
