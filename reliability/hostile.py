@@ -132,7 +132,7 @@ def one_key_flood(
     """One key floods far over its limit: once its budget is spent it gets only 429s, and an
     honest key's latency beside it stays near what it was alone. The service's CPU time per
     refusal says what the flood itself costs."""
-    from ai_photo_detector.serving.api.auth import hash_key
+    from ai_photo_detector.serving.keyring import hash_key
 
     keys = [
         {"id": "flood", "sha256": hash_key(FLOOD_KEY), "scopes": ["predict"]},

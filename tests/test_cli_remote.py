@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from ai_photo_detector.cli import app as cli
 from ai_photo_detector.client import Client
-from ai_photo_detector.serving.api.auth import hash_key
+from ai_photo_detector.serving.keyring import hash_key
 from ai_photo_detector.settings import Settings
 from live_service import live_service
 

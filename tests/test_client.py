@@ -17,7 +17,7 @@ import pytest
 from ai_photo_detector import errors
 from ai_photo_detector.client import NO_RETRY, AsyncClient, Client, RetryPolicy
 from ai_photo_detector.client import errors as client_errors
-from ai_photo_detector.serving.api.auth import hash_key
+from ai_photo_detector.serving.keyring import hash_key
 from ai_photo_detector.settings import Settings
 from live_service import live_service
 

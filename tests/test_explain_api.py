@@ -17,7 +17,7 @@ from PIL import Image
 
 from ai_photo_detector.model.bundle import HEAD_FILE, load_bundle, write_manifest
 from ai_photo_detector.serving.api.app import create_app
-from ai_photo_detector.serving.api.auth import hash_key
+from ai_photo_detector.serving.keyring import hash_key
 from ai_photo_detector.settings import Settings
 from conftest import FAST_MODEL, SHIPPED_MODEL
 from helpers import encode, patterned_image

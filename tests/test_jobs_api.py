@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ai_photo_detector.serving.api.app import create_app
-from ai_photo_detector.serving.api.auth import hash_key
+from ai_photo_detector.serving.keyring import hash_key
 from ai_photo_detector.settings import Settings
 
 OWNER_A, OWNER_B, PREDICT_ONLY, ADMIN = "apd_key_a", "apd_key_b", "apd_predict", "apd_admin"

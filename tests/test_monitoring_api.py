@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from reliability.faults import wait_for_rows
 
 from ai_photo_detector.serving.api.app import create_app
-from ai_photo_detector.serving.api.auth import hash_key
+from ai_photo_detector.serving.keyring import hash_key
 from ai_photo_detector.settings import Settings
 
 ADMIN = "apd_monitoring_admin_key_0123456789"

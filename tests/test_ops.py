@@ -22,7 +22,7 @@ from ai_photo_detector.persistence.ops import (
 from ai_photo_detector.persistence.predictions import PredictionLog, PredictionRecord
 from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.serving.api.app import create_app
-from ai_photo_detector.serving.api.auth import hash_key
+from ai_photo_detector.serving.keyring import hash_key
 from ai_photo_detector.settings import PredictionLogSettings, Settings
 from conftest import SHIPPED_MODEL
 from test_store import record

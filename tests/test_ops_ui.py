@@ -21,7 +21,7 @@ from ai_photo_detector.persistence.feedback import record_feedback
 from ai_photo_detector.persistence.predictions import PredictionRecord
 from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.serving.api.app import create_app
-from ai_photo_detector.serving.api.auth import hash_key
+from ai_photo_detector.serving.keyring import hash_key
 from ai_photo_detector.settings import Settings
 from conftest import FAST_MODEL, SHIPPED_MODEL
 from test_ops import write

@@ -15,7 +15,7 @@ from PIL import Image
 from skimage import data
 
 from ai_photo_detector.model.bundle import load_bundle
-from ai_photo_detector.serving.api.auth import hash_key
+from ai_photo_detector.serving.keyring import hash_key
 from conftest import SHIPPED_MODEL
 from helpers import encode
 from test_server import _free_port, _start

@@ -18,7 +18,7 @@ from ai_photo_detector.persistence.review import NotClaimed, QueueFilter, Review
 from ai_photo_detector.persistence.schema import Feedback, ReviewClaim
 from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.serving.api.app import create_app
-from ai_photo_detector.serving.api.auth import hash_key
+from ai_photo_detector.serving.keyring import hash_key
 from ai_photo_detector.settings import Settings
 from test_store import record
 

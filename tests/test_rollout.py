@@ -146,7 +146,7 @@ def test_broken_challenger_trips_the_guard_and_is_rolled_back(
 
 
 def test_admin_routes_need_the_admin_scope(bundle_dir: Path, tmp_path: Path) -> None:
-    from ai_photo_detector.serving.api.auth import hash_key
+    from ai_photo_detector.serving.keyring import hash_key
 
     settings = Settings(  # type: ignore[arg-type]
         model=str(bundle_dir),

@@ -21,7 +21,7 @@ from ai_photo_detector.client import errors as client_errors
 from ai_photo_detector.contract.schemas import JobEvent
 from ai_photo_detector.contract.signatures import SIGNATURE_HEADER, signature_header
 from ai_photo_detector.errors import InputError
-from ai_photo_detector.serving.api.auth import hash_key
+from ai_photo_detector.serving.keyring import hash_key
 from ai_photo_detector.settings import Settings, WebhookSettings
 from live_service import free_port, live_service
 

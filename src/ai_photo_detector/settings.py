@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -415,6 +417,10 @@ class ApiKeyEntry(Section):
         description="Signs this key's job webhooks (else webhooks.secret); the integrator "
         "verifies with it.",
     )
+    expires_at: datetime | None = Field(
+        None,
+        description="Refused from this moment on (401 api_key_expired); ISO 8601 with a zone.",
+    )
 
 
 class AuthSettings(Section):
@@ -422,6 +428,15 @@ class AuthSettings(Section):
         "auto", description="auto: keys required in production, optional in development."
     )
     keys: list[ApiKeyEntry] = Field([], description="Accepted API keys, stored as hashes.")
+    keys_file: str | None = Field(
+        None,
+        description="A YAML or JSON file of further key entries (a list, or {keys: [...]}), "
+        "re-read when it changes: a mounted Kubernetes Secret, a Vault Agent template. Rotate "
+        "a key by adding the new entry, then removing the old one; no restart.",
+    )
+    reload_interval_s: float = Field(
+        2.0, gt=0, description="How often the keys file is checked for a change."
+    )
     open_paths: list[str] = Field(
         ["/v2/health/live", "/v2/health/ready", "/metrics"],
         description="Paths answered without a key.",
@@ -776,13 +791,106 @@ class Settings(BaseSettings):
         # then the environment (short names included), then the YAML file.
         sources: list[PydanticBaseSettingsSource] = [
             init_settings,
-            env_settings,
+            WithoutSecretFiles(settings_cls, env_settings),
             ShortEnvNames(settings_cls),
+            SecretFiles(settings_cls),
         ]
         yaml_file = settings_cls.model_config.get("yaml_file") or os.environ.get("APD_CONFIG")
         if yaml_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
+
+
+class SecretFiles(PydanticBaseSettingsSource):
+    """The ``_FILE`` convention of official container images: ``APD_DATABASE_URL_FILE=/run/
+    secrets/db`` sets ``database_url`` to that file's content (``APD_AUTH__KEYS_FILE`` is not
+    one of these: ``auth.keys_file`` is a setting of its own, re-read while serving).
+
+    So no secret has to sit in an environment variable, where ``ps e`` and crash reports can
+    show it. Text settings take the file as it is (one trailing newline dropped); others
+    (lists, sections) read it as YAML or JSON.
+    """
+
+    SUFFIX = "_FILE"
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is returned by __call__
+
+    @classmethod
+    def variables(cls, settings_cls: type[BaseModel]) -> dict[str, list[str]]:
+        """``APD_…_FILE`` variables that name a setting's file: variable -> the setting's path."""
+        found = {}
+        for variable in os.environ:
+            if not (variable.startswith("APD_") and variable.endswith(cls.SUFFIX)):
+                continue
+            names = variable[len("APD_") : -len(cls.SUFFIX)].lower().split("__")
+            direct = [*names[:-1], names[-1] + "_file"]
+            if (
+                _field_at(settings_cls, names) is not None
+                and _field_at(settings_cls, direct) is None
+            ):
+                found[variable] = names
+        return found
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for variable, names in self.variables(self.settings_cls).items():
+            plain = variable.removesuffix(self.SUFFIX)
+            if os.environ.get(plain):
+                raise ValueError(f"both {plain} and {variable} are set; they are exclusive")
+            path = os.environ[variable]
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"{variable}: cannot read {path}: {exc.strerror}") from exc
+            field = _field_at(self.settings_cls, names)
+            value = text.removesuffix("\n") if _is_text(field) else yaml.safe_load(text)
+            section = found
+            for name in names[:-1]:
+                section = section.setdefault(name, {})
+            section[names[-1]] = value
+        return found
+
+
+class WithoutSecretFiles(PydanticBaseSettingsSource):
+    """The environment, less the ``_FILE`` variables :class:`SecretFiles` reads (the plain
+    environment source would take ``APD_WEBHOOKS__SECRET_FILE`` for a setting ``secret_file``)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.env = env
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is returned by __call__
+
+    def __call__(self) -> dict[str, Any]:
+        values = self.env()
+        for names in SecretFiles.variables(self.settings_cls).values():
+            section: Any = values
+            for name in names[:-1]:
+                section = section.get(name) if isinstance(section, dict) else None
+            if isinstance(section, dict):
+                section.pop(names[-1] + "_file", None)
+        return values
+
+
+def _field_at(model: type[BaseModel], names: list[str]) -> Any:
+    """The pydantic field at a nested path, or None."""
+    field = None
+    for i, name in enumerate(names):
+        field = model.model_fields.get(name)
+        if field is None:
+            return None
+        if i < len(names) - 1:
+            inner = field.annotation
+            if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+                return None
+            model = inner
+    return field
+
+
+def _is_text(field: Any) -> bool:
+    return field.annotation in (str, str | None)
 
 
 class ShortEnvNames(PydanticBaseSettingsSource):

@@ -26,19 +26,30 @@ from ai_photo_detector.errors import InputError
 from ai_photo_detector.persistence.callbacks import Attempt, CallbackStore
 from ai_photo_detector.persistence.jobs import aware, now
 from ai_photo_detector.persistence.schema import Job
-from ai_photo_detector.settings import Settings, WebhookSettings
+from ai_photo_detector.settings import ApiKeyEntry, WebhookSettings
 
 logger = logging.getLogger(__name__)
 DUE_PER_ROUND = 20
 
 
-def key_secrets(settings: Settings) -> dict[str, str]:
-    """Each key id's signing secret: its own, else the service-wide one."""
-    fallback = settings.webhooks.secret
-    secrets = {key.id: key.webhook_secret or fallback for key in settings.auth.keys}
-    if fallback:
-        secrets[""] = fallback  # anonymous callers, where keys are optional
-    return {owner: secret for owner, secret in secrets.items() if secret}
+SecretFor = Callable[[str], str | None]
+
+
+def secret_lookup(
+    settings: WebhookSettings, entry_of: Callable[[str], ApiKeyEntry | None]
+) -> SecretFor:
+    """A key id's signing secret, looked up when it is needed (keys rotate while serving):
+    its own, else the service-wide one; anonymous callers ("") get the service-wide one."""
+
+    def secret_for(owner: str) -> str | None:
+        if not owner:
+            return settings.secret
+        entry = entry_of(owner)
+        if entry is None:
+            return None
+        return entry.webhook_secret or settings.secret
+
+    return secret_for
 
 
 def event_of(job: Job, status: JobStatus) -> JobEvent:
@@ -56,12 +67,12 @@ class Webhooks:
         self,
         store: CallbackStore,
         settings: WebhookSettings,
-        secrets: dict[str, str],
+        secret_for: SecretFor,
         resolver: Callable[[str, int], list[str]] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
-        self.secrets = secrets
+        self.secret_for = secret_for
         self.resolver = resolver
 
     def _target(self, url: str) -> Target:
@@ -73,7 +84,7 @@ class Webhooks:
         """The callback URL a job may carry, or ``InputError`` (callback_refused)."""
         if not self.settings.enabled:
             raise refused("webhooks are turned off on this server (webhooks.enabled)")
-        if owner not in self.secrets:
+        if self.secret_for(owner) is None:
             raise refused(
                 "no webhook secret is configured for this API key (auth.keys[].webhook_secret "
                 "or webhooks.secret): an unsigned event could not be trusted"
@@ -115,7 +126,7 @@ class Webhooks:
         return delivered
 
     def _post(self, job: Job, body: bytes) -> int:
-        secret = self.secrets.get(job.owner)
+        secret = self.secret_for(job.owner)
         if secret is None:
             raise refused("the key that submitted the job no longer has a webhook secret")
         assert job.callback_url is not None

@@ -22,7 +22,7 @@ def keys_create(
     ] = None,
 ) -> None:
     """Make a new API key: print it once, and the settings entry that stores only its hash."""
-    from ai_photo_detector.serving.api.auth import hash_key, new_key
+    from ai_photo_detector.serving.keyring import hash_key, new_key
 
     scopes = scopes or ["predict"]
     key = new_key()

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from ai_photo_detector.batch.callbacks import Webhooks, key_secrets
+from ai_photo_detector.batch.callbacks import Webhooks, secret_lookup
 from ai_photo_detector.batch.metrics import JobStoreCollector
 from ai_photo_detector.batch.queue import JobQueue
 from ai_photo_detector.batch.service import JobService
@@ -22,6 +22,7 @@ from ai_photo_detector.persistence.jobs import JobStore
 from ai_photo_detector.persistence.predictions import PredictionLog
 from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.serving.job_worker import WorkerProcess
+from ai_photo_detector.serving.keyring import KeyRing
 from ai_photo_detector.serving.metrics import PredictionLogCollector, ServiceMetrics
 from ai_photo_detector.serving.models import CHALLENGER, CHAMPION, ModelManager
 from ai_photo_detector.serving.monitor import Monitor
@@ -38,6 +39,7 @@ from ai_photo_detector.settings import Settings
 class Runtime:
     settings: Settings
     metrics: ServiceMetrics
+    keyring: KeyRing
     store: Store
     prediction_log: PredictionLog | None  # None when prediction_log.enabled is off
     models: ModelManager
@@ -75,7 +77,11 @@ def publish_models(metrics: ServiceMetrics, models: ModelManager, canary_weight:
 
 
 async def _start_jobs(
-    settings: Settings, store: Store, metrics: ServiceMetrics, cleanup: AsyncExitStack
+    settings: Settings,
+    store: Store,
+    metrics: ServiceMetrics,
+    keyring: KeyRing,
+    cleanup: AsyncExitStack,
 ) -> tuple[JobService, WorkerProcess | None]:
     job_store = JobStore(store)
     queue = JobQueue(settings.jobs)
@@ -84,7 +90,8 @@ async def _start_jobs(
     cleanup.callback(metrics.registry.unregister, collector)  # the app may start again
     webhooks = None
     if settings.webhooks.enabled:
-        webhooks = Webhooks(CallbackStore(store), settings.webhooks, key_secrets(settings))
+        secret_for = secret_lookup(settings.webhooks, keyring.entry)
+        webhooks = Webhooks(CallbackStore(store), settings.webhooks, secret_for)
     service = JobService(
         job_store,
         queue,
@@ -120,12 +127,19 @@ async def _stop_models(models: ModelManager, metrics: ServiceMetrics) -> None:
 def check_settings(settings: Settings) -> None:
     """Refuse what would start a service that cannot work: production mode with no API key
     would report ready and then answer every call 401."""
-    if settings.auth_required and not settings.auth.keys:
+    if settings.auth_required and not settings.auth.keys and not settings.auth.keys_file:
         raise SettingsInvalid(
             "API keys are required (environment=production or auth.mode=required) but none are "
-            "configured: add auth.keys (`ai-photo-detector keys create`), or set "
+            "configured: add auth.keys or auth.keys_file (`ai-photo-detector keys create`), or set "
             "auth.mode=disabled deliberately"
         )
+
+
+def open_keyring(settings: Settings) -> KeyRing:
+    try:
+        return KeyRing(settings.auth)
+    except (OSError, ValueError) as exc:  # an unreadable or invalid keys file at start
+        raise SettingsInvalid(f"auth.keys_file {settings.auth.keys_file}: {exc}") from exc
 
 
 @asynccontextmanager
@@ -133,6 +147,7 @@ async def running(settings: Settings, metrics: ServiceMetrics) -> AsyncIterator[
     """Build, start, yield, then stop every component (each clean-up registered as soon as
     its component exists, run in reverse order even if one of them raises)."""
     check_settings(settings)
+    keyring = open_keyring(settings)
     async with AsyncExitStack() as cleanup:
         store = Store(settings.database_url)  # applies pending migrations
         cleanup.callback(store.close)
@@ -168,6 +183,7 @@ async def running(settings: Settings, metrics: ServiceMetrics) -> AsyncIterator[
         runtime = Runtime(
             settings=settings,
             metrics=metrics,
+            keyring=keyring,
             store=store,
             prediction_log=prediction_log,
             models=models,
@@ -182,7 +198,9 @@ async def running(settings: Settings, metrics: ServiceMetrics) -> AsyncIterator[
         cleanup.push_async_callback(runtime.retrainer.stop)
         models.start()
         if settings.jobs.enabled:
-            runtime.jobs, runtime.job_worker = await _start_jobs(settings, store, metrics, cleanup)
+            runtime.jobs, runtime.job_worker = await _start_jobs(
+                settings, store, metrics, keyring, cleanup
+            )
         runtime.publish_models()
         runtime.monitor.start()
         cleanup.push_async_callback(runtime.monitor.stop)

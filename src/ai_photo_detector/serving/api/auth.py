@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -13,24 +10,13 @@ from fastapi import Depends, Request, Response
 
 from ai_photo_detector.serving.api.deps import services_of
 from ai_photo_detector.serving.api.errors import ApiError
-from ai_photo_detector.settings import Settings
-
-KEY_PREFIX = "apd_"
+from ai_photo_detector.serving.keyring import KeyRing
 
 
 @dataclass(frozen=True)
 class Principal:
     key_id: str | None  # None: an anonymous caller where auth is not required
     scopes: frozenset[str]
-
-
-def hash_key(key: str) -> str:
-    """Keys are random 256-bit tokens, so one SHA-256 is enough (no password stretching)."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def new_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
 def presented_key(request: Request) -> str | None:
@@ -42,16 +28,19 @@ def presented_key(request: Request) -> str | None:
     return api_key or None
 
 
-def authenticate(settings: Settings, key: str | None) -> Principal | None:
-    """The principal of a key, or None when no stored hash matches."""
-    if key is None:
+def authenticate(keys: KeyRing, key: str | None) -> Principal | None:
+    """The principal of a key, or None when no entry matches; an expired key is refused."""
+    found = keys.match(key)
+    if found is None:
         return None
-    digest = hash_key(key)
-    match = None
-    for entry in settings.auth.keys:  # compare with every entry: timing reveals nothing
-        if hmac.compare_digest(digest, entry.sha256):
-            match = entry
-    return Principal(match.id, frozenset(match.scopes)) if match else None
+    if found.expired:
+        raise ApiError(
+            401,
+            "api_key_expired",
+            f"the API key '{found.entry.id}' expired at {found.entry.expires_at}",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    return Principal(found.entry.id, frozenset(found.entry.scopes))
 
 
 def require(scope: str | None) -> Callable[[Request, Response], Awaitable[Principal]]:
@@ -62,7 +51,7 @@ def require(scope: str | None) -> Callable[[Request, Response], Awaitable[Princi
         services = services_of(request)
         settings = services.settings
         key = presented_key(request)
-        principal = authenticate(settings, key)
+        principal = authenticate(services.keyring, key)
         if request.scope["path"] in settings.auth.open_paths:  # not request.url: no URL parse
             return principal or Principal(None, frozenset())  # health checks: no key, no limit
         limiter = request.app.state.rate_limiter
