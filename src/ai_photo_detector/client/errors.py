@@ -125,11 +125,15 @@ class NotClaimed(ServiceError):
     code = "not_claimed"
 
 
-class PayloadTooLarge(ServiceError):
+class PayloadTooLarge(InvalidInput):
+    """The body, an image or the number of files is over the service's limits."""
+
     code = "body_too_large"
 
 
-class UnsupportedMediaType(ServiceError):
+class UnsupportedMediaType(InvalidInput):
+    """Not an image format (or archive, or body type) the service reads."""
+
     code = "unsupported_media_type"
 
 
@@ -195,6 +199,9 @@ CODE_TYPES.update(
         "body_too_large": PayloadTooLarge,
         "too_many_files": PayloadTooLarge,
         "unsupported_media_type": UnsupportedMediaType,
+        "unsupported_format": UnsupportedMediaType,
+        "archive_unsupported": UnsupportedMediaType,
+        "image_too_large": PayloadTooLarge,
         "format_unavailable": NotAcceptable,
         "rate_limited": RateLimited,
         "rate_limit_unavailable": Unavailable,
