@@ -22,8 +22,8 @@ from sqlalchemy import select
 from ai_photo_detector.model.bundle import Bands, load_bundle, write_manifest
 from ai_photo_detector.persistence.schema import Prediction
 from ai_photo_detector.serving.api.app import create_app
-from ai_photo_detector.serving.keyring import hash_key
 from ai_photo_detector.serving.api.routes.compat import confidence_of, prediction_of
+from ai_photo_detector.serving.keyring import hash_key
 from ai_photo_detector.settings import Settings
 from conftest import SHIPPED_MODEL
 from helpers import encode, patterned_image, smooth_image
