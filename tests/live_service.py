@@ -22,11 +22,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_service(settings: Settings, start_timeout_s: float = 120.0) -> Iterator[str]:
+def live_service(
+    settings: Settings, start_timeout_s: float = 120.0, port: int | None = None
+) -> Iterator[str]:
     """Start the app, yield its base URL, stop it (its lifespan runs both ways)."""
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on"
+        app, host="127.0.0.1", port=port or free_port(), log_level="warning", lifespan="on"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="live-service", daemon=True)

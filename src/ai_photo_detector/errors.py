@@ -107,3 +107,15 @@ class SettingsInvalid(DetectorError):
     """Settings the service cannot safely start with."""
 
     code = "settings_invalid"
+
+
+class RegionUnavailable(DetectorError):
+    """The region that holds a record cannot be reached: nothing was done, try again later."""
+
+    code = "region_unavailable"
+
+
+class NotInRegion(DetectorError):
+    """A record made in a region this one does not know (or a request passed on twice)."""
+
+    code = "not_in_region"

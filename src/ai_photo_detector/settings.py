@@ -577,6 +577,23 @@ class ReviewSettings(Section):
     )
 
 
+class RegionSettings(Section):
+    """Where this deployment runs when there are several (docs/deploy.md, "Several regions")."""
+
+    name: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]{1,8}$",
+        description="This region's name: it tags the ids of the predictions and jobs made here, "
+        "and the X-APD-Region answer header.",
+    )
+    peers: dict[str, str] = Field(
+        {},
+        description="Other regions by name -> their base URL: feedback for a prediction made "
+        "there is passed on (503 region_unavailable while that region is down).",
+    )
+    peer_timeout_s: float = Field(5.0, gt=0, le=60, description="Time allowed to a peer.")
+
+
 class WebhookSettings(Section):
     """Job webhooks: where they may go and how hard delivery tries."""
 
@@ -766,6 +783,9 @@ class Settings(BaseSettings):
     jobs: JobsSettings = Field(default_factory=JobsSettings, description="Batch jobs.")
     webhooks: WebhookSettings = Field(
         default_factory=WebhookSettings, description="Webhooks sent when a job finishes."
+    )
+    region: RegionSettings = Field(
+        default_factory=RegionSettings, description="This deployment's region, and the others."
     )
     review: ReviewSettings = Field(default_factory=ReviewSettings, description="Review queue.")
     retraining: RetrainingSettings = Field(

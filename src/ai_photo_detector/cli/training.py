@@ -150,6 +150,13 @@ def retrain(
         typer.Option("--data", help="Base dataset folder (repeatable; else retraining.data)."),
     ] = None,
     reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
+    feedback_store: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--feedback-store",
+            help="Another region's database URL: its reviewed feedback counts too (repeatable).",
+        ),
+    ] = None,
     shadow: Annotated[
         float | None,
         typer.Option(help="Then ask the service to load the challenger and mirror this share."),
@@ -164,16 +171,26 @@ def retrain(
     and point the `challenger` alias at it; exits 1 (nothing moved) when a gate fails."""
     import json
     import os
+    from contextlib import ExitStack
 
     from ai_photo_detector.cli.common import opened_store
     from ai_photo_detector.training.retrain import retrain as run_retrain
 
     settings = load(config)
-    with opened_store(settings, write=True) as store, progress_bars() as progress:
+    with ExitStack() as stack:
+        store = stack.enter_context(opened_store(settings, write=True))
+        others = [
+            stack.enter_context(
+                opened_store(settings.model_copy(update={"database_url": url}), write=False)
+            )
+            for url in feedback_store or []
+        ]
+        progress = stack.enter_context(progress_bars())
         outcome = run_retrain(
             settings,
             store,
             data=data,
+            feedback_stores=others,
             reason=reason,
             progress=progress,
             log=lambda text: console.print(text, markup=False, highlight=False),

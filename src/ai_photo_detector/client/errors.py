@@ -98,6 +98,10 @@ class JobsUnavailable(ServiceError, errors.JobsUnavailable): ...
 class SettingsInvalid(ServiceError, errors.SettingsInvalid): ...
 
 
+class RegionUnavailable(ServiceError, errors.RegionUnavailable):
+    """The region that holds the prediction is down: retried after its Retry-After."""
+
+
 # --- what only HTTP can get wrong -------------------------------------------------------------
 
 
@@ -123,6 +127,12 @@ class NotClaimed(ServiceError):
     """A review verdict or release on an item this reviewer holds no lease on."""
 
     code = "not_claimed"
+
+
+class NotInRegion(NotFound, errors.NotInRegion):
+    """The prediction was made in a region this one does not know."""
+
+    code = "not_in_region"
 
 
 class PayloadTooLarge(InvalidInput):
@@ -176,6 +186,7 @@ _DOMAIN: tuple[type[ServiceError], ...] = (
     JobLimitReached,
     JobsUnavailable,
     SettingsInvalid,
+    RegionUnavailable,
 )
 CODE_TYPES: dict[str, type[ServiceError]] = {kind.code: kind for kind in _DOMAIN}
 CODE_TYPES.update(
@@ -187,6 +198,7 @@ CODE_TYPES.update(
         "prediction_not_found": NotFound,
         "image_not_retained": NotFound,
         "not_claimed": NotClaimed,
+        "not_in_region": NotInRegion,
         "method_not_allowed": InvalidInput,
         "invalid_request": InvalidInput,
         "invalid_label": InvalidInput,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,9 +138,14 @@ def live_accuracy(store: Store, since: datetime, ai_label: str) -> list[LiveAccu
     return results
 
 
-def export_dataset(store: Store, out_dir: Path, since: datetime) -> dict[str, Any]:
+def export_dataset(
+    store: Store, out_dir: Path, since: datetime, more: Sequence[Store] = ()
+) -> dict[str, Any]:
     """Reviewed predictions as a training dataset: images in label folders where stored, and
-    always a manifest CSV (path, label, source, sha256) that ``train --data`` reads."""
+    always a manifest CSV (path, label, source, sha256) that ``train --data`` reads.
+
+    ``more``: the stores of other regions, each holding the verdicts on its own predictions
+    (their ids differ, so nothing is counted twice)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     query = (
         select(Prediction.id, Prediction.image_sha256, Prediction.image_path, Feedback.label)
@@ -148,9 +154,10 @@ def export_dataset(store: Store, out_dir: Path, since: datetime) -> dict[str, An
         .order_by(Feedback.created_at)
     )
     latest: dict[str, tuple[str, str | None, str]] = {}
-    with store.session() as session:
-        for prediction_id, sha256, image_path, label in session.execute(query):
-            latest[prediction_id] = (sha256, image_path, label)
+    for each in (store, *more):
+        with each.session() as session:
+            for prediction_id, sha256, image_path, label in session.execute(query):
+                latest[prediction_id] = (sha256, image_path, label)
     copied = missing = 0
     manifest = out_dir / "manifest.csv"
     with manifest.open("w", newline="") as handle:

@@ -19,6 +19,7 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ai_photo_detector.ids import new_id
 from ai_photo_detector.persistence.schema import Job, JobChunk, JobResult
 from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.persistence.store import aware as store_aware
@@ -107,8 +108,9 @@ def owe_callback(session: Session, job_id: str) -> None:
 
 
 class JobStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, region: str | None = None) -> None:
         self.store = store
+        self.region = region  # tags the ids of the jobs made here
 
     def create(
         self, new: NewJob, items: Sequence[Item], chunk_size: int, lease_s: float
@@ -120,7 +122,7 @@ class JobStore:
                 return existing, False
         created = now()
         job = Job(
-            id=uuid.uuid4().hex,
+            id=new_id(self.region),
             owner=new.owner,
             idempotency_key=new.idempotency_key,
             request_sha256=new.request_sha256,

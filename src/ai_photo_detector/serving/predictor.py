@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from ai_photo_detector.errors import ExplanationUnavailable, Overloaded
+from ai_photo_detector.ids import new_id
 from ai_photo_detector.image_stats import image_statistics
 from ai_photo_detector.imaging import (
     DecodedImage,
@@ -123,7 +123,9 @@ class Scorer:
         spare_time: SpareTimeExecutor,
         prediction_log: PredictionLog | None,
         store_images: bool,
+        region: str | None = None,
     ) -> None:
+        self.region = region  # tags the ids of the predictions made here
         self.limits = limits
         self.metrics = metrics
         self.decode_pool = decode_pool
@@ -237,7 +239,7 @@ class Scorer:
         info = prepared.decoded.info
         verdict = model.detector.verdicts(output, [info.provenance])[0]
         image = ScoredImage(
-            prediction_id=uuid.uuid4().hex,
+            prediction_id=new_id(self.region),
             label=verdict.label,
             band=verdict.band,
             probability=verdict.probability,

@@ -28,6 +28,7 @@ from ai_photo_detector.serving.models import CHALLENGER, CHAMPION, ModelManager
 from ai_photo_detector.serving.monitor import Monitor
 from ai_photo_detector.serving.periodic import Periodic
 from ai_photo_detector.serving.predictor import Scorer
+from ai_photo_detector.serving.regions import Peers
 from ai_photo_detector.serving.retraining import Retrainer
 from ai_photo_detector.serving.rollout import Rollout
 from ai_photo_detector.serving.spare_time import SpareTimeExecutor
@@ -40,6 +41,7 @@ class Runtime:
     settings: Settings
     metrics: ServiceMetrics
     keyring: KeyRing
+    peers: Peers  # the other regions (none by default)
     store: Store
     prediction_log: PredictionLog | None  # None when prediction_log.enabled is off
     models: ModelManager
@@ -83,7 +85,7 @@ async def _start_jobs(
     keyring: KeyRing,
     cleanup: AsyncExitStack,
 ) -> tuple[JobService, WorkerProcess | None]:
-    job_store = JobStore(store)
+    job_store = JobStore(store, settings.region.name)
     queue = JobQueue(settings.jobs)
     collector = JobStoreCollector(job_store)
     metrics.registry.register(collector)
@@ -178,12 +180,14 @@ async def running(settings: Settings, metrics: ServiceMetrics) -> AsyncIterator[
             spare_time=spare_time,
             prediction_log=prediction_log,
             store_images=settings.prediction_log.store_images,
+            region=settings.region.name,
         )
         rollout = Rollout(settings, models, metrics, scorer, store)
         runtime = Runtime(
             settings=settings,
             metrics=metrics,
             keyring=keyring,
+            peers=Peers(settings.region),
             store=store,
             prediction_log=prediction_log,
             models=models,

@@ -6,7 +6,7 @@ A failed gate never moves an alias: the bundle stays in its run folder, the audi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,6 +62,7 @@ def retrain(
     store: Store,
     *,
     data: list[str] | None = None,
+    feedback_stores: Sequence[Store] = (),
     actor: str | None = None,
     reason: str = "",
     progress: ProgressFactory = no_progress,
@@ -78,7 +79,7 @@ def retrain(
     recipe = recipe_settings(settings)
     feedback_dir = Path(recipe.training.output_dir) / f"feedback-{version}"
     since = datetime.now(UTC) - timedelta(days=retraining.feedback_days)
-    feedback = export_dataset(store, feedback_dir, since)
+    feedback = export_dataset(store, feedback_dir, since, feedback_stores)
     log(
         f"feedback: {feedback['reviewed']} reviewed, {feedback['images_copied']} images "
         f"exported to {feedback_dir}"

@@ -96,5 +96,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
             expose_headers=["X-Request-ID", "Retry-After", "Location"],
         )
-    app.add_middleware(ServiceMiddleware, metrics=metrics)
+    app.add_middleware(ServiceMiddleware, metrics=metrics, region=settings.region.name)
     return app

@@ -28,7 +28,9 @@ from ai_photo_detector.errors import (
     JobsUnavailable,
     ModelNotFound,
     ModelNotReady,
+    NotInRegion,
     Overloaded,
+    RegionUnavailable,
     RegistryUnavailable,
     ReloadFailed,
     ShuttingDown,
@@ -65,6 +67,8 @@ STATUS: tuple[tuple[type[DetectorError], int], ...] = (
     (ModelNotReady, 503),
     (ShuttingDown, 503),
     (StoreUnavailable, 503),
+    (RegionUnavailable, 503),
+    (NotInRegion, 404),
     (RegistryUnavailable, 503),
     (InputError, 422),
 )
@@ -77,7 +81,7 @@ IMAGE_STATUS = {
     "path_outside_roots": 403,
 }
 # Refusals a client should retry after a pause.
-RETRY_LATER = (Overloaded, ModelNotReady, ShuttingDown, StoreUnavailable)
+RETRY_LATER = (Overloaded, ModelNotReady, ShuttingDown, StoreUnavailable, RegionUnavailable)
 
 
 def http_status(exc: DetectorError) -> int:

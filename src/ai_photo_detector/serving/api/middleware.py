@@ -54,10 +54,15 @@ def request_id_of(scope: Scope) -> str:
     return str(state.get("request_id", ""))
 
 
+REGION_HEADER = "X-APD-Region"
+
+
 class ServiceMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, region: str | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        # Which region answered: for clients and the global front's logs (several regions).
+        self.region_header = [(REGION_HEADER.encode(), region.encode())] if region else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,6 +88,7 @@ class ServiceMiddleware:
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
                 headers.extend(security)
+                headers.extend(self.region_header)
                 message["headers"] = headers
             await send(message)
 

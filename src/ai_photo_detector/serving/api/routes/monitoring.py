@@ -6,7 +6,7 @@ import asyncio
 import math
 from datetime import UTC, datetime, timedelta
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from ai_photo_detector.contract.schemas import (
     AlertmanagerWebhook,
@@ -33,6 +33,7 @@ from ai_photo_detector.serving.api.errors import ApiError
 from ai_photo_detector.serving.api.schemas import (
     error_responses,
 )
+from ai_photo_detector.serving.api.state import Services
 
 router = APIRouter(prefix="/v1", tags=["monitoring"])
 
@@ -45,12 +46,19 @@ router = APIRouter(prefix="/v1", tags=["monitoring"])
     summary="Record a reviewer's verdict on a prediction (idempotent per prediction and source)",
 )
 async def post_feedback(
-    body: FeedbackIn, response: Response, services: ServicesDep, _: PredictCaller
+    body: FeedbackIn,
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    _: PredictCaller,
 ) -> FeedbackOut:
     store = services.store
     known = {label for m in services.models.models.values() for label in m.bundle.manifest.labels}
     if known and body.label not in known:
         raise ApiError(422, "invalid_label", f"label must be one of {sorted(known)}")
+    owner = services.peers.owner(body.prediction_id)
+    if owner is not None:  # made in another region: its verdict is stored there
+        return await _relayed_feedback(services, owner, body, request, response)
     try:
         result = await asyncio.to_thread(record_feedback, store, *_args(body))
     except PredictionNotFound:
@@ -74,6 +82,22 @@ async def post_feedback(
         predicted_label=result.predicted_label,
         model=ModelRef(name=result.model_name, version=result.model_version),
     )
+
+
+async def _relayed_feedback(
+    services: Services, region: str, body: FeedbackIn, request: Request, response: Response
+) -> FeedbackOut:
+    headers = dict(request.headers)
+    relayed = await services.peers.relay(region, "POST", "/v1/feedback", body.model_dump(), headers)
+    if relayed.status >= 400:  # the other region's refusal, as it said it
+        error = relayed.body.get("error", {}) if isinstance(relayed.body, dict) else {}
+        raise ApiError(
+            relayed.status,
+            str(error.get("code") or f"http_{relayed.status}"),
+            f"region {region}: {error.get('message', 'refused')}",
+        )
+    response.status_code = relayed.status
+    return FeedbackOut.model_validate(relayed.body)
 
 
 def _args(body: FeedbackIn) -> tuple[str, str, str]:
