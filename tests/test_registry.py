@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +20,10 @@ from conftest import broken_copy
 pytest.importorskip("mlflow")
 
 from ai_photo_detector.cli import app as cli
-from ai_photo_detector.model.bundle import MANIFEST_FILE, write_manifest
+from ai_photo_detector.model.bundle import MANIFEST_FILE, BundleError, write_manifest
 from ai_photo_detector.persistence.audit import audit_log
 from ai_photo_detector.persistence.store import Store
-from ai_photo_detector.registry.registry import Registry
+from ai_photo_detector.registry.registry import Registry, resolve_bundle
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.settings import Settings
 
@@ -341,3 +342,30 @@ def test_an_unreachable_registry_keeps_the_serving_model(
         assert client.post("/v1/predict", content=photo).status_code == 200
         assert client.get("/v1/models").json()["models"][0]["version"] == "test"
         assert 'apd_model_reloads_total{outcome="failed"} 1.0' in client.get("/metrics").text
+
+
+def test_a_region_cut_off_from_the_registry_starts_on_its_last_resolved_bundle(
+    env: Path, bundle_dir: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A region restarts while the shared registry cannot be reached: it serves the bundle the
+    alias last resolved to (from its cache), instead of not starting; an alias the registry
+    says does not exist is still an error."""
+    registry = Registry(Settings(), Store(Settings().database_url))
+    registry.promote(registry.register(bundle_dir))
+    reference = "models:/ai-photo-detector@champion"
+    assert resolve_bundle(reference, Settings()).registry_version == "models:/ai-photo-detector/1"
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with socket.socket() as probe:  # a port nothing listens on: the tracking server is gone
+        probe.bind(("127.0.0.1", 0))
+        gone = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    cut_off = Settings(model=reference, mlflow={"tracking_uri": gone})
+    resolved = resolve_bundle(reference, cut_off)
+    assert resolved.registry_version == "models:/ai-photo-detector/1"
+    assert resolved.bundle.manifest.version == "test"
+    photo = sorted((tiny_dataset / "ai").iterdir())[0].read_bytes()
+    with TestClient(create_app(cut_off)) as client:
+        assert client.post("/v1/predict", content=photo).status_code == 200
+    with pytest.raises(BundleError, match="no version with alias"):
+        resolve_bundle("models:/ai-photo-detector@nonexistent", Settings())

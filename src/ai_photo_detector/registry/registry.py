@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,8 +28,15 @@ MANIFEST_TAG = "bundle.manifest_sha256"  # what a version is: its bundle's manif
 REFERENCE_PREFIX = "models:/"
 
 
+logger = logging.getLogger(__name__)
+
+
 class RegistryError(RegistryUnavailable):
     """A registry action that cannot be done, with the reason."""
+
+
+class RegistryUnreachable(RegistryError):
+    """The registry did not answer (as opposed to answering that something does not exist)."""
 
 
 @dataclass
@@ -72,8 +80,12 @@ class Registry:
 
         try:
             return self.client.get_registered_model(self.name)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise RegistryUnreachable(
+                f"the registry at {self.settings.mlflow.tracking_uri} cannot answer: {exc}"
+            ) from exc
 
     def versions(self) -> list[VersionInfo]:
         model = self._model()
@@ -313,15 +325,49 @@ class Resolved:
 
 
 def resolve_bundle(reference: str, settings: Settings) -> Resolved:
-    """A bundle folder or a ``models:/`` reference -> a verified local bundle."""
+    """A bundle folder or a ``models:/`` reference -> a verified local bundle.
+
+    A reference that resolves is remembered beside the cache; when the registry cannot be
+    reached later (a region cut off from it, the tracking server down at start), the bundle it
+    last resolved to is served, with a warning, rather than nothing.
+    """
     if not reference.startswith(REFERENCE_PREFIX):
         return Resolved(load_bundle(reference), None)
+    name, alias = parse_reference(reference)
     try:
-        name, alias = parse_reference(reference)
         registry = Registry(settings, name=name)
         version = registry.resolve(alias)
-        return Resolved(registry.download(version), f"{REFERENCE_PREFIX}{name}/{version}")
+        resolved = Resolved(registry.download(version), f"{REFERENCE_PREFIX}{name}/{version}")
     except ImportError as exc:
         raise BundleError("models:/ references need MLflow: pip install '.[registry]'") from exc
     except RegistryError as exc:
-        raise BundleError(str(exc)) from exc
+        remembered = _remembered(settings, name, alias)
+        if remembered is None or "cannot answer" not in str(exc):
+            raise BundleError(str(exc)) from exc
+        logger.warning(
+            "%s; serving the last bundle it resolved to, %s", exc, remembered.registry_version
+        )
+        return remembered
+    _remember(settings, name, alias, resolved)
+    return resolved
+
+
+def _pointer(settings: Settings, name: str, alias: str) -> Path:
+    return Path(settings.registry.cache_dir) / name / f"@{alias}.json"
+
+
+def _remember(settings: Settings, name: str, alias: str, resolved: Resolved) -> None:
+    pointer = _pointer(settings, name, alias)
+    staged = pointer.with_suffix(".partial")
+    staged.write_text(
+        json.dumps({"path": str(resolved.bundle.path), "version": resolved.registry_version})
+    )
+    staged.replace(pointer)
+
+
+def _remembered(settings: Settings, name: str, alias: str) -> Resolved | None:
+    try:
+        found = json.loads(_pointer(settings, name, alias).read_text())
+        return Resolved(load_bundle(found["path"]), found["version"])
+    except (OSError, ValueError, KeyError, BundleError):
+        return None
