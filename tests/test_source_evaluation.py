@@ -56,19 +56,47 @@ def test_gates_include_the_held_out_source_figures() -> None:
     }
     failures = quality_gate_failures(report, settings)
     assert any("leave-one-source-out ROC-AUC 0.7000" in f for f in failures)
-    assert any("10.0% of held-out sources' real photos" in f for f in failures)
+    assert any("sources' real photos in the 'ai' band: 10.0%" in f for f in failures)  # no counts
     report["sources"]["summary"] = {"mean_roc_auc": 0.9, "pooled_ai_band_fpr": 0.01}
     assert quality_gate_failures(report, settings) == []
     # One source over the limit fails alone, however good the pooled figure; a source with too
     # few real photos to measure it (under calibration.min_source_reals) does not.
     report["sources"]["rows"] = [
-        {"source": "big", "real": 50, "ai_band_fpr": 0.08},
-        {"source": "tiny", "real": 6, "ai_band_fpr": 0.5},
+        {"source": "big", "real": 200, "ai_band_fpr": 0.1, "ai_band_false_positives": 20},
+        {"source": "tiny", "real": 6, "ai_band_fpr": 0.5, "ai_band_false_positives": 3},
     ]
     failures = quality_gate_failures(report, settings)
-    assert failures == ["8.0% of held-out big's real photos reach the 'ai' band, more than 5.0%"]
+    assert failures == [
+        "held-out big's real photos in the 'ai' band: 20 of 200 (10.0%), more than 5.0% beyond "
+        "what 200 photos can explain (one-sided binomial p = 0.00266 < 0.05)"
+    ]
     report["sources"]["rows"][0]["ai_band_fpr"] = 0.04
     assert quality_gate_failures(report, settings) == []
+
+
+def test_share_gates_do_not_refuse_what_the_sample_cannot_show() -> None:
+    """The refusals the review-to-retrain drill met: 3 of 50 real photos (6.0 %) and 7 of 131
+    (5.3 %) in the 'ai' band against a 5 % limit are what 5 % gives by chance; 20 of 200 is not."""
+    settings = Settings(gates={"max_each_source_ai_band_fpr": 0.05})
+    report: dict[str, object] = {"overall": {"roc_auc": 0.99, "ece": 0.01}, "robustness": []}
+
+    def refused(false_positives: int, reals: int) -> list[str]:
+        row = {
+            "source": "new",
+            "real": reals,
+            "ai_band_false_positives": false_positives,
+            "ai_band_fpr": false_positives / reals,
+        }
+        summary = {"mean_roc_auc": 0.9, "pooled_ai_band_fpr": 0.0, "real": 1000}
+        report["sources"] = {"summary": {**summary, "ai_band_false_positives": 0}, "rows": [row]}
+        return quality_gate_failures(report, settings)
+
+    assert refused(3, 50) == [] and refused(7, 131) == []
+    assert refused(2, 50) == []  # under the limit: not even tested
+    [why] = refused(20, 200)
+    assert "20 of 200 (10.0%)" in why and "p = 0.00266" in why
+    [why] = refused(15, 131)  # 11.5 % of 131: more than chance explains
+    assert "15 of 131" in why
 
 
 def test_single_label_sources_fall_back_to_validation_calibration(

@@ -284,6 +284,15 @@ class QualityGateSettings(Section):
         description="Largest share of one held-out source's real photos in the 'ai' band (sources "
         "with at least calibration.min_source_reals real photos; fewer are noise).",
     )
+    significance: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="A share gate on held-out real photos refuses only when the share is above "
+        "its limit by more than the number of photos can explain: a one-sided binomial test "
+        "of the count against the limit must reject at this level (3 of 50 against 5 % does "
+        "not; 20 of 200 does).",
+    )
     max_ece: float = Field(0.08, ge=0, le=1, description="Maximum calibrated test ECE.")
     max_robust_auc_drop: float = Field(
         0.10, ge=0, le=1, description="Largest AUC drop allowed under any robustness transform."

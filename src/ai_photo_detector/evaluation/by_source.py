@@ -88,6 +88,8 @@ def source_table(
         "pooled_ai_band_fpr": sum(r["ai_band_false_positives"] for r in rows) / reals
         if reals
         else float("nan"),
+        "real": reals,
+        "ai_band_false_positives": sum(r["ai_band_false_positives"] for r in rows),
         "worst_ai_band_fpr": max(
             (r["ai_band_fpr"] for r in rows if not math.isnan(r["ai_band_fpr"])),
             default=float("nan"),

@@ -184,21 +184,44 @@ def quality_gate_failures(report: dict[str, Any], settings: Settings) -> list[st
                 f"mean leave-one-source-out ROC-AUC {mean_auc:.4f} is below the minimum "
                 f"{gates.min_source_roc_auc}"
             )
-        pooled = summary["pooled_ai_band_fpr"]
-        if not pooled <= gates.max_source_ai_band_fpr:
-            failures.append(
-                f"{pooled:.1%} of held-out sources' real photos reach the 'ai' band, more than "
-                f"{gates.max_source_ai_band_fpr:.1%}"
-            )
+        limit = gates.max_source_ai_band_fpr
+        refused = _share_refused(summary, summary["pooled_ai_band_fpr"], limit, gates.significance)
+        if refused:
+            failures.append(f"held-out sources' real photos in the 'ai' band: {refused}")
         for row in report["sources"].get("rows", []):
             if row["real"] < settings.calibration.min_source_reals:
                 continue
-            if not row["ai_band_fpr"] <= gates.max_each_source_ai_band_fpr:
+            limit = gates.max_each_source_ai_band_fpr
+            refused = _share_refused(row, row["ai_band_fpr"], limit, gates.significance)
+            if refused:
                 failures.append(
-                    f"{row['ai_band_fpr']:.1%} of held-out {row['source']}'s real photos reach "
-                    f"the 'ai' band, more than {gates.max_each_source_ai_band_fpr:.1%}"
+                    f"held-out {row['source']}'s real photos in the 'ai' band: {refused}"
                 )
     return failures
+
+
+def _share_refused(counts: dict[str, Any], share: float, limit: float, significance: float) -> str:
+    """Why a share of real photos in the 'ai' band fails its limit, or "" when it does not.
+
+    It fails only when above the limit by more than its number of photos can explain: the
+    one-sided binomial test of the count against the limit rejects at ``significance``. A
+    report without counts (made before they were kept) is held to the share alone.
+    """
+    if share <= limit:
+        return ""
+    reals = counts.get("real")
+    false_positives = counts.get("ai_band_false_positives")
+    if reals is None or false_positives is None:
+        return f"{share:.1%}, more than {limit:.1%}"
+    from scipy.stats import binomtest
+
+    p_value = binomtest(int(false_positives), int(reals), limit, alternative="greater").pvalue
+    if p_value >= significance:
+        return ""
+    return (
+        f"{false_positives} of {reals} ({share:.1%}), more than {limit:.1%} beyond what "
+        f"{reals} photos can explain (one-sided binomial p = {p_value:.3g} < {significance})"
+    )
 
 
 # --- report files ------------------------------------------------------------------------------
