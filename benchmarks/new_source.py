@@ -1,0 +1,297 @@
+"""The new-source drill: a generator the detector never saw, k of its photos reviewed through the
+real path, and what the retrained challenger then does on the rest of that source.
+
+For each held-out source S (one of the shared sets):
+
+1. the detector is trained without S (the shipped recipe, ``configs/default-model.yaml``);
+2. it serves (``ai-photo-detector serve``, images stored), k photos of S (half real, half AI,
+   drawn at random) are scored over HTTP with the client and given their true verdicts through
+   ``/v1/feedback``;
+3. ``ai-photo-detector retrain`` (the other sources as base data, the feedback boosted, the
+   gates as configured) makes the challenger, registered or refused;
+4. base and challenger score S's other photos: ROC-AUC, the ``ai`` band's recall (share of AI
+   photos answered ``ai``) and false-positive rate (share of real photos answered ``ai``), the
+   share ``uncertain``; and the retrain's wall time.
+
+Beside it, the probe: a plain logistic head (C = 0.01, class-balanced, standardised, one plain
+view per image) on the base detector's own embedding of the same photos, fitted on the other
+sources plus the same k reviewed photos (weighted as one average source). The gap between the
+pipeline's and the probe's ROC-AUC is what the pipeline loses of what the k reviews could teach.
+
+Run: .venv/bin/python -m benchmarks.new_source [--source realorai-photoreal ...] [--k 10 20 40 80]
+     [--draws 3]. Each (source, k, draw) costs one retrain (about 4 minutes on 2 cores), each
+     source one base training more. Results: results/new_source.csv (one row per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ai_photo_detector.cli.file_predictions import predict_files
+from ai_photo_detector.client import Client
+from ai_photo_detector.data.discovery import Sample, discover
+from ai_photo_detector.evaluation.metrics import safe_auc
+from ai_photo_detector.imaging import file_limits, preprocess_bytes
+from ai_photo_detector.model.bundle import load_bundle
+from ai_photo_detector.model.inference import OnnxDetector
+from ai_photo_detector.settings import Settings
+from ai_photo_detector.training.backbones.frozen import fit_linear_head
+from benchmarks.common import print_table, write_csv
+from benchmarks.http_load import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+SOURCES = [
+    "shoes-midjourney",
+    "diffusiondb-coco",
+    "playground-mixed",
+    "chatgpt-gemini",
+    "realorai-photoreal",
+]
+RECIPE = ROOT / "configs" / "default-model.yaml"
+
+
+def _cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "ai_photo_detector.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:2])} failed: {done.stderr[-3000:]}")
+    return done
+
+
+@dataclass
+class Workspace:
+    folder: Path
+
+    def env(self, store: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "APD_CONFIG": str(RECIPE),
+            "APD_TRAINING__OUTPUT_DIR": str(self.folder / "runs"),
+            "APD_MLFLOW_TRACKING_URI": f"sqlite:///{self.folder / 'mlflow.db'}",
+            "APD_REGISTRY__CACHE_DIR": str(self.folder / "models"),
+            "APD_DATABASE_URL": f"sqlite:///{self.folder / store}.db",
+        }
+
+
+def train_base(work: Workspace, held_out: str) -> Path:
+    """The detector trained without ``held_out``: the bundle folder."""
+    data = [str(DATASETS / s) for s in SOURCES if s != held_out]
+    args = ["train", *[a for d in data for a in ("--data", d)], "--version", f"without-{held_out}"]
+    done = _cli(work.env(f"base-{held_out}"), *args, check=False)
+    manifests = sorted((work.folder / "runs").glob(f"*without-{held_out}*/**/manifest.json"))
+    if not manifests:
+        raise RuntimeError(f"no bundle from the base training: {done.stderr[-3000:]}")
+    return manifests[-1].parent
+
+
+def review(work: Workspace, bundle: Path, store: str, reviewed: list[Sample]) -> float:
+    """Score ``reviewed`` through a running service (images kept) and send their verdicts;
+    returns the seconds it took."""
+    port = free_port()
+    env = {
+        **work.env(store),
+        "APD_MODEL": str(bundle),
+        "APD_SERVER__PORT": str(port),
+        "APD_PREDICTION_LOG__STORE_IMAGES": "true",
+        "APD_PREDICTION_LOG__IMAGE_DIR": str(work.folder / "images" / store),
+        "APD_RATE_LIMIT__ENABLED": "false",
+        "APD_JOBS__ENABLED": "false",
+        "APD_MONITORING__ENABLED": "false",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ai_photo_detector.cli", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    started = time.monotonic()
+    try:
+        with Client(f"http://127.0.0.1:{port}") as client:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if client.ready().ready:
+                        break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(0.2)
+            for sample in reviewed:
+                answer = client.predict(sample.path)
+                client.feedback(answer.prediction_id, sample.label, source="new-source-drill")
+    finally:
+        server.terminate()  # drains: the prediction log is flushed before it exits
+        server.wait(60)
+    return time.monotonic() - started
+
+
+def retrain(work: Workspace, held_out: str, store: str) -> dict[str, Any]:
+    report = work.folder / f"{store}-retrain.json"
+    data = [str(DATASETS / s) for s in SOURCES if s != held_out]
+    args = ["retrain", *[a for d in data for a in ("--data", d)], "--report", str(report)]
+    started = time.monotonic()
+    done = _cli(work.env(store), *args, check=False)
+    if not report.is_file():
+        raise RuntimeError(f"retrain wrote no report: {done.stderr[-3000:]}")
+    outcome: dict[str, Any] = json.loads(report.read_text())
+    outcome["wall_s"] = time.monotonic() - started
+    return outcome
+
+
+def rates(bundle: Path, samples: list[Sample], ai_label: str) -> dict[str, float]:
+    detector = OnnxDetector(load_bundle(bundle))
+    found = list(predict_files(detector, [s.path for s in samples], Settings()))
+    scored = [(s, r) for s, r in zip(samples, found, strict=True) if "error" not in r]
+    is_ai = np.asarray([s.label == ai_label for s, _ in scored])
+    band = np.asarray([r["band"] for _, r in scored])
+    probability = np.asarray([r["probability"] for _, r in scored])
+    return {
+        "roc_auc": safe_auc(is_ai.astype(np.int64), probability),
+        "ai_band_recall": float((band[is_ai] == "ai").mean()),
+        "ai_band_fpr": float((band[~is_ai] == "ai").mean()),
+        "uncertain": float((band == "uncertain").mean()),
+    }
+
+
+def embeddings(bundle: Path, samples: list[Sample]) -> np.ndarray:
+    """The base detector's embedding (its head's input) of each photo's plain view."""
+    detector = OnnxDetector(load_bundle(bundle))
+    spec = detector.manifest.preprocessing
+    limits = file_limits(Settings())
+    rows = []
+    batch: list[np.ndarray] = []
+    for sample in samples:
+        array, _ = preprocess_bytes(sample.path.read_bytes(), spec, limits)
+        batch.append(array)
+        if len(batch) == 16:
+            rows.append(detector.run(np.stack(batch)).embedding)
+            batch = []
+    if batch:
+        rows.append(detector.run(np.stack(batch)).embedding)
+    return np.concatenate(rows).astype(np.float32)
+
+
+def probe_auc(
+    features: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+) -> float:
+    """A plain head on the base's features, each training source (and the reviewed photos as
+    one) weighing as much as the average source, class-balanced within each."""
+    weight = np.zeros(len(labels))
+    chosen = np.flatnonzero(train)
+    for group in np.unique(groups[chosen]):
+        for label in (0, 1):
+            members = chosen[(groups[chosen] == group) & (labels[chosen] == label)]
+            if len(members):
+                weight[members] = 1.0 / len(members)
+    weight = weight[chosen] * len(chosen) / weight[chosen].sum()
+    w, b = fit_linear_head(features[chosen], labels[chosen], 2, 0.01, 0, weight)
+    logits = features[test] @ w.T + b
+    return safe_auc(labels[test], logits[:, 1] - logits[:, 0])
+
+
+def drill(held_out: str, ks: list[int], draws: int, work: Workspace) -> list[dict[str, Any]]:
+    settings = Settings()
+    ai_label = settings.data.ai_label
+    everything = discover([DATASETS / s for s in SOURCES], settings.data.extensions)
+    new = [s for s in everything if s.source == held_out]
+    started = time.monotonic()
+    base = train_base(work, held_out)
+    base_s = time.monotonic() - started
+    features = embeddings(base, everything)
+    labels = np.asarray([s.label == ai_label for s in everything], np.int64)
+    groups = np.asarray([s.source for s in everything])
+    index = {s.path: i for i, s in enumerate(everything)}
+    rows = []
+    for k in ks:
+        for draw in range(draws):
+            rng = random.Random(1000 * k + draw)
+            real = [s for s in new if s.label != ai_label]
+            ai = [s for s in new if s.label == ai_label]
+            reviewed = rng.sample(real, min(k // 2, len(real) // 2)) + rng.sample(
+                ai, min(k - k // 2, len(ai) // 2)
+            )
+            chosen = {s.path for s in reviewed}
+            rest = [s for s in new if s.path not in chosen]
+            store = f"{held_out}-k{k}-d{draw}"
+            review_s = review(work, base, store, reviewed)
+            outcome = retrain(work, held_out, store)
+            train_mask = (groups != held_out) | np.isin(
+                np.arange(len(everything)), [index[p] for p in chosen]
+            )
+            groups_k = groups.copy()
+            groups_k[[index[p] for p in chosen]] = "reviewed"
+            test_mask = np.isin(np.arange(len(everything)), [index[s.path] for s in rest])
+            probe = probe_auc(features, labels, groups_k, train_mask, test_mask)
+            before = rates(base, rest, ai_label)
+            after = rates(Path(outcome["bundle"]), rest, ai_label)
+            row = {
+                "source": held_out,
+                "k": len(reviewed),
+                "draw": draw,
+                "base_auc": round(before["roc_auc"], 4),
+                "challenger_auc": round(after["roc_auc"], 4),
+                "probe_auc": round(probe, 4),
+                "challenger_over_probe": round(after["roc_auc"] / probe, 3),
+                "base_ai_recall": round(before["ai_band_recall"], 3),
+                "ai_recall": round(after["ai_band_recall"], 3),
+                "ai_fpr": round(after["ai_band_fpr"], 3),
+                "uncertain": round(after["uncertain"], 3),
+                "base_uncertain": round(before["uncertain"], 3),
+                "registered": outcome.get("status") == "registered",
+                "gate_failures": "; ".join(outcome.get("gate_failures", [])),
+                "review_s": round(review_s, 1),
+                "retrain_s": round(outcome["wall_s"], 1),
+                "base_train_s": round(base_s, 1),
+                "rest": len(rest),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", nargs="+", default=SOURCES, choices=SOURCES)
+    parser.add_argument("--k", nargs="+", type=int, default=[10, 20, 40, 80])
+    parser.add_argument("--draws", type=int, default=3)
+    parser.add_argument("--keep", type=Path, help="Work in this folder and keep it.")
+    args = parser.parse_args()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="apd-new-source-") as tmp:
+        work = Workspace(args.keep or Path(tmp))
+        work.folder.mkdir(parents=True, exist_ok=True)
+        for source in args.source:
+            rows += drill(source, args.k, args.draws, work)
+    print_table(rows)
+    for source in args.source:
+        mine = [r for r in rows if r["source"] == source]
+        ratio = statistics.mean(r["challenger_over_probe"] for r in mine)
+        print(f"{source}: challenger / probe ROC-AUC, mean {ratio:.3f} (target 0.95)")
+    write_csv("new_source", rows)
+
+
+if __name__ == "__main__":
+    main()
