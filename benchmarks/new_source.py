@@ -93,11 +93,15 @@ class Workspace:
 
 
 def train_base(work: Workspace, held_out: str) -> Path:
-    """The detector trained without ``held_out``: the bundle folder."""
+    """The detector trained without ``held_out``: the bundle folder (one a kept work folder
+    already holds is used again)."""
+    kept = sorted((work.folder / "runs").glob(f"*without-{held_out}/bundle/manifest.json"))
+    if kept:
+        return kept[-1].parent
     data = [str(DATASETS / s) for s in SOURCES if s != held_out]
     args = ["train", *[a for d in data for a in ("--data", d)], "--version", f"without-{held_out}"]
     done = _cli(work.env(f"base-{held_out}"), *args, check=False)
-    manifests = sorted((work.folder / "runs").glob(f"*without-{held_out}*/**/manifest.json"))
+    manifests = sorted((work.folder / "runs").glob(f"*without-{held_out}/bundle/manifest.json"))
     if not manifests:
         raise RuntimeError(f"no bundle from the base training: {done.stderr[-3000:]}")
     return manifests[-1].parent
@@ -235,7 +239,7 @@ def drill(held_out: str, ks: list[int], draws: int, work: Workspace) -> list[dic
             )
             chosen = {s.path for s in reviewed}
             rest = [s for s in new if s.path not in chosen]
-            store = f"{held_out}-k{k}-d{draw}"
+            store = f"{held_out}-k{k}-d{draw}-{int(time.time())}"
             review_s = review(work, base, store, reviewed)
             outcome = retrain(work, held_out, store)
             train_mask = (groups != held_out) | np.isin(

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ai_photo_detector.evaluation.made_from import load_held_out
 from ai_photo_detector.evaluation.report import quality_gate_failures
 from ai_photo_detector.model.bundle import load_bundle
 from ai_photo_detector.model.calibration import ai_band_floor
 from ai_photo_detector.settings import Settings
+from conftest import quick_settings
 
 
 def test_frozen_training_reports_every_source_left_out(frozen_trained) -> None:  # type: ignore[no-untyped-def]
@@ -124,3 +127,37 @@ def test_single_label_sources_fall_back_to_validation_calibration(
     manifest = load_bundle(outcome.bundle_dir).manifest
     assert manifest.calibration.fitted_on == "validation"
     assert manifest.deployable, outcome.gate_failures
+
+
+def test_a_reviewed_source_is_cross_fitted_so_its_bands_follow_the_reviews(
+    tmp_path_factory: pytest.TempPathFactory, two_sources: list[Path]
+) -> None:
+    """A boosted source (what retrain makes of reviewed feedback) is scored in parts, each by a
+    head fitted on everything else, its own other parts included: every photo scored once, by a
+    head that never saw it, and the row says it is in-source."""
+    from ai_photo_detector.training.leave_one_out import _parts
+    from ai_photo_detector.training.pipeline import run_training
+
+    tmp = tmp_path_factory.mktemp("crossfit")
+    settings = quick_settings(
+        tmp,
+        training={"backbone": "clip_vit_b16", "feature_views": 1, "boosted_sources": ["beta"]},
+        mlflow={"enabled": False},
+    )
+    outcome = run_training(two_sources, settings, version="crossfit", log=lambda _: None)
+    folds = {fold.source: fold for fold in load_held_out(outcome.run_dir)}
+    assert folds["beta"].cross_fitted and not folds["alpha"].cross_fitted
+    beta = sorted(str(p) for p in (two_sources[1]).rglob("*.jpg"))
+    assert folds["beta"].paths == beta  # every photo once, in a stable order
+    rows = {
+        r["source"]: r
+        for r in load_bundle(outcome.bundle_dir).manifest.metrics["leave_one_source_out"]["rows"]
+    }
+    assert rows["beta"]["fit"] == "cross_fitted" and rows["alpha"]["fit"] == "held_out"
+    # Parts spread each label evenly and cover the source exactly once.
+    from ai_photo_detector.data.discovery import Sample
+
+    samples = [Sample(Path(f"{label}{i}.jpg"), label, "s") for label in "ab" for i in range(7)]
+    parts = _parts(samples, 5)
+    assert sorted(s.path for part in parts for s in part) == sorted(s.path for s in samples)
+    assert all({s.label for s in part} == {"a", "b"} for part in parts)

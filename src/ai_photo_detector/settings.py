@@ -242,6 +242,13 @@ class CalibrationSettings(Section):
     min_source_reals: int = Field(
         20, ge=1, description="Real photos a held-out source needs to set the 'ai' band alone."
     )
+    cross_fit_folds: int = Field(
+        5,
+        ge=2,
+        le=20,
+        description="Parts a boosted source (reviewed feedback) is scored in, each by a detector "
+        "fitted on everything else: its bands then follow what the reviews taught.",
+    )
     real_band_fnr: float = Field(
         0.01, gt=0, lt=1, description="Largest share of AI images in the 'real' band."
     )

@@ -30,6 +30,20 @@ class HeldOutSource:
     # Distance to the fold's training embeddings over its familiarity threshold (above 1:
     # unfamiliar), kept so that rules on familiarity can be re-fitted without refitting a fold.
     distance_ratio: NDArray[np.float32] | None = None
+    # Scored in parts by detectors that saw the rest of the source (reviewed feedback, which
+    # the final detector learns from): in-source figures, not out-of-source ones.
+    cross_fitted: bool = False
+
+    def reordered(self, order: NDArray[np.intp]) -> HeldOutSource:
+        return HeldOutSource(
+            source=self.source,
+            labels=[self.labels[i] for i in order],
+            logits=self.logits[order],
+            unfamiliar=self.unfamiliar[order],
+            paths=[self.paths[i] for i in order] if self.paths else [],
+            distance_ratio=self.distance_ratio[order] if self.distance_ratio is not None else None,
+            cross_fitted=self.cross_fitted,
+        )
 
 
 def _rates(
@@ -49,6 +63,7 @@ def _rates(
     y = is_ai.astype(np.int64)
     return {
         "source": fold.source,
+        "fit": "cross_fitted" if fold.cross_fitted else "held_out",
         "count": len(fold.labels),
         "real": int(is_real.sum()),
         "ai": int(is_ai.sum()),

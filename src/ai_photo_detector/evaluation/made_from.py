@@ -189,6 +189,7 @@ def save_held_out(run_dir: Path, held_out: list[HeldOutSource]) -> None:
             "unfamiliar": fold.unfamiliar.tolist(),
             "paths": fold.paths,
             "distance_ratio": None if fold.distance_ratio is None else fold.distance_ratio.tolist(),
+            "cross_fitted": fold.cross_fitted,
         }
         for fold in held_out
     ]
@@ -209,6 +210,7 @@ def load_held_out(run_dir: Path) -> list[HeldOutSource]:
             distance_ratio=None
             if row.get("distance_ratio") is None
             else np.asarray(row["distance_ratio"], np.float32),
+            cross_fitted=bool(row.get("cross_fitted", False)),
         )
         for row in json.loads(path.read_text(encoding="utf-8"))
     ]

@@ -3,13 +3,21 @@
 The fold's detector is fitted exactly as the final one (same backbone, same settings) on the
 train and validation splits of the other sources; the held-out source's every image is then
 scored, and checked against the fold's own familiarity reference, as serving would check it.
+
+A boosted source (reviewed feedback, ``training.boosted_sources``) is the exception: the final
+detector learns from it on purpose, so its photos are scored the way the final detector will
+meet more of their kind, cross-fitted: in ``calibration.cross_fit_folds`` parts, each scored by
+a detector fitted on everything else, the rest of that source included. The bands fitted on
+these scores then follow what the reviews taught, and no photo is scored by a head that saw it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ai_photo_detector.data.discovery import Sample
 from ai_photo_detector.evaluation.by_source import HeldOutSource
@@ -30,33 +38,71 @@ def leave_one_source_out(
     sources = sorted({s.source for s in everything})
     if len(sources) < 2 or not settings.evaluation.leave_one_source_out:
         return []
-    abstain = settings.abstention
+    boosted = set(settings.training.boosted_sources) if backbone.refits_cheaply else set()
     folds = []
     for source in sources:
-        train = [s for s in splits["train"] if s.source != source]
-        val = [s for s in splits["val"] if s.source != source]
-        if {s.label for s in train} != set(labels) or {s.label for s in val} != set(labels):
+        held = sorted((s for s in everything if s.source == source), key=lambda s: str(s.path))
+        cross_fitted = source in boosted
+        parts = _parts(held, settings.calibration.cross_fit_folds) if cross_fitted else [held]
+        scored = [_score_part(backbone, splits, labels, settings, part) for part in parts]
+        if any(part is None for part in scored):
             log(f"leave-one-source-out: {source} skipped, the other sources lack a label")
             continue
-        held = sorted((s for s in everything if s.source == source), key=lambda s: str(s.path))
-        fitted = backbone.fit(train, val)
-        outputs = backbone.outputs(fitted, held)
-        reference, threshold = fit_familiarity(
-            backbone.outputs(fitted, train).embeddings,
-            backbone.outputs(fitted, val).embeddings,
-            abstain,
-        )
-        ratio = reference.distances(outputs.embeddings) / np.float32(threshold)
-        unfamiliar = ratio > 1 if abstain.enabled else np.zeros(len(held), bool)
+        done = [part for part in scored if part is not None]
+        order = np.argsort([str(s.path) for part in parts for s in part], kind="stable")
         folds.append(
             HeldOutSource(
                 source=source,
-                labels=[s.label for s in held],
-                logits=outputs.logits,
-                unfamiliar=unfamiliar,
-                paths=[str(s.path) for s in held],
-                distance_ratio=np.asarray(ratio, np.float32),
-            )
+                labels=[s.label for part in parts for s in part],
+                logits=np.concatenate([p.logits for p in done]),
+                unfamiliar=np.concatenate([p.unfamiliar for p in done]),
+                paths=[str(s.path) for part in parts for s in part],
+                distance_ratio=np.concatenate([p.ratio for p in done]),
+                cross_fitted=cross_fitted,
+            ).reordered(order)
         )
-        log(f"leave-one-source-out: {source} held out ({len(held)} images) done")
+        how = f"cross-fitted in {len(parts)} parts" if cross_fitted else "held out"
+        log(f"leave-one-source-out: {source} {how} ({len(held)} images) done")
     return folds
+
+
+@dataclass
+class _Scored:
+    logits: NDArray[np.float32]
+    unfamiliar: NDArray[np.bool_]
+    ratio: NDArray[np.float32]
+
+
+def _parts(held: list[Sample], count: int) -> list[list[Sample]]:
+    """``held`` in ``count`` parts, each label spread evenly over them (deterministic)."""
+    parts: list[list[Sample]] = [[] for _ in range(max(1, min(count, len(held))))]
+    for label in sorted({s.label for s in held}):
+        for i, sample in enumerate(s for s in held if s.label == label):
+            parts[i % len(parts)].append(sample)
+    return [part for part in parts if part]
+
+
+def _score_part(
+    backbone: Backbone,
+    splits: dict[str, list[Sample]],
+    labels: list[str],
+    settings: Settings,
+    part: list[Sample],
+) -> _Scored | None:
+    """``part`` scored by a detector fitted on the train and validation images not in it."""
+    leave = {s.path for s in part}
+    train = [s for s in splits["train"] if s.path not in leave]
+    val = [s for s in splits["val"] if s.path not in leave]
+    if {s.label for s in train} != set(labels) or {s.label for s in val} != set(labels):
+        return None
+    abstain = settings.abstention
+    fitted = backbone.fit(train, val)
+    outputs = backbone.outputs(fitted, part)
+    reference, threshold = fit_familiarity(
+        backbone.outputs(fitted, train).embeddings,
+        backbone.outputs(fitted, val).embeddings,
+        abstain,
+    )
+    ratio = reference.distances(outputs.embeddings) / np.float32(threshold)
+    unfamiliar = ratio > 1 if abstain.enabled else np.zeros(len(part), bool)
+    return _Scored(outputs.logits, unfamiliar, np.asarray(ratio, np.float32))

@@ -49,6 +49,9 @@ class Backbone(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str]
+    # Fitting again costs seconds (a head on cached features), so a reviewed source can be
+    # cross-fitted in parts (training/leave_one_out.py); a fine-tuned network is not.
+    refits_cheaply: ClassVar[bool] = False
 
     def __init__(
         self,

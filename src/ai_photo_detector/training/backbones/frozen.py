@@ -88,6 +88,8 @@ def fit_linear_head(
 class FrozenEncoderBackbone(Backbone):
     """Base of the packaged-encoder backbones; a subclass names its encoder family."""
 
+    refits_cheaply = True
+
     family_name: str
     default_input_size: int
     default_layer: int
