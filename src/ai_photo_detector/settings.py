@@ -853,24 +853,23 @@ class SecretFiles(PydanticBaseSettingsSource):
         return None, field_name, False  # everything is returned by __call__
 
     @classmethod
-    def variables(cls, settings_cls: type[BaseModel]) -> dict[str, list[str]]:
-        """``APD_…_FILE`` variables that name a setting's file: variable -> the setting's path."""
+    def variables(cls, settings_cls: type[BaseModel]) -> dict[str, tuple[list[str], Any]]:
+        """``APD_…_FILE`` variables that name a setting's file: variable -> the setting's path
+        and its field."""
         found = {}
         for variable in os.environ:
             if not (variable.startswith("APD_") and variable.endswith(cls.SUFFIX)):
                 continue
             names = variable[len("APD_") : -len(cls.SUFFIX)].lower().split("__")
+            field = _field_at(settings_cls, names)
             direct = [*names[:-1], names[-1] + "_file"]
-            if (
-                _field_at(settings_cls, names) is not None
-                and _field_at(settings_cls, direct) is None
-            ):
-                found[variable] = names
+            if field is not None and _field_at(settings_cls, direct) is None:
+                found[variable] = (names, field)
         return found
 
     def __call__(self) -> dict[str, Any]:
         found: dict[str, Any] = {}
-        for variable, names in self.variables(self.settings_cls).items():
+        for variable, (names, field) in self.variables(self.settings_cls).items():
             plain = variable.removesuffix(self.SUFFIX)
             if os.environ.get(plain):
                 raise ValueError(f"both {plain} and {variable} are set; they are exclusive")
@@ -879,7 +878,6 @@ class SecretFiles(PydanticBaseSettingsSource):
                 text = Path(path).read_text(encoding="utf-8")
             except OSError as exc:
                 raise ValueError(f"{variable}: cannot read {path}: {exc.strerror}") from exc
-            field = _field_at(self.settings_cls, names)
             value = text.removesuffix("\n") if _is_text(field) else yaml.safe_load(text)
             section = found
             for name in names[:-1]:
@@ -901,7 +899,7 @@ class WithoutSecretFiles(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         values = self.env()
-        for names in SecretFiles.variables(self.settings_cls).values():
+        for names, _ in SecretFiles.variables(self.settings_cls).values():
             section: Any = values
             for name in names[:-1]:
                 section = section.get(name) if isinstance(section, dict) else None

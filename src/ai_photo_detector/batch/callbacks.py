@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from ai_photo_detector.batch.callback_targets import Target, check_target, refused
+from ai_photo_detector.batch.callback_targets import check_target, refused
 from ai_photo_detector.contract.schemas import JobEvent, JobStatus
 from ai_photo_detector.contract.signatures import (
     DELIVERY_HEADER,
@@ -68,17 +68,10 @@ class Webhooks:
         store: CallbackStore,
         settings: WebhookSettings,
         secret_for: SecretFor,
-        resolver: Callable[[str, int], list[str]] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.secret_for = secret_for
-        self.resolver = resolver
-
-    def _target(self, url: str) -> Target:
-        if self.resolver is None:
-            return check_target(url, self.settings)
-        return check_target(url, self.settings, self.resolver)
 
     def accept(self, url: str, owner: str) -> str:
         """The callback URL a job may carry, or ``InputError`` (callback_refused)."""
@@ -89,7 +82,7 @@ class Webhooks:
                 "no webhook secret is configured for this API key (auth.keys[].webhook_secret "
                 "or webhooks.secret): an unsigned event could not be trusted"
             )
-        self._target(url)
+        check_target(url, self.settings)
         return url
 
     def deliver_due(self, status_of: Callable[[Job], JobStatus]) -> int:
@@ -102,14 +95,14 @@ class Webhooks:
         return delivered
 
     def _attempt(self, job: Job, status: JobStatus) -> bool:
-        number = self.store.attempt_count(job.id) + 1
-        body = event_of(job, status).model_dump_json().encode("utf-8")
+        number = len(status.callback.attempts) + 1 if status.callback else 1
+        event = event_of(job, status)
         started_at = now()
         started = time.perf_counter()
         status_code: int | None = None
         final_refusal = False
         try:
-            status_code = self._post(job, body)
+            status_code = self._post(job, event)
             error = None if 200 <= status_code < 300 else f"HTTP {status_code}"
         except InputError as exc:  # the target is refused now (its name moved, a secret went)
             error, final_refusal = exc.message, True
@@ -125,19 +118,20 @@ class Webhooks:
             logger.info("webhook of job %s, attempt %d: %s", job.id, number, error)
         return delivered
 
-    def _post(self, job: Job, body: bytes) -> int:
+    def _post(self, job: Job, event: JobEvent) -> int:
         secret = self.secret_for(job.owner)
         if secret is None:
             raise refused("the key that submitted the job no longer has a webhook secret")
         assert job.callback_url is not None
-        target = self._target(job.callback_url)
+        target = check_target(job.callback_url, self.settings)
+        body = event.model_dump_json().encode("utf-8")
         headers = {
             "Content-Type": "application/json",
             "Host": target.host_header,
             "User-Agent": "ai-photo-detector-webhooks",
             SIGNATURE_HEADER: signature_header(secret, body),
-            EVENT_HEADER: f"job.{job.status}",
-            DELIVERY_HEADER: f"{job.id}.{job.status}",
+            EVENT_HEADER: event.type,
+            DELIVERY_HEADER: event.id,
         }
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         with httpx.Client(timeout=self.settings.timeout_s, follow_redirects=False) as http:

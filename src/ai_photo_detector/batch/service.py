@@ -109,11 +109,16 @@ class JobService:
             )
 
     def _create(
-        self, submission: Submission, source: str, spool: Path | None, items: list[Item]
+        self,
+        submission: Submission,
+        callback_url: str | None,
+        source: str,
+        spool: Path | None,
+        items: list[Item],
     ) -> tuple[Job, bool]:
         self._check_quota(submission.submitter.owner, len(items))
         new = NewJob(
-            callback_url=self.callback_of(submission),
+            callback_url=callback_url,
             owner=submission.submitter.owner,
             idempotency_key=submission.idempotency_key,
             request_sha256=submission.request_sha256,
@@ -143,8 +148,9 @@ class JobService:
             if replay is not None:
                 upload.unlink(missing_ok=True)
                 return replay, False
+            callback_url = self.callback_of(submission)  # refused before the archive is read
             kind, path, items = open_archive(upload, self.archive_limits)
-            job, created = self._create(submission, kind, path, items)
+            job, created = self._create(submission, callback_url, kind, path, items)
         except BaseException:
             upload.unlink(missing_ok=True)
             upload.with_suffix(".tar").unlink(missing_ok=True)
@@ -157,9 +163,9 @@ class JobService:
         replay = self._replay(submission)
         if replay is not None:
             return replay, False
-        self.callback_of(submission)  # refused before the paths are checked
+        callback_url = self.callback_of(submission)  # refused before the paths are checked
         items = [Item(i, self.roots.check(path)) for i, path in enumerate(paths)]
-        return self._create(submission, "manifest", None, items)
+        return self._create(submission, callback_url, "manifest", None, items)
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import typer
 
 from ai_photo_detector.cli.common import KeyFileOption
 from ai_photo_detector.client import AsyncClient, Client
+from ai_photo_detector.client.base import read_key_file
 from ai_photo_detector.client.errors import ServiceError
 from ai_photo_detector.contract.schemas import ExplainResponse, Prediction
 from ai_photo_detector.errors import InputError
@@ -32,7 +33,7 @@ def api_key(key_file: Path | None) -> str | None:
     if key_file is None:
         return None  # the client reads APD_API_KEY / APD_API_KEY_FILE itself
     try:
-        return key_file.read_text(encoding="utf-8").strip()
+        return read_key_file(key_file) or ""  # an empty file: no key, as before
     except OSError as exc:
         raise InputError(f"{key_file}: {exc.strerror or exc}") from exc
 

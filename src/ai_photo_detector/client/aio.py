@@ -18,7 +18,6 @@ from ai_photo_detector.client.base import (
     final,
 )
 from ai_photo_detector.client.calls import Call, ImageInput
-from ai_photo_detector.client.errors import TransportError
 from ai_photo_detector.client.retry import RetryPolicy
 from ai_photo_detector.contract.review import ClaimOut, ReviewItemOut, ReviewQueueOut, VerdictOut
 from ai_photo_detector.contract.schemas import (
@@ -167,10 +166,8 @@ class AsyncClient:
             status = await self.job(job_id)
             if on_progress is not None:
                 on_progress(status)
-            if calls.finished(status):
+            if calls.settled(status, deadline, timeout_s):
                 return status
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TransportError(f"job {job_id} still {status.status} after {timeout_s} s")
             await asyncio.sleep(poll_s)
 
     async def iter_results(self, job_id: str) -> AsyncIterator[JobResultRow]:
@@ -181,7 +178,8 @@ class AsyncClient:
                 await response.aread()
                 calls.raise_for_error(response)
             async for line in response.aiter_lines():
-                if line.strip():
-                    yield JobResultRow.model_validate_json(line)
+                row = calls.result_row(line)
+                if row is not None:
+                    yield row
         finally:
             await response.aclose()

@@ -30,9 +30,12 @@ def api_key_from_environment() -> str | None:
     if key:
         return key
     path = os.environ.get(KEY_FILE_ENV, "").strip()
-    if path:
-        return Path(path).read_text(encoding="utf-8").strip() or None
-    return None
+    return read_key_file(Path(path)) if path else None
+
+
+def read_key_file(path: Path) -> str | None:
+    """A key kept in a file (a mounted secret): its content, surrounding whitespace dropped."""
+    return path.read_text(encoding="utf-8").strip() or None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ clients differ only in how they send, so each route is described once, here."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import IO, Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from ai_photo_detector.client.errors import error_from_answer
+from ai_photo_detector.client.errors import TransportError, error_from_answer
 from ai_photo_detector.client.retry import parse_retry_after
 from ai_photo_detector.contract.review import ClaimOut, ReviewItemOut, ReviewQueueOut, VerdictOut
 from ai_photo_detector.contract.schemas import (
@@ -113,10 +114,16 @@ def no_body(response: httpx.Response) -> None:
     return None
 
 
+def result_row(line: str) -> JobResultRow | None:
+    """One JSON line of a job's results (None for a blank line)."""
+    return JobResultRow.model_validate_json(line) if line.strip() else None
+
+
 def result_rows(lines: Iterable[str]) -> Iterator[JobResultRow]:
     for line in lines:
-        if line.strip():
-            yield JobResultRow.model_validate_json(line)
+        row = result_row(line)
+        if row is not None:
+            yield row
 
 
 def new_idempotency_key() -> str:
@@ -295,3 +302,13 @@ FINISHED = frozenset({"done", "cancelled"})
 
 def finished(status: JobStatus) -> bool:
     return status.status in FINISHED
+
+
+def settled(status: JobStatus, deadline: float | None, timeout_s: float | None) -> bool:
+    """True once the job is over; raises :class:`TransportError` once the wait is past its
+    deadline (``time.monotonic()``), False while it should go on."""
+    if finished(status):
+        return True
+    if deadline is not None and time.monotonic() >= deadline:
+        raise TransportError(f"job {status.id} still {status.status} after {timeout_s} s")
+    return False

@@ -17,7 +17,6 @@ from ai_photo_detector.client.base import (
     final,
 )
 from ai_photo_detector.client.calls import Call, ImageInput
-from ai_photo_detector.client.errors import TransportError
 from ai_photo_detector.client.retry import RetryPolicy
 from ai_photo_detector.contract.review import ClaimOut, ReviewItemOut, ReviewQueueOut, VerdictOut
 from ai_photo_detector.contract.schemas import (
@@ -177,10 +176,8 @@ class Client:
             status = self.job(job_id)
             if on_progress is not None:
                 on_progress(status)
-            if calls.finished(status):
+            if calls.settled(status, deadline, timeout_s):
                 return status
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TransportError(f"job {job_id} still {status.status} after {timeout_s} s")
             time.sleep(poll_s)
 
     def iter_results(self, job_id: str) -> Iterator[JobResultRow]:

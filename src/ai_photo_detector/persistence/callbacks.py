@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 
 from ai_photo_detector.persistence.jobs import DELIVERED, GAVE_UP, PENDING, aware, now
 from ai_photo_detector.persistence.schema import CallbackAttempt, Job
@@ -94,8 +94,3 @@ class CallbackStore:
                 Attempt(r.number, aware(r.at) or r.at, r.status_code, r.error, r.duration_ms)
                 for r in rows
             ]
-
-    def attempt_count(self, job_id: str) -> int:
-        with self.store.session() as session:
-            count = session.scalar(select(func.count()).where(CallbackAttempt.job_id == job_id))
-            return int(count or 0)

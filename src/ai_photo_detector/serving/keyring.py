@@ -56,22 +56,22 @@ class KeyRing:
     def __init__(self, settings: AuthSettings) -> None:
         self.settings = settings
         self.path = Path(settings.keys_file) if settings.keys_file else None
-        self._file_keys: tuple[ApiKeyEntry, ...] = ()
+        self._entries: tuple[ApiKeyEntry, ...] = tuple(settings.keys)  # settings', then file's
         self._identity: tuple[int, int, int] | None = None
         self._checked_at = float("-inf")
         self._lock = threading.Lock()
         self.reload_errors = 0
         if self.path is not None:
-            self._file_keys = tuple(read_keys_file(self.path))  # a bad file at start: refuse
+            self._use(read_keys_file(self.path))  # a bad file at start: refuse to start
             self._identity = self._stat()
 
     @property
     def entries(self) -> tuple[ApiKeyEntry, ...]:
         self._refresh()
-        return (*self.settings.keys, *self._file_keys)
+        return self._entries
 
-    def __bool__(self) -> bool:
-        return bool(self.entries)
+    def _use(self, file_keys: list[ApiKeyEntry]) -> None:
+        self._entries = (*self.settings.keys, *file_keys)
 
     def match(self, key: str | None, now: datetime | None = None) -> Match | None:
         """The entry of a presented key (compared with every entry, in constant time each)."""
@@ -112,10 +112,11 @@ class KeyRing:
             if identity == self._identity:
                 return
             try:
-                keys = tuple(read_keys_file(self.path))
+                keys = read_keys_file(self.path)
             except (OSError, yaml.YAMLError, ValidationError) as exc:
                 self.reload_errors += 1
                 logger.error("keys file %s not reloaded, the last keys stay: %s", self.path, exc)
                 return
-            self._file_keys, self._identity = keys, identity
+            self._use(keys)
+            self._identity = identity
             logger.info("keys file %s reloaded: %d key(s)", self.path, len(keys))

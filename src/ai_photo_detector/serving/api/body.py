@@ -133,3 +133,16 @@ async def read_one_image(request: Request, server: ServerSettings) -> bytes:
         server.body_timeout_s,
     )
     return uploads[0].data
+
+
+async def read_batch(request: Request, server: ServerSettings) -> list[Upload]:
+    """The images of a batch request (repeated multipart field ``files``), up to
+    ``server.max_batch_items`` of ``server.max_upload_bytes`` each."""
+    return await read_uploads(
+        request,
+        server.max_upload_bytes * server.max_batch_items,
+        server.max_discard_bytes,
+        server.max_batch_items,
+        "files",
+        server.body_timeout_s,
+    )

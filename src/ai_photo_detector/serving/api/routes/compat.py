@@ -60,16 +60,16 @@ from ai_photo_detector.errors import DetectorError
 from ai_photo_detector.model.bundle import Bands
 from ai_photo_detector.model.inference import PROVENANCE
 from ai_photo_detector.serving.api.auth import PredictCaller, require
-from ai_photo_detector.serving.api.body import Upload, read_one_image, read_uploads
+from ai_photo_detector.serving.api.body import Upload, read_batch, read_one_image
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.middleware import request_id_of
+from ai_photo_detector.serving.api.routes.explain import explain_routed
 from ai_photo_detector.serving.api.routes.predict import (
     NO_STORE,
-    _score_routed,
     pick_model,
     prediction_response,
     ready_model,
-    watched,
+    score_routed,
 )
 from ai_photo_detector.serving.api.state import Services
 from ai_photo_detector.serving.models import LoadedModel
@@ -199,7 +199,7 @@ async def predict(
     loaded = ready_model(services, pick_model(services, request, principal, None))
     image = await read_one_image(request, services.settings.server)
     caller = Caller(request_id_of(request.scope), principal.key_id)
-    scored = await _score_routed(services, loaded, image, caller)
+    scored = await score_routed(services, loaded, image, caller)
     return prediction_response(CompatPrediction(**_fields(loaded, scored)), response)
 
 
@@ -208,7 +208,7 @@ async def _batch_item(
 ) -> CompatBatchItem:
     filename = upload.filename or "unknown"
     try:
-        scored = await _score_routed(services, model, upload.data, caller)
+        scored = await score_routed(services, model, upload.data, caller)
     except DetectorError as exc:
         return CompatBatchItem(filename=filename, error=exc.message, error_code=exc.code)
     fields = _fields(model, scored)
@@ -225,15 +225,7 @@ async def predict_batch(
     request: Request, response: Response, services: ServicesDep, principal: PredictCaller
 ) -> Response:
     loaded = ready_model(services, pick_model(services, request, principal, None))
-    server = services.settings.server
-    uploads = await read_uploads(
-        request,
-        server.max_upload_bytes * server.max_batch_items,
-        server.max_discard_bytes,
-        server.max_batch_items,
-        "files",
-        server.body_timeout_s,
-    )
+    uploads = await read_batch(request, services.settings.server)
     caller = Caller(request_id_of(request.scope), principal.key_id)
     started = time.perf_counter()
     items = await asyncio.gather(*(_batch_item(services, loaded, u, caller) for u in uploads))
@@ -257,9 +249,7 @@ async def predict_explain(
     loaded = ready_model(services, pick_model(services, request, principal, None))
     image = await read_one_image(request, services.settings.server)
     caller = Caller(request_id_of(request.scope), principal.key_id)
-    with watched(services, loaded):
-        scored, _, picture = await services.scorer.explain(loaded, image, caller, overlay=True)
-    services.rollout.maybe_mirror(loaded, image, scored, caller)
+    scored, _, picture = await explain_routed(services, loaded, image, caller, overlay=True)
     assert picture is not None  # asked for
     heatmap = base64.b64encode(picture).decode("ascii")
     body = CompatExplanation(**_fields(loaded, scored), heatmap_base64=heatmap)

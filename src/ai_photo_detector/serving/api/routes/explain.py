@@ -10,6 +10,7 @@ from ai_photo_detector.contract.schemas import (
     ExplainResponse,
     Explanation,
 )
+from ai_photo_detector.model.explain import Evidence
 from ai_photo_detector.serving.api.auth import PredictCaller
 from ai_photo_detector.serving.api.body import read_one_image
 from ai_photo_detector.serving.api.deps import ServicesDep
@@ -26,7 +27,9 @@ from ai_photo_detector.serving.api.schemas import (
     error_responses,
     prediction_fields,
 )
-from ai_photo_detector.serving.predictor import Caller
+from ai_photo_detector.serving.api.state import Services
+from ai_photo_detector.serving.models import LoadedModel
+from ai_photo_detector.serving.predictor import Caller, ScoredImage
 
 router = APIRouter(prefix="/v1", tags=["explain"])
 
@@ -54,11 +57,7 @@ async def explain(
     loaded = ready_model(services, pick_model(services, request, principal, model))
     image = await read_one_image(request, services.settings.server)
     caller = Caller(request_id_of(request.scope), principal.key_id)
-    with watched(services, loaded):
-        prediction, evidence, picture = await services.scorer.explain(
-            loaded, image, caller, overlay
-        )
-    services.rollout.maybe_mirror(loaded, image, prediction, caller)
+    prediction, evidence, picture = await explain_routed(services, loaded, image, caller, overlay)
     explanation = Explanation(
         target=evidence.target,
         against=evidence.against,
@@ -70,3 +69,14 @@ async def explain(
         **prediction_fields(prediction), request_id=caller.request_id, explanation=explanation
     )
     return prediction_response(body, response)
+
+
+async def explain_routed(
+    services: Services, model: LoadedModel, data: bytes, caller: Caller, overlay: bool
+) -> tuple[ScoredImage, Evidence, bytes | None]:
+    """Explain, feed the canary guard, and mirror to the other model when rollout asks (the
+    explaining twin of ``predict.score_routed``)."""
+    with watched(services, model):
+        found = await services.scorer.explain(model, data, caller, overlay)
+    services.rollout.maybe_mirror(model, data, found[0], caller)
+    return found

@@ -21,7 +21,7 @@ from ai_photo_detector.contract.schemas import (
 )
 from ai_photo_detector.errors import DetectorError, ModelNotReady, ShuttingDown
 from ai_photo_detector.serving.api.auth import PredictCaller, Principal
-from ai_photo_detector.serving.api.body import Upload, read_one_image, read_uploads
+from ai_photo_detector.serving.api.body import Upload, read_batch, read_one_image
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.errors import RETRY_LATER, http_status
 from ai_photo_detector.serving.api.middleware import request_id_of
@@ -117,7 +117,7 @@ async def predict(
     loaded = ready_model(services, pick_model(services, request, principal, model))
     image = await read_one_image(request, services.settings.server)
     caller = Caller(request_id_of(request.scope), principal.key_id)
-    prediction = await _score_routed(services, loaded, image, caller)
+    prediction = await score_routed(services, loaded, image, caller)
     body = PredictResponse.model_construct(
         **prediction_fields(prediction), request_id=caller.request_id
     )
@@ -151,7 +151,7 @@ def watched(services: Services, model: LoadedModel) -> Iterator[None]:
         services.rollout.answered(model, (time.perf_counter() - started) * 1000, failed)
 
 
-async def _score_routed(
+async def score_routed(
     services: Services, model: LoadedModel, data: bytes, caller: Caller
 ) -> ScoredImage:
     """Score, feed the canary guard, and mirror to the other model when rollout asks."""
@@ -165,7 +165,7 @@ async def _batch_item(
     services: Services, model: LoadedModel, i: int, upload: Upload, caller: Caller
 ) -> BatchItem:
     try:
-        result = await _score_routed(services, model, upload.data, caller)
+        result = await score_routed(services, model, upload.data, caller)
     except DetectorError as exc:
         body = ErrorBody(code=exc.code, message=exc.message, request_id="")
         return BatchItem(index=i, filename=upload.filename, error=body)
@@ -191,16 +191,7 @@ async def predict_batch(
 ) -> BatchResponse:
     _no_store(response)
     loaded = ready_model(services, pick_model(services, request, principal, model))
-    server = services.settings.server
-    limit = server.max_upload_bytes * server.max_batch_items
-    uploads = await read_uploads(
-        request,
-        limit,
-        server.max_discard_bytes,
-        server.max_batch_items,
-        "files",
-        server.body_timeout_s,
-    )
+    uploads = await read_batch(request, services.settings.server)
     caller = Caller(request_id_of(request.scope), principal.key_id)
     items = await asyncio.gather(
         *(_batch_item(services, loaded, i, upload, caller) for i, upload in enumerate(uploads))
