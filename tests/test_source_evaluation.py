@@ -12,7 +12,11 @@ import pytest
 from ai_photo_detector.evaluation.made_from import load_held_out
 from ai_photo_detector.evaluation.report import quality_gate_failures
 from ai_photo_detector.model.bundle import load_bundle
-from ai_photo_detector.model.calibration import ai_band_floor
+from ai_photo_detector.model.calibration import (
+    ai_band_floor,
+    threshold_for_fpr,
+    weighted_threshold_for_fpr,
+)
 from ai_photo_detector.settings import Settings
 from conftest import quick_settings
 
@@ -48,6 +52,25 @@ def test_ai_band_holds_on_every_source_with_enough_reals() -> None:
     assert (hard >= floor).mean() <= 0.02 and (easy >= floor).mean() <= 0.02
     pooled = ai_band_floor(scores, sources, 0.02, min_reals=1000)  # no source is big enough
     assert pooled <= floor
+
+
+def test_source_average_band_keeps_the_mean_share_and_weighs_sources_alike() -> None:
+    rng = np.random.default_rng(1)
+    easy = rng.uniform(0, 0.3, 2000)  # a large source, far below...
+    hard = rng.uniform(0.2, 0.9, 50)  # ...and a small one that reaches high
+    scores = np.concatenate([easy, hard])
+    sources = np.asarray(["easy"] * 2000 + ["hard"] * 50)
+    strictest = ai_band_floor(scores, sources, 0.04, 20)
+    average = ai_band_floor(scores, sources, 0.04, 20, "source_average")
+    shares = [(easy >= average).mean(), (hard >= average).mean()]
+    assert np.mean(shares) <= 0.04 < shares[1]  # the hard source alone would exceed it
+    assert average < strictest
+    # Pooled by photo, the 2,000 easy ones would let the hard source take the whole 4 %: the
+    # hard source counts as much as the easy one, not 40 times less.
+    assert (hard >= average).mean() <= 0.08
+    # Equal weights give the unweighted bound exactly.
+    alone = rng.uniform(0, 1, 500)
+    assert weighted_threshold_for_fpr(alone, np.ones(500), 0.02) == threshold_for_fpr(alone, 0.02)
 
 
 def test_gates_include_the_held_out_source_figures() -> None:

@@ -43,8 +43,13 @@ def _inputs(count: int, size: int, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def static_recipe():  # type: ignore[no-untyped-def]
-    recipe = CLIP.recipe(64, 3, precision="static_int8")
+    recipe = CLIP.recipe(64, 3, precision="static_int8", weight_bits=7)
     return calibrate(recipe, [_inputs(8, 64, 0), _inputs(8, 64, 1)])
+
+
+def _turned(rows: list[list[float]]) -> list[list[float]]:
+    """The rows reversed: as long as before, pointing elsewhere (what overflowing kernels give)."""
+    return [row[::-1] for row in rows]
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -88,6 +93,26 @@ def test_static_graph_is_batch_independent_and_close_to_the_float_graph(
     assert _cosine(batched, exact).min() > 0.98
 
 
+def test_seven_bit_weights_cannot_overflow_sixteen_bit_pair_sums(static_recipe) -> None:  # type: ignore[no-untyped-def]
+    """Without VNNI, an x86 kernel adds two uint8 x int8 products in 16 bits: with every weight
+    in -64..63 no pair passes 32,767; the 8-bit graph's weights reach -128..127."""
+    from onnx import TensorProto, numpy_helper
+
+    def weights(recipe) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+        graph = encoder_graph(recipe).graph
+        return [
+            numpy_helper.to_array(init).astype(np.int32)
+            for init in graph.initializer
+            if init.data_type == TensorProto.INT8
+        ]
+
+    narrow = weights(static_recipe)
+    assert narrow and all(w.min() >= -64 and w.max() <= 63 for w in narrow)
+    assert max(2 * 255 * int(np.abs(w).max()) for w in narrow) <= 32_767
+    wide = weights(static_recipe.model_copy(update={"weight_bits": 8}))
+    assert max(int(np.abs(w).max()) for w in wide) > 64
+
+
 def test_the_packaged_dynamic_graph_is_not_batch_independent() -> None:
     """Why static ranges are needed at all: the packaged graph's features move with the batch."""
     session = make_session(encoder_graph(CLIP.recipe(64, 3)).SerializeToString())
@@ -105,19 +130,22 @@ def test_frozen_bundle_runs_on_openvino_and_falls_back_to_a_checked_onnx_runtime
     assert manifest.encoder is not None and manifest.encoder.recipe.runtime == "openvino"
     assert manifest.onnx.batch_independent and manifest.probe is not None
     assert manifest.probe.fallback_logits is not None
+    # Its graph rounds activations: checked by the embedding's direction, on either runtime.
+    assert manifest.probe.min_cosine == pytest.approx(0.99)
+    assert manifest.probe.embedding is not None and manifest.probe.fallback_embedding is not None
     assert OnnxDetector(load_bundle(frozen_bundle)).runtime == "openvino"
 
     monkeypatch.setattr(runtimes, "openvino_available", lambda: False)
     fallback = OnnxDetector(load_bundle(frozen_bundle))
     assert fallback.runtime == "onnxruntime" and fallback.lanes is None
-    logits = fallback.run(probe_input(manifest.preprocessing.input_size)).logits
-    assert np.abs(logits - np.asarray(manifest.probe.fallback_logits)).max() <= 1e-3
+    embedding = fallback.run(probe_input(manifest.preprocessing.input_size)).embedding
+    assert _cosine(embedding, np.asarray(manifest.probe.fallback_embedding)).min() >= 0.99
 
     # A fallback that does not reproduce its own probe is refused, like any other graph.
     copy = tmp_path / "bundle"
     shutil.copytree(frozen_bundle, copy)
     fields = json.loads((copy / "manifest.json").read_text())
-    fields["probe"]["fallback_logits"] = [[v + 1.0 for v in row] for row in logits.tolist()]
+    fields["probe"]["fallback_embedding"] = _turned(embedding.tolist())
     (copy / "manifest.json").write_text(json.dumps(fields))
     with pytest.raises(BundleInvalid, match="does not compute what training measured"):
         OnnxDetector(load_bundle(copy))
@@ -142,12 +170,12 @@ def test_a_runtime_that_does_not_reproduce_its_probe_gives_way_to_onnx_runtime(
     copy = tmp_path / "bundle"
     shutil.copytree(frozen_bundle, copy)
     fields = json.loads((copy / "manifest.json").read_text())
-    fields["probe"]["logits"] = [[v + 1.0 for v in row] for row in fields["probe"]["logits"]]
+    fields["probe"]["embedding"] = _turned(fields["probe"]["embedding"])
     (copy / "manifest.json").write_text(json.dumps(fields))
     detector = OnnxDetector(load_bundle(copy))
     assert detector.runtime == "onnxruntime"
     # Both runtimes wrong: refused.
-    fields["probe"]["fallback_logits"] = fields["probe"]["logits"]
+    fields["probe"]["fallback_embedding"] = fields["probe"]["embedding"]
     (copy / "manifest.json").write_text(json.dumps(fields))
     with pytest.raises(BundleInvalid, match="does not compute what training measured"):
         OnnxDetector(load_bundle(copy))

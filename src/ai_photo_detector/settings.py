@@ -155,6 +155,12 @@ class TrainingSettings(Section):
         description="Frozen encoders: the runtime features are measured and served on "
         "(ONNX Runtime stands in where OpenVINO is not installed).",
     )
+    encoder_weight_bits: Literal[7, 8] = Field(
+        7,
+        description="Frozen static INT8 encoders: bits the packaged weights keep. 7 computes the "
+        "same features on every x86 CPU; 8 overflows the integer kernels of CPUs without VNNI "
+        "(AVX2 only), whose features then come out wrong.",
+    )
     calibration_images: int = Field(
         128, ge=1, description="Frozen static INT8 encoders: training images that set the ranges."
     )
@@ -241,6 +247,12 @@ class CalibrationSettings(Section):
     )
     min_source_reals: int = Field(
         20, ge=1, description="Real photos a held-out source needs to set the 'ai' band alone."
+    )
+    ai_band_rule: Literal["strictest_source", "source_average"] = Field(
+        "strictest_source",
+        description="How the sources' real photos set the 'ai' band: strictest_source keeps "
+        "every source within ai_band_fpr; source_average keeps their average share (each source "
+        "weighing alike) within it.",
     )
     cross_fit_folds: int = Field(
         5,

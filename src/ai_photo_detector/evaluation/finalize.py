@@ -29,6 +29,7 @@ from ai_photo_detector.model.calibration import (
 from ai_photo_detector.model.encoders import probe_input
 from ai_photo_detector.model.familiarity import FamiliarityReference, threshold_for
 from ai_photo_detector.model.inference import OnnxDetector, decide_label, softmax
+from ai_photo_detector.model.onnx_graph import quantises_activations
 from ai_photo_detector.model.runtimes import make_session
 from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.settings import Settings
@@ -80,7 +81,9 @@ def fit_calibration(
     positives = p_ai[targets == ai_index]
     threshold = decision_threshold(negatives, positives, config.target_fpr)
     sources = np.asarray(data.sources)[real_mask]
-    floor = ai_band_floor(negatives, sources, config.ai_band_fpr, config.min_source_reals)
+    floor = ai_band_floor(
+        negatives, sources, config.ai_band_fpr, config.min_source_reals, config.ai_band_rule
+    )
     ai_from = max(threshold, floor)
     real_below = min(threshold, lower_band_for_fnr(positives, config.real_band_fnr))
     return {
@@ -244,13 +247,28 @@ def finish_bundle(
     return Finished(manifest, report, failures, report_files)
 
 
+# Legitimate differences between CPUs measured 0.997 or more on the probe; kernels that overflow
+# gave 0.41 (model/bundle.py, Probe).
+QUANTISED_PROBE_MIN_COSINE = 0.99
+
+
 def _probe(detector: OnnxDetector) -> dict[str, object]:
-    """The probe logits on the detector's runtime and, where that is not ONNX Runtime, on ONNX
-    Runtime too: the fallback where the runtime is not installed must be checked as well."""
+    """The probe logits (and embedding) on the detector's runtime and, where that is not ONNX
+    Runtime, on ONNX Runtime too: the fallback where the runtime is not installed must be
+    checked as well. A graph that quantises its activations is checked by the embedding's
+    direction (``Probe.min_cosine``), which other CPUs' kernels keep."""
     probe = probe_input(detector.manifest.preprocessing.input_size)
-    recorded: dict[str, object] = {"logits": detector.run(probe).logits.tolist()}
+    graph = detector.bundle.graph()
+    output = detector.run(probe)
+    recorded: dict[str, object] = {"logits": output.logits.tolist()}
+    quantised = quantises_activations(graph)
+    if quantised:
+        recorded["embedding"] = output.embedding.tolist()
+        recorded["min_cosine"] = QUANTISED_PROBE_MIN_COSINE
     if detector.runtime != "onnxruntime":
-        session = make_session(detector.bundle.graph())
-        (logits,) = session.run(["logits"], {detector.input_name: probe})
+        session = make_session(graph)
+        logits, embedding = session.run(["logits", "embedding"], {detector.input_name: probe})
         recorded["fallback_logits"] = np.asarray(logits, np.float32).tolist()
+        if quantised:
+            recorded["fallback_embedding"] = np.asarray(embedding, np.float32).tolist()
     return recorded

@@ -111,6 +111,25 @@ class Probe(Strict):
         description="The same input through ONNX Runtime, where the recipe's runtime is "
         "another: what a fallback session must reproduce.",
     )
+    # A graph that quantises its activations rounds each one to a coarse grid: kernels of
+    # another CPU (other vector widths, other summation orders) move a value across a rounding
+    # edge now and then, and the logits then differ by far more than float noise (up to 0.5 on
+    # the probe between runtimes on one machine). The embedding's direction stays (cosine
+    # >= 0.997), while kernels that compute something else fall far below (0.41 where 8-bit
+    # products overflow): such graphs are checked by direction.
+    embedding: list[list[float]] | None = Field(
+        None, description="The probe's embedding on the recipe's runtime (with min_cosine)."
+    )
+    fallback_embedding: list[list[float]] | None = Field(
+        None, description="The probe's embedding through ONNX Runtime (with min_cosine)."
+    )
+    min_cosine: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Where set, a loaded graph must reproduce the recorded embedding's "
+        "direction to this cosine instead of the logits to ``tolerance``.",
+    )
 
 
 class ExplainSpec(Strict):
@@ -244,20 +263,35 @@ class Bundle:
         except EncoderError as exc:
             raise BundleError(f"bundle {self.path}: {exc}") from exc
 
-    def check_probe(self, logits: NDArray[np.float32], runtime: str = "onnxruntime") -> None:
-        """Raise :class:`BundleError` unless ``logits`` (of the probe input through the graph
-        loaded on ``runtime``) match what training recorded for that runtime."""
+    def check_probe(
+        self,
+        logits: NDArray[np.float32],
+        runtime: str = "onnxruntime",
+        embedding: NDArray[np.float32] | None = None,
+    ) -> None:
+        """Raise :class:`BundleError` unless the probe input's ``logits`` (or, where the probe
+        sets ``min_cosine``, its ``embedding``) through the graph loaded on ``runtime`` match
+        what training recorded for that runtime."""
         probe = self.manifest.probe
         if probe is None:
             return
-        recorded = probe.logits
-        if runtime != self.manifest.runtime:
-            if probe.fallback_logits is None:
+        native = runtime == self.manifest.runtime
+        recorded = probe.logits if native else probe.fallback_logits
+        direction = probe.embedding if native else probe.fallback_embedding
+        if recorded is None:
+            raise BundleError(
+                f"bundle {self.path}: its graph was measured on {self.manifest.runtime} "
+                f"and it records no probe for {runtime}"
+            )
+        if probe.min_cosine is not None and direction is not None and embedding is not None:
+            similarity = _cosine(np.asarray(direction, np.float32), embedding)
+            if not similarity >= probe.min_cosine:
                 raise BundleError(
-                    f"bundle {self.path}: its graph was measured on {self.manifest.runtime} "
-                    f"and it records no probe for {runtime}"
+                    f"bundle {self.path}: the loaded graph does not compute what training "
+                    f"measured (probe embedding cosine {similarity:.4f}, under "
+                    f"{probe.min_cosine}: on this CPU its kernels compute something else)"
                 )
-            recorded = probe.fallback_logits
+            return
         expected = np.asarray(recorded, dtype=np.float32)
         difference = (
             float(np.abs(expected - logits).max()) if expected.shape == logits.shape else 1e9
@@ -364,3 +398,11 @@ def write_manifest(folder: Path, manifest_fields: dict[str, Any]) -> Manifest:
         json.dumps(manifest.model_dump(mode="json"), indent=1) + "\n", encoding="utf-8"
     )
     return manifest
+
+
+def _cosine(expected: NDArray[np.float32], found: NDArray[np.float32]) -> float:
+    """The smallest row-wise cosine of two equally shaped arrays (0 when the shapes differ)."""
+    if expected.shape != found.shape:
+        return 0.0
+    norms = np.linalg.norm(expected, axis=-1) * np.linalg.norm(found, axis=-1)
+    return float(np.min(np.sum(expected * found, axis=-1) / np.maximum(norms, 1e-12)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize_scalar
@@ -68,18 +70,51 @@ def decision_threshold(
     return float(1 / (1 + np.exp(-middle)))
 
 
+BandRule = Literal["strictest_source", "source_average"]
+
+
 def ai_band_floor(
     real_scores: NDArray[np.floating],
     real_sources: NDArray[np.str_],
     target_fpr: float,
     min_reals: int,
+    rule: BandRule = "strictest_source",
 ) -> float:
-    """Lowest 'ai' band bound keeping every source's real photos in the band at or below
-    ``target_fpr``: the strictest per-source bound over sources with at least ``min_reals``
-    real photos (all real photos pooled when no source has that many)."""
-    bounds = [
-        threshold_for_fpr(real_scores[real_sources == source], target_fpr)
+    """Lowest 'ai' band bound for the real photos' scores, by source.
+
+    ``strictest_source``: every source with at least ``min_reals`` real photos keeps at most
+    ``target_fpr`` of them below the band (the strictest source's bound; all real photos pooled
+    when no source has that many). ``source_average``: the sources' shares, each source weighing
+    alike whatever its size, average at most ``target_fpr``: one source the others do not
+    resemble no longer sets the band for all.
+    """
+    measured = [
+        source
         for source in np.unique(real_sources)
         if int((real_sources == source).sum()) >= min_reals
     ]
-    return max(bounds) if bounds else threshold_for_fpr(real_scores, target_fpr)
+    if not measured:
+        return threshold_for_fpr(real_scores, target_fpr)
+    if rule == "strictest_source":
+        return max(
+            threshold_for_fpr(real_scores[real_sources == source], target_fpr)
+            for source in measured
+        )
+    mask = np.isin(real_sources, measured)
+    counts = {source: int((real_sources == source).sum()) for source in measured}
+    weights = np.asarray([1.0 / counts[source] for source in real_sources[mask]])
+    return weighted_threshold_for_fpr(real_scores[mask], weights, target_fpr)
+
+
+def weighted_threshold_for_fpr(
+    scores: NDArray[np.floating], weights: NDArray[np.floating], target_fpr: float
+) -> float:
+    """Smallest threshold whose weighted share of ``scores`` at or above it is <= target_fpr
+    (equal weights: :func:`threshold_for_fpr`)."""
+    order = np.argsort(np.asarray(scores, np.float64))[::-1]
+    ranked = np.asarray(scores, np.float64)[order]
+    share = np.cumsum(np.asarray(weights, np.float64)[order]) / float(np.sum(weights))
+    kept = int(np.searchsorted(share, target_fpr * (1 + 1e-12), side="right"))  # may reach it
+    if kept >= ranked.size:
+        return float(ranked[-1])
+    return float(min(1.0, np.nextafter(ranked[kept], np.inf)))

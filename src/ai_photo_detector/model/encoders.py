@@ -75,6 +75,11 @@ class EncoderRecipe(BaseModel):
     activation_ranges: dict[str, tuple[float, float]] | None = Field(
         None, description="static_int8: the calibrated range of each quantised activation."
     )
+    weight_bits: Literal[7, 8] = Field(
+        8,
+        description="static_int8: bits the packaged INT8 weights keep. 7 computes the same on "
+        "every x86 CPU; 8 overflows the integer kernels of CPUs without VNNI (model/static_int8).",
+    )
     runtime: Runtime = Field(
         "onnxruntime",
         description="The runtime the features were measured on (ONNX Runtime stands in where "
@@ -109,6 +114,7 @@ class EncoderFamily(ABC):
         layer: int,
         precision: Precision = "dynamic_int8",
         runtime: Runtime = "onnxruntime",
+        weight_bits: Literal[7, 8] = 8,
     ) -> EncoderRecipe:
         if not 1 <= layer <= self.layers:
             raise EncoderError(f"{self.name} has layers 1..{self.layers}, not {layer}")
@@ -125,6 +131,7 @@ class EncoderFamily(ABC):
             layer=layer,
             precision=precision,
             runtime=runtime,
+            weight_bits=weight_bits,
         )
 
     @abstractmethod
@@ -323,7 +330,7 @@ def encoder_graph(recipe: EncoderRecipe) -> onnx.ModelProto:
         if recipe.activation_ranges is None:
             raise EncoderError("a static_int8 recipe needs its calibrated activation ranges")
         try:
-            model = quantise_statically(model, recipe.activation_ranges)
+            model = quantise_statically(model, recipe.activation_ranges, recipe.weight_bits)
         except ValueError as exc:
             raise EncoderError(f"cannot quantise the packaged graph statically: {exc}") from exc
     return model

@@ -260,7 +260,8 @@ class OnnxDetector:
     def _check_probe(self) -> None:
         if self.manifest.probe is not None:
             probe = probe_input(self.manifest.preprocessing.input_size)
-            self.bundle.check_probe(self.run(probe).logits, self.runtime)
+            output = self.run(probe)
+            self.bundle.check_probe(output.logits, self.runtime, output.embedding)
 
     def unfamiliar(self, embeddings: NDArray[np.floating]) -> NDArray[np.bool_]:
         """Which embeddings lie too far from the training data (none, without a reference)."""

@@ -32,3 +32,14 @@ def readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
         for name in node.input:
             found.setdefault(name, []).append(node)
     return found
+
+
+QUANTISING_OPS = frozenset({"QuantizeLinear", "DynamicQuantizeLinear"})
+
+
+def quantises_activations(model: str | bytes) -> bool:
+    """Whether the graph (a path or its bytes) rounds activations to integers on the way."""
+    import onnx
+
+    graph = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(model)
+    return any(node.op_type in QUANTISING_OPS for node in graph.graph.node)

@@ -103,6 +103,7 @@ class FrozenEncoderBackbone(Backbone):
             tset.encoder_layer or self.default_layer,
             tset.encoder_precision,
             tset.encoder_runtime,
+            tset.encoder_weight_bits,
         )
         self.plain: dict[Path, NDArray[np.float32]] = {}
         self.augmented: dict[Path, list[NDArray[np.float32]]] = {}
