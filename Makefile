@@ -57,9 +57,9 @@ DATASETS := $(addprefix --data ../shared/datasets/,shoes-midjourney diffusiondb-
 	playground-mixed chatgpt-gemini)
 
 # Reproduce the shipped model, leave-one-source-out figures included (about 4 minutes on 2
-# CPU cores), then copy runs/ai-photo-detector-2.2.0/bundle/ to models/default/.
+# CPU cores), then copy runs/ai-photo-detector-2.3.0/bundle/ to models/default/.
 default-model: install-dev
-	$(BIN)/ai-photo-detector train $(DATASETS) --config configs/default-model.yaml --version 2.2.0
+	$(BIN)/ai-photo-detector train $(DATASETS) --config configs/default-model.yaml --version 2.3.0
 
 # The fast variant (EfficientNet-Lite0 fine-tuned, leave-one-source-out included: about an
 # hour on 2 CPU cores).
@@ -71,8 +71,8 @@ fast-model: install-dev
 # split is made again from the two shared folders models/fast names). Then copy the folder's
 # files over models/fast-int8/ (its model card stays beside them).
 fast-int8-model: install-dev
-	$(BIN)/ai-photo-detector quantize models/fast --out runs/ai-photo-detector-int8-1.0.1 \
-	  --config configs/fast-calibration.yaml
+	$(BIN)/ai-photo-detector quantize models/fast --out runs/ai-photo-detector-int8-1.0.2 \
+	  --config configs/fast-calibration.yaml --version 1.0.2
 
 # Coverage-guided fuzzing of decoding and metadata reading (nightly): FUZZ_SECONDS of atheris
 # on one core. The corpus grows in fuzz/corpus; a finding is written to fuzz/findings/ and fails.

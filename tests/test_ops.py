@@ -167,7 +167,7 @@ def service(database_url: str) -> Iterator[TestClient]:
     seed_answers(store, this_hour - timedelta(hours=1), this_hour)
     for severity in ("critical", "warning"):  # the warning is the newer one
         report = {"drift": True, "severity": severity, "window_size": 500, "detectors": {}}
-        save_report(store, "ai-photo-detector", "2.2.0", "count:500", report)
+        save_report(store, "ai-photo-detector", "2.3.0", "count:500", report)
     quiet = {"drift": False, "severity": "none", "window_size": 500, "detectors": {}}
     save_report(store, "ai-photo-detector", "1.0.0", "count:500", quiet)  # a challenger's
     summary = {"summary": "live accuracy under 80 %"}
@@ -216,12 +216,12 @@ def test_the_overview_answers_everything_the_page_shows(service: TestClient) -> 
     # the champion's latest report is not hidden by its challenger's, which shares its name
     challenger, champion = body["drift"]["latest"]
     assert (challenger["model"]["version"], challenger["severity"]) == ("1.0.0", "none")
-    assert (champion["model"]["version"], champion["severity"]) == ("2.2.0", "warning")
+    assert (champion["model"]["version"], champion["severity"]) == ("2.3.0", "warning")
     assert champion["window"] == "count:500"
     severities = [entry["severity"] for entry in body["drift"]["history"]]
     assert severities == ["none", "warning", "critical"]
     assert body["models"]["default"] == "ai-photo-detector"
-    assert body["models"]["models"][0]["version"] == "2.2.0"
+    assert body["models"]["models"][0]["version"] == "2.3.0"
     assert body["rollout"]["champion"]["name"] == "ai-photo-detector"
     assert body["rollout"]["challenger"] is None and body["rollout"]["canary"]["weight"] == 0.0
     [alert] = body["alerts"]

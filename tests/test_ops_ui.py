@@ -30,7 +30,7 @@ from test_store import record
 
 OPS_KEY = "apd_ops_key_for_the_ops_page_0123456789"
 NAME = "ai-photo-detector"
-CHAMPION, CHALLENGER = "2.2.0", "1.0.1"  # versions of models/default and models/fast
+CHAMPION, CHALLENGER = "2.3.0", "1.0.1"  # versions of models/default and models/fast
 
 
 def test_the_page_and_its_assets_are_served_with_a_strict_policy(tmp_path: Path) -> None:

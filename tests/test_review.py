@@ -107,6 +107,28 @@ def test_policy_order_filters_and_counts(queue_store: Store) -> None:
     assert none.waiting("alice", QueueFilter(model="detector"), 10)[1]["sample"] == 0
 
 
+def test_least_certain_uncertain_items_come_first(database_url: str) -> None:
+    """Nearest the answering model's own threshold first (0.5 for a model not loaded); only
+    the uncertain kind is reordered, and ``oldest`` keeps arrival order."""
+    store = Store(database_url)
+    far = logged(1, "uncertain", score=0.97)  # 0.17 from its model's threshold (0.8)
+    near = logged(2, "uncertain", score=0.78)  # 0.02
+    below = logged(3, "uncertain", score=0.62)  # 0.18
+    other = logged(4, "uncertain", score=0.55, model_name="old")  # 0.05 from 0.5: unknown model
+    confident = logged(5, "ai", score=0.99)  # the QC sample keeps its place after them
+    write(store, far, near, below, other, confident)
+    thresholds = {("detector", "1"): 0.8}
+    queue = ReviewQueue(store, 60, 1.0, "least_certain", thresholds)
+    items = queue.waiting("alice", QueueFilter(), 10)[0]
+    assert [i.prediction_id for i in items] == [near.id, other.id, far.id, below.id, confident.id]
+    claimed = queue.claim("alice", QueueFilter())
+    assert claimed is not None and claimed.prediction_id == near.id
+    arrival = ReviewQueue(store, 60, 1.0, "oldest", thresholds).waiting("bob", QueueFilter(), 10)
+    assert [i.prediction_id for i in arrival[0]] == [far.id, below.id, other.id, confident.id]
+    with pytest.raises(ValueError, match="unknown queue order"):
+        ReviewQueue(store, 60, 1.0, "newest")
+
+
 def test_counting_stops_at_the_limit(queue_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(review, "COUNT_LIMIT", 1)
     queue = ReviewQueue(queue_store, lease_s=60, sample_rate=1.0)

@@ -37,11 +37,12 @@ def test_shipped_bundle_verifies_and_passed_its_gates() -> None:
     measurable = [row for row in loso["rows"] if row["real"] >= 20]  # calibration.min_source_reals
     assert len(measurable) >= 3 and all(row["ai_band_fpr"] <= 0.05 for row in measurable)
     assert (SHIPPED_MODEL / "MODEL_CARD.md").is_file() and (FAST_MODEL / "MODEL_CARD.md").is_file()
-    # Static INT8 on OpenVINO: batch-independent, so the service micro-batches it.
+    # Static INT8 on OpenVINO: batch-independent, so the service micro-batches it; 7-bit
+    # weights, so CPUs without VNNI compute it too, checked by the probe embedding's direction.
     recipe = manifest.encoder.recipe
-    assert (recipe.precision, recipe.runtime) == ("static_int8", "openvino")
+    assert (recipe.precision, recipe.runtime, recipe.weight_bits) == ("static_int8", "openvino", 7)
     assert manifest.onnx.batch_independent and manifest.probe is not None
-    assert manifest.probe.fallback_logits is not None
+    assert manifest.probe.fallback_logits is not None and manifest.probe.min_cosine is not None
 
 
 def test_the_fast_int8_twin_passed_its_own_gates_on_the_fast_models_test_split() -> None:
@@ -53,6 +54,8 @@ def test_the_fast_int8_twin_passed_its_own_gates_on_the_fast_models_test_split()
     assert cost["float_roc_auc"] == fast.metrics["roc_auc"]
     assert cost["roc_auc_cost"] <= Settings().gates.max_quantization_auc_cost
     assert (FAST_INT8 / "MODEL_CARD.md").is_file()
+    assert "7-bit" in int8.training["quantization"]["method"]  # no overflow without VNNI
+    assert int8.probe is not None and int8.probe.min_cosine is not None
 
 
 @pytest.mark.skipif(not DATASETS.is_dir(), reason="needs ../shared/datasets")
@@ -82,7 +85,7 @@ def test_service_starts_with_the_shipped_model_and_abstains_on_unfamiliar_input(
 
     with TestClient(create_app(Settings())) as client:
         assert client.get("/v2/health/ready").status_code == 200
-        assert client.get("/v1/models").json()["models"][0]["version"] == "2.2.0"
+        assert client.get("/v1/models").json()["models"][0]["version"] == "2.3.0"
         for name, picture in (
             ("noise", np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)),
             ("checkerboard", data.checkerboard()),

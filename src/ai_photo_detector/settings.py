@@ -603,6 +603,11 @@ class ReviewSettings(Section):
         le=1,
         description="Share of confident answers queued for quality-control review.",
     )
+    order: Literal["least_certain", "oldest"] = Field(
+        "least_certain",
+        description="Order of the uncertain items: least_certain puts those scored nearest the "
+        "model's label threshold first (they teach a retrain most), oldest keeps arrival order.",
+    )
 
 
 class RegionSettings(Section):

@@ -101,6 +101,9 @@ def quantize(
     ] = None,
     images: Annotated[int, typer.Option(help="Training images that set activation ranges.")] = 256,
     config: ConfigOption = None,
+    version: Annotated[
+        str | None, typer.Option(help="The variant's version (default: the float bundle's).")
+    ] = None,
 ) -> None:
     """Write a static INT8 variant of a fine-tuned bundle, re-calibrated, evaluated and gated on
     its own; prints its ROC-AUC cost against the float bundle on the same test split."""
@@ -112,7 +115,7 @@ def quantize(
         is_run = (folder / SPLITS_FILE).is_file()
         out = folder / "bundle-int8" if is_run else folder.with_name(f"{folder.name}-int8")
     with progress_bars() as progress:
-        finished = quantize_bundle(folder, out, settings, images, progress)
+        finished = quantize_bundle(folder, out, settings, images, progress, version)
     cost = finished.report["quantization"]
     console.print(
         f"bundle: {out}\ntest ROC-AUC {finished.report['overall']['roc_auc']:.4f} against "

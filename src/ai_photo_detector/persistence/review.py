@@ -2,7 +2,11 @@
 
 Order of the queue (the policy): first answers the model gave as ``uncertain``, then primary
 answers the shadow model disagreed with, then a random sample of confident answers for quality
-control. Only primary predictions with no verdict yet are waiting. The sample is the predictions
+control. Only primary predictions with no verdict yet are waiting. Within ``uncertain`` the
+items whose score lies nearest the answering model's label threshold come first (``order:
+least_certain``): on a source the model never saw, 40 verdicts chosen so teach a retrained
+head more than 40 taken at random (model card, "Which photos to review first"); ``oldest`` keeps
+arrival order. Other kinds, and ties, go oldest first. The sample is the predictions
 whose random id falls under ``sample_rate`` (ids are uuid4 hex), so it is fixed per prediction
 and needs no extra column.
 
@@ -18,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, or_, select, update
+from sqlalchemy import Select, and_, case, delete, exists, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, defer
 
@@ -27,7 +31,10 @@ from ai_photo_detector.persistence.schema import Feedback, Prediction, ReviewCla
 from ai_photo_detector.persistence.store import Store, aware
 
 KINDS = ("uncertain", "disagreement", "sample")
+ORDERS = ("least_certain", "oldest")
 SHADOW = aliased(Prediction)
+# Where a model's threshold is not known (a model no longer loaded): the middle.
+UNKNOWN_THRESHOLD = 0.5
 
 
 class NotClaimed(LookupError):
@@ -135,18 +142,49 @@ def _kinds(filters: QueueFilter) -> Sequence[str]:
     return (filters.kind,) if filters.kind else KINDS
 
 
+def _distance_to_threshold(thresholds: dict[tuple[str, str], float]) -> Any:
+    """|score - the answering model's label threshold|, as an SQL expression."""
+    known = [
+        (and_(Prediction.model_name == name, Prediction.model_version == version), threshold)
+        for (name, version), threshold in thresholds.items()
+    ]
+    centre = case(*known, else_=UNKNOWN_THRESHOLD) if known else literal(UNKNOWN_THRESHOLD)
+    return func.abs(Prediction.score - centre)
+
+
 class ReviewQueue:
-    def __init__(self, store: Store, lease_s: float, sample_rate: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        lease_s: float,
+        sample_rate: float,
+        order: str = "least_certain",
+        thresholds: dict[tuple[str, str], float] | None = None,
+    ) -> None:
+        """``thresholds``: the label threshold of each loaded model by (name, version), which
+        ``least_certain`` measures from."""
+        if order not in ORDERS:
+            raise ValueError(f"unknown queue order {order!r}")
         self.store = store
         self.lease = timedelta(seconds=lease_s)
         self.sample_rate = sample_rate
+        self.order = order
+        self.thresholds = thresholds or {}
+
+    def _ordered(self, query: Select[Any], kind: str) -> Select[Any]:
+        first = (
+            [_distance_to_threshold(self.thresholds)]
+            if kind == "uncertain" and self.order == "least_certain"
+            else []
+        )
+        return query.order_by(*first, Prediction.created_at, Prediction.id)
 
     # --- reading -------------------------------------------------------------------------------
 
     def waiting(
         self, reviewer: str, filters: QueueFilter, limit: int
     ) -> tuple[list[ReviewItem], dict[str, int]]:
-        """Items in policy order (oldest first within a kind) and how many wait of each kind
+        """Items in policy order (see the module) and how many wait of each kind
         (at most COUNT_LIMIT: a count that reaches it means at least that many)."""
         now = datetime.now(UTC)
         items: list[ReviewItem] = []
@@ -160,9 +198,7 @@ class ReviewQueue:
                 counts[kind] = session.scalar(select(func.count()).select_from(counted)) or 0
                 if len(items) < limit:
                     rows = session.scalars(
-                        query.order_by(Prediction.created_at, Prediction.id).limit(
-                            limit - len(items)
-                        )
+                        self._ordered(query, kind).limit(limit - len(items))
                     ).all()
                     items += [self._item(session, row, kind) for row in rows]
         return items, counts
@@ -190,9 +226,7 @@ class ReviewQueue:
             if held is not None:
                 return self._leased(session, held, reviewer, now)
             for kind in _kinds(filters):
-                query = _of_kind(base, kind, self.sample_rate).order_by(
-                    Prediction.created_at, Prediction.id
-                )
+                query = self._ordered(_of_kind(base, kind, self.sample_rate), kind)
                 # Others may take every candidate first: look again (in a fresh transaction)
                 # while some wait; the bound only guards against a store that never settles.
                 for _ in range(50):

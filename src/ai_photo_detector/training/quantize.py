@@ -96,6 +96,7 @@ def quantize(
     settings: Settings,
     calibration_images: int = 256,
     progress: ProgressFactory = no_progress,
+    version: str | None = None,
 ) -> Finished:
     """Write the INT8 variant of the float bundle in ``folder`` (a training run, or a bundle
     whose split can be made again) to ``target``; its report's ``quantization`` entry states
@@ -131,6 +132,7 @@ def quantize(
         )
     fields = manifest.model_dump(mode="json", exclude={"files", "probe", "familiarity"})
     fields["name"] = f"{manifest.name}-int8"
+    fields["version"] = version or manifest.version
     float_roc_auc = manifest.metrics.get("roc_auc", float("nan"))
     fields["training"] = {
         **fields["training"],

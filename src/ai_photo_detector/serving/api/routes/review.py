@@ -54,7 +54,13 @@ IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "
 
 def _queue(services: Services) -> ReviewQueue:
     settings = services.settings.review
-    return ReviewQueue(services.store, settings.lease_s, settings.sample_rate)
+    thresholds = {
+        (model.name, model.version): model.bundle.manifest.calibration.threshold
+        for model in services.models.roles.values()
+    }
+    return ReviewQueue(
+        services.store, settings.lease_s, settings.sample_rate, settings.order, thresholds
+    )
 
 
 def reviewer_of(caller: Principal) -> str:
