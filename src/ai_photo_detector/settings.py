@@ -348,6 +348,12 @@ class InferenceSettings(Section):
         0, ge=0, description="ONNX Runtime intra-op threads (0: one per available CPU, unpinned)."
     )
     inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads.")
+    runtime: Literal["recipe", "onnxruntime", "openvino"] = Field(
+        "recipe",
+        description="Runtime of the model's graph: the one its recipe names, or another whose "
+        "probe the bundle recorded (ONNX Runtime's always is). On CPUs without VNNI, ONNX Runtime "
+        "ran the default's INT8 graph about twice as fast as OpenVINO (model card, Speed).",
+    )
     batch_size: int = Field(16, ge=1, description="Images per inference call in the CLI.")
     spinning: Literal["adaptive", "during_run", "always", "never"] = Field(
         "adaptive",

@@ -94,8 +94,12 @@ def open_detector(model: str | None, settings: Settings) -> Any:
     from ai_photo_detector.model.inference import OnnxDetector
 
     bundle = load_bundle(model or settings.model)
+    inference = settings.inference
     return OnnxDetector(
-        bundle, settings.inference.intra_op_threads, settings.inference.inter_op_threads
+        bundle,
+        inference.intra_op_threads,
+        inference.inter_op_threads,
+        runtime=None if inference.runtime == "recipe" else inference.runtime,
     )
 
 

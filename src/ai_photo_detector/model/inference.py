@@ -203,14 +203,16 @@ class OnnxDetector:
         inter_op_threads: int = 1,
         spinning: Spinning = "always",
         lanes: bool = True,
+        runtime: Runtime | None = None,
     ):
-        """``lanes=False`` for a detector that only ever runs one image at a time."""
+        """``lanes=False`` for a detector that only ever runs one image at a time; ``runtime``
+        instead of the one the bundle's recipe names (checked against its own probe)."""
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.input_name = self.manifest.onnx.input
         self.batch_independent = self.manifest.onnx.batch_independent
         self.lanes: ImageLanes | None = None
-        wanted = self.manifest.runtime
+        wanted = runtime or self.manifest.runtime
         threads = (intra_op_threads, inter_op_threads, spinning)
         graph = bundle.graph()
         try:

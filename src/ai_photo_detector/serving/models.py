@@ -120,18 +120,19 @@ class ModelManager:
         bundle = resolved.bundle
         inference = self.settings.inference
         threads = (inference.intra_op_threads, inference.inter_op_threads)
+        runtime = None if inference.runtime == "recipe" else inference.runtime
         spinning = inference.spinning
         if spinning == "adaptive":
             # Batches (the server is busy) on threads that never spin, so decoding keeps its
             # cores; a lone image on a second session that spins during its run. OpenVINO's
             # threads do not spin: one session serves both.
-            detector = OnnxDetector(bundle, *threads, "never")
+            detector = OnnxDetector(bundle, *threads, "never", runtime=runtime)
             solo = detector
             if detector.spins:
-                solo = OnnxDetector(bundle, *threads, "during_run", lanes=False)
+                solo = OnnxDetector(bundle, *threads, "during_run", lanes=False, runtime=runtime)
                 solo.warm_up()
         else:
-            detector = solo = OnnxDetector(bundle, *threads, spinning)
+            detector = solo = OnnxDetector(bundle, *threads, spinning, runtime=runtime)
         detector.warm_up()
         server = self.settings.server
         batcher = MicroBatcher(
