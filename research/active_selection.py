@@ -4,7 +4,7 @@ For each shared source S in turn, the other sources train the project's logistic
 (C = 0.01) on a detector's embedding (the layer-7 mean token of the default recipe, plain
 view). S is split at random into a pool (what waits in the review queue, 60 %) and a test part
 (40 %). A strategy picks k photos of the pool without seeing their labels; they join training
-as one boosted source (each (source, label) group weighing as much as an average one, as
+as one boosted source (its (source, label) groups raised to the average group's weight, as
 ``retrain`` boosts reviewed feedback), and the head scores the test part: ROC-AUC, and the
 recall at 5 % false positives. Strategies:
 
@@ -37,6 +37,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from ai_photo_detector.data.discovery import discover
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.training.backbones.frozen import fit_linear_head
+from ai_photo_detector.training.weighting import group_weights
 
 OUT = Path(__file__).resolve().parent / "features"
 CACHE = OUT / "active-embeddings.npz"
@@ -69,14 +70,10 @@ def head_scores(
     train: NDArray[np.intp],
     score: NDArray[np.intp],
 ) -> NDArray[np.float64]:
-    """The head fitted on ``train`` (every (group, label) weighing alike), logits of ``score``."""
-    weight = np.zeros(len(train))
-    for group in np.unique(groups[train]):
-        for label in (0, 1):
-            members = (groups[train] == group) & (labels[train] == label)
-            if members.any():
-                weight[members] = 1.0 / members.sum()
-    weight *= len(train) / weight.sum()
+    """The shipped head fitted on ``train`` with the group ``reviewed`` boosted (as ``retrain``
+    weighs reviewed feedback); its logits on ``score``."""
+    rows = [(str(g), int(y)) for g, y in zip(groups[train], labels[train], strict=True)]
+    weight = group_weights(rows, "none", boosted={"reviewed"})
     w, b = fit_linear_head(features[train], labels[train], 2, 0.01, 0, weight)
     logits = features[score] @ w.T + b
     return (logits[:, 1] - logits[:, 0]).astype(np.float64)
