@@ -129,6 +129,25 @@ def test_least_certain_uncertain_items_come_first(database_url: str) -> None:
         ReviewQueue(store, 60, 1.0, "newest")
 
 
+def test_next_retrain_counts_reviewed_photos_whose_upload_was_kept(database_url: str) -> None:
+    store = Store(database_url)
+    kept = logged(1, "uncertain", image_path="/images/1.jpg")
+    confident = logged(2, "ai", image_path="/images/2.jpg")
+    unkept = logged(3, "uncertain")
+    waiting = logged(4, "uncertain", image_path="/images/4.jpg")  # no verdict yet
+    write(store, kept, confident, unkept, waiting)
+    now = datetime.now(UTC)
+    with store.session() as session, session.begin():
+        given = [(kept, "api"), (kept, "review:alice"), (confident, "api"), (unkept, "api")]
+        for row, source in given:
+            session.add(Feedback(prediction_id=row.id, label="ai", source=source, created_at=now))
+    queue = ReviewQueue(store, 60, 0.0)
+    ready = queue.next_retrain(now - timedelta(days=1))
+    # A photo reviewed twice counts once, as retrain keeps its latest verdict.
+    assert ready == {"photos": 2, "from_uncertain": 1, "without_image": 1}
+    assert queue.next_retrain(now + timedelta(seconds=1))["photos"] == 0  # outside the window
+
+
 def test_counting_stops_at_the_limit(queue_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(review, "COUNT_LIMIT", 1)
     queue = ReviewQueue(queue_store, lease_s=60, sample_rate=1.0)
@@ -248,6 +267,12 @@ def test_review_api_end_to_end(bundle_dir: Path, tmp_path: Path, tiny_dataset: P
         body = listed.json()
         assert {i["prediction_id"] for i in body["items"]} == {a["prediction_id"] for a in answers}
         assert sum(body["counts"].values()) == 3
+        assert body["next_retrain"] == {  # nothing reviewed yet
+            "photos": 0,
+            "from_uncertain": 0,
+            "without_image": 0,
+            "window_days": settings.retraining.feedback_days,
+        }
 
         first = client.post("/v1/review/claim", json={}, headers=alice).json()["item"]
         second = client.post("/v1/review/claim", json={}, headers=bob).json()["item"]
@@ -292,6 +317,8 @@ def test_review_api_end_to_end(bundle_dir: Path, tmp_path: Path, tiny_dataset: P
         assert again.status_code == 404 and again.json()["error"]["code"] == "not_claimed"
         left = client.get("/v1/review/queue", headers=bob).json()
         assert sum(left["counts"].values()) == 2  # one reviewed; the released one waits again
+        # The verdict's photo was kept: the next retrain learns from it.
+        assert left["next_retrain"]["photos"] == 1 and left["next_retrain"]["without_image"] == 0
 
         for stored in (tmp_path / "images").glob("*/*"):
             stored.unlink()  # as the retention clean-up does: the image is no longer offered

@@ -48,11 +48,23 @@ class ReviewItemOut(BaseModel):
     lease_expires_at: datetime | None = None
 
 
+class NextRetrainOut(BaseModel):
+    """What ``ai-photo-detector retrain`` would take from the reviews now."""
+
+    photos: int = Field(description="Reviewed photos in the retraining window, upload kept.")
+    from_uncertain: int = Field(description="Of those, the ones the model answered uncertain.")
+    without_image: int = Field(description="Reviewed, but the upload was not kept: unused.")
+    window_days: int = Field(description="retraining.feedback_days: how far back it looks.")
+
+
 class ReviewQueueOut(BaseModel):
     items: list[ReviewItemOut]
     counts: dict[str, int] = Field(description="Items waiting per kind, under the filters.")
     count_limit: int = Field(
         description="Counting stops here: a count equal to it means at least that many."
+    )
+    next_retrain: NextRetrainOut | None = Field(
+        None, description="What the next retrain would learn from the verdicts given so far."
     )
 
 

@@ -203,6 +203,28 @@ class ReviewQueue:
                     items += [self._item(session, row, kind) for row in rows]
         return items, counts
 
+    def next_retrain(self, since: datetime) -> dict[str, int]:
+        """What ``retrain`` would take from this store now: the reviewed predictions (verdicts
+        since ``since``) whose upload was kept, and how many of them the model had answered
+        ``uncertain``; ``without_image`` were reviewed but cannot be trained on."""
+        reviewed = (
+            select(Prediction.id, Prediction.band, Prediction.image_path)
+            .join(Feedback, Feedback.prediction_id == Prediction.id)
+            .where(Feedback.created_at >= since)
+            .distinct()
+            .subquery()
+        )
+        kept = reviewed.c.image_path.is_not(None)
+        with self.store.session() as session:
+            row = session.execute(
+                select(
+                    func.count().filter(kept),
+                    func.count().filter(kept, reviewed.c.band == "uncertain"),
+                    func.count().filter(~kept),
+                ).select_from(reviewed)
+            ).one()
+        return {"photos": row[0], "from_uncertain": row[1], "without_image": row[2]}
+
     def item(self, prediction_id: str) -> ReviewItem | None:
         with self.store.session() as session:
             row = session.get(Prediction, prediction_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from fastapi.responses import FileResponse
 
 from ai_photo_detector.contract.review import (
     ClaimOut,
+    NextRetrainOut,
     ReviewFilter,
     ReviewItemOut,
     ReviewQueueOut,
@@ -108,10 +110,18 @@ async def get_queue(
     filters: Annotated[ReviewFilter, Query()],
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ReviewQueueOut:
+    queue = _queue(services)
     items, counts = await asyncio.to_thread(
-        _queue(services).waiting, reviewer_of(caller), _filters(filters), limit
+        queue.waiting, reviewer_of(caller), _filters(filters), limit
     )
-    return ReviewQueueOut(items=[_out(i) for i in items], counts=counts, count_limit=COUNT_LIMIT)
+    days = services.settings.retraining.feedback_days
+    ready = await asyncio.to_thread(queue.next_retrain, datetime.now(UTC) - timedelta(days=days))
+    return ReviewQueueOut(
+        items=[_out(i) for i in items],
+        counts=counts,
+        count_limit=COUNT_LIMIT,
+        next_retrain=NextRetrainOut(**ready, window_days=days),
+    )
 
 
 @router.post(
