@@ -129,6 +129,22 @@ def test_least_certain_uncertain_items_come_first(database_url: str) -> None:
         ReviewQueue(store, 60, 1.0, "newest")
 
 
+def test_least_certain_ranks_only_the_newest_window(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog is not sorted by distance in full: the newest RANK_WINDOW items are ranked."""
+    monkeypatch.setattr(review, "RANK_WINDOW", 2)
+    store = Store(database_url)
+    oldest = logged(1, "uncertain", score=0.8)  # on the threshold, but outside the window
+    far = logged(2, "uncertain", score=0.99)
+    near = logged(3, "uncertain", score=0.7)
+    write(store, oldest, far, near)
+    queue = ReviewQueue(store, 60, 0.0, "least_certain", {("detector", "1"): 0.8})
+    items, counts = queue.waiting("alice", QueueFilter(), 10)
+    assert [i.prediction_id for i in items] == [near.id, far.id]
+    assert counts["uncertain"] == 3  # counting is not windowed
+
+
 def test_next_retrain_counts_reviewed_photos_whose_upload_was_kept(database_url: str) -> None:
     store = Store(database_url)
     kept = logged(1, "uncertain", image_path="/images/1.jpg")

@@ -4,9 +4,10 @@ Order of the queue (the policy): first answers the model gave as ``uncertain``, 
 answers the shadow model disagreed with, then a random sample of confident answers for quality
 control. Only primary predictions with no verdict yet are waiting. Within ``uncertain`` the
 items whose score lies nearest the answering model's label threshold come first (``order:
-least_certain``): on a source the model never saw, 40 verdicts chosen so teach a retrained
-head more than 40 taken at random (model card, "Which photos to review first"); ``oldest`` keeps
-arrival order. Other kinds, and ties, go oldest first. The sample is the predictions
+least_certain``, among the newest RANK_WINDOW): on a source the model never saw, 40
+verdicts chosen so teach a retrained head more than 40 taken at random (model card, "Which
+photos to review first"); ``oldest`` keeps arrival order. Other kinds, and ties, go oldest
+first. The sample is the predictions
 whose random id falls under ``sample_rate`` (ids are uuid4 hex), so it is fixed per prediction
 and needs no extra column.
 
@@ -35,6 +36,9 @@ ORDERS = ("least_certain", "oldest")
 SHADOW = aliased(Prediction)
 # Where a model's threshold is not known (a model no longer loaded): the middle.
 UNKNOWN_THRESHOLD = 0.5
+# least_certain ranks the newest this many waiting items (an index gives them; a backlog of
+# millions is never sorted by distance in full).
+RANK_WINDOW = 10_000
 
 
 class NotClaimed(LookupError):
@@ -172,12 +176,16 @@ class ReviewQueue:
         self.thresholds = thresholds or {}
 
     def _ordered(self, query: Select[Any], kind: str) -> Select[Any]:
-        first = (
-            [_distance_to_threshold(self.thresholds)]
-            if kind == "uncertain" and self.order == "least_certain"
-            else []
+        if kind != "uncertain" or self.order != "least_certain":
+            return query.order_by(Prediction.created_at, Prediction.id)
+        newest = (
+            query.with_only_columns(Prediction.id)
+            .order_by(Prediction.created_at.desc())
+            .limit(RANK_WINDOW)
         )
-        return query.order_by(*first, Prediction.created_at, Prediction.id)
+        return query.where(Prediction.id.in_(newest)).order_by(
+            _distance_to_threshold(self.thresholds), Prediction.created_at, Prediction.id
+        )
 
     # --- reading -------------------------------------------------------------------------------
 
