@@ -49,6 +49,7 @@ from ai_photo_detector.model.bundle import load_bundle
 from ai_photo_detector.model.inference import OnnxDetector
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.training.backbones.frozen import fit_linear_head
+from ai_photo_detector.training.weighting import group_weights
 from benchmarks.common import print_table, write_csv
 from benchmarks.http_load import free_port
 
@@ -203,14 +204,9 @@ def probe_auc(
 ) -> float:
     """A plain head on the base's features, each training source (and the reviewed photos as
     one) weighing as much as the average source, class-balanced within each."""
-    weight = np.zeros(len(labels))
     chosen = np.flatnonzero(train)
-    for group in np.unique(groups[chosen]):
-        for label in (0, 1):
-            members = chosen[(groups[chosen] == group) & (labels[chosen] == label)]
-            if len(members):
-                weight[members] = 1.0 / len(members)
-    weight = weight[chosen] * len(chosen) / weight[chosen].sum()
+    rows = [(str(g), int(y)) for g, y in zip(groups[chosen], labels[chosen], strict=True)]
+    weight = group_weights(rows, "balanced")
     w, b = fit_linear_head(features[chosen], labels[chosen], 2, 0.01, 0, weight)
     logits = features[test] @ w.T + b
     return safe_auc(labels[test], logits[:, 1] - logits[:, 0])

@@ -355,6 +355,12 @@ class InferenceSettings(Section):
         "ran the default's INT8 graph about twice as fast as OpenVINO (model card, Speed).",
     )
     batch_size: int = Field(16, ge=1, description="Images per inference call in the CLI.")
+
+    @property
+    def runtime_override(self) -> Literal["onnxruntime", "openvino"] | None:
+        """The runtime asked for instead of the recipe's, None to follow the recipe."""
+        return None if self.runtime == "recipe" else self.runtime
+
     spinning: Literal["adaptive", "during_run", "always", "never"] = Field(
         "adaptive",
         description="When idle ONNX Runtime threads busy-wait for work. adaptive: a lone image "

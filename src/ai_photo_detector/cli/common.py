@@ -99,7 +99,7 @@ def open_detector(model: str | None, settings: Settings) -> Any:
         bundle,
         inference.intra_op_threads,
         inference.inter_op_threads,
-        runtime=None if inference.runtime == "recipe" else inference.runtime,
+        runtime=inference.runtime_override,
     )
 
 

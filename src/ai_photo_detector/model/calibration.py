@@ -88,11 +88,9 @@ def ai_band_floor(
     alike whatever its size, average at most ``target_fpr``: one source the others do not
     resemble no longer sets the band for all.
     """
-    measured = [
-        source
-        for source in np.unique(real_sources)
-        if int((real_sources == source).sum()) >= min_reals
-    ]
+    names, sizes = np.unique(real_sources, return_counts=True)
+    counts = {str(n): int(c) for n, c in zip(names, sizes, strict=True) if c >= min_reals}
+    measured = list(counts)
     if not measured:
         return threshold_for_fpr(real_scores, target_fpr)
     if rule == "strictest_source":
@@ -101,7 +99,6 @@ def ai_band_floor(
             for source in measured
         )
     mask = np.isin(real_sources, measured)
-    counts = {source: int((real_sources == source).sum()) for source in measured}
     weights = np.asarray([1.0 / counts[source] for source in real_sources[mask]])
     return weighted_threshold_for_fpr(real_scores[mask], weights, target_fpr)
 

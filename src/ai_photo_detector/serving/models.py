@@ -120,7 +120,7 @@ class ModelManager:
         bundle = resolved.bundle
         inference = self.settings.inference
         threads = (inference.intra_op_threads, inference.inter_op_threads)
-        runtime = None if inference.runtime == "recipe" else inference.runtime
+        runtime = inference.runtime_override
         spinning = inference.spinning
         if spinning == "adaptive":
             # Batches (the server is busy) on threads that never spin, so decoding keeps its
