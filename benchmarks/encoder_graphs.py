@@ -7,6 +7,8 @@ size, layer, calibrated ranges) and runs on both cores:
 - ``static INT8, ONNX Runtime`` / ``static INT8, OpenVINO``: the shipped graph (recipe ranges);
 - ``INT8 weights, OpenVINO per-token dynamic``: the packaged INT8 weights as compressed weights,
   activations quantised by OpenVINO per group of 64 values of each token at run time;
+- ``static INT8, OpenVINO, N tokens merged per layer``: the shipped graph with N patch tokens
+  merged after each layer but the last (``training.encoder_token_merges``, model/token_merging);
 - ``float, OpenVINO f32`` / ``float, OpenVINO bf16``: the weights dequantised.
 
 Fidelity is the mean (and lowest) cosine of each variant's embedding to the float graph's on
@@ -27,7 +29,7 @@ import numpy as np
 
 from ai_photo_detector.imaging import DecodeLimits, preprocess_bytes
 from ai_photo_detector.model.bundle import load_bundle
-from ai_photo_detector.model.encoders import encoder_graph
+from ai_photo_detector.model.encoders import EncoderRecipe, encoder_graph
 from ai_photo_detector.model.runtimes import GraphSession, OpenVinoSession, make_session
 from ai_photo_detector.model.static_int8 import float_graph, keep_int8_weights
 from benchmarks.common import print_table, write_csv
@@ -36,6 +38,7 @@ from benchmarks.photos import sample_photo
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 BATCHES = (1, 8, 16)
+MERGES = (4, 8, 12)
 
 
 def images(size_spec: Any) -> np.ndarray:
@@ -63,6 +66,12 @@ def embed(session: GraphSession, inputs: np.ndarray) -> np.ndarray:
     )
 
 
+def _merged(recipe: EncoderRecipe, merges: int) -> Callable[[], GraphSession]:
+    """The shipped graph with token merging (the unmerged graph's activation ranges)."""
+    merged = recipe.model_copy(update={"token_merges": merges})
+    return lambda: OpenVinoSession(encoder_graph(merged).SerializeToString())
+
+
 def main() -> None:
     bundle = load_bundle(ROOT / "models" / "default")
     encoder = bundle.manifest.encoder
@@ -79,6 +88,10 @@ def main() -> None:
         ),
         "static INT8, ONNX Runtime": lambda: make_session(static_bytes),
         "static INT8, OpenVINO (shipped)": lambda: OpenVinoSession(static_bytes),
+        **{
+            f"static INT8, OpenVINO, {merges} tokens merged per layer": _merged(static, merges)
+            for merges in MERGES
+        },
         "INT8 weights, OpenVINO per-token dynamic": lambda: OpenVinoSession(
             keep_int8_weights(encoder_graph(dynamic)).SerializeToString(),
             extra={"DYNAMIC_QUANTIZATION_GROUP_SIZE": 64},

@@ -161,6 +161,14 @@ class TrainingSettings(Section):
         "same features on every x86 CPU; 8 overflows the integer kernels of CPUs without VNNI "
         "(AVX2 only), whose features then come out wrong.",
     )
+    encoder_token_merges: int = Field(
+        0,
+        ge=0,
+        description="Frozen ViT encoders: patch tokens merged into their most similar "
+        "neighbour after each layer but the last, so later layers run on fewer tokens (token "
+        "merging; 0: none). Fewer operations, features a little further from the unmerged "
+        "ones: see the model card for what it costs on unseen sources.",
+    )
     calibration_images: int = Field(
         128, ge=1, description="Frozen static INT8 encoders: training images that set the ranges."
     )

@@ -40,6 +40,7 @@ from ai_photo_detector.model.static_int8 import (
     float_graph,
     quantise_statically,
 )
+from ai_photo_detector.model.token_merging import merge_tokens
 
 if TYPE_CHECKING:  # onnx is imported where a graph is built: serving starts without it
     import onnx
@@ -80,6 +81,12 @@ class EncoderRecipe(BaseModel):
         description="static_int8: bits the packaged INT8 weights keep. 7 computes the same on "
         "every x86 CPU; 8 overflows the integer kernels of CPUs without VNNI (model/static_int8).",
     )
+    token_merges: int = Field(
+        0,
+        ge=0,
+        description="Patch tokens merged into their most similar neighbour after each layer "
+        "but the last (model/token_merging): fewer operations, the same output grid.",
+    )
     runtime: Runtime = Field(
         "onnxruntime",
         description="The runtime the features were measured on (ONNX Runtime stands in where "
@@ -115,6 +122,7 @@ class EncoderFamily(ABC):
         precision: Precision = "dynamic_int8",
         runtime: Runtime = "onnxruntime",
         weight_bits: Literal[7, 8] = 8,
+        token_merges: int = 0,
     ) -> EncoderRecipe:
         if not 1 <= layer <= self.layers:
             raise EncoderError(f"{self.name} has layers 1..{self.layers}, not {layer}")
@@ -132,6 +140,7 @@ class EncoderFamily(ABC):
             precision=precision,
             runtime=runtime,
             weight_bits=weight_bits,
+            token_merges=token_merges,
         )
 
     @abstractmethod
@@ -252,8 +261,9 @@ class ClipVitB16(EncoderFamily):
         from onnx import TensorProto, helper, numpy_helper
 
         graph = source.graph
-        tokens = self._layer_output(graph, recipe.layer)
         grid = recipe.input_size // self.patch
+        outputs = [self._layer_output(graph, layer) for layer in range(1, recipe.layer + 1)]
+        tokens = merge_tokens(graph, outputs, recipe.token_merges, grid * grid + 1)
         if recipe.input_size != self.native_size:
             self._set_positions(graph, grid)
         graph.input[0].name = INPUT_NAME

@@ -104,6 +104,7 @@ class FrozenEncoderBackbone(Backbone):
             tset.encoder_precision,
             tset.encoder_runtime,
             tset.encoder_weight_bits,
+            tset.encoder_token_merges,
         )
         self.plain: dict[Path, NDArray[np.float32]] = {}
         self.augmented: dict[Path, list[NDArray[np.float32]]] = {}
