@@ -191,4 +191,30 @@ def test_the_runtime_can_be_chosen_where_the_bundle_recorded_its_probe(frozen_bu
     assert OnnxDetector(load_bundle(frozen_bundle)).runtime == "openvino"
     settings = Settings(inference={"runtime": "onnxruntime"})
     assert open_detector(str(frozen_bundle), settings).runtime == "onnxruntime"
-    assert open_detector(str(frozen_bundle), Settings()).runtime == "openvino"
+    recipe = Settings(inference={"runtime": "recipe"})
+    assert open_detector(str(frozen_bundle), recipe).runtime == "openvino"
+
+
+@pytest.mark.parametrize(("vnni", "expected"), [(True, "openvino"), (False, "onnxruntime")])
+def test_auto_runtime_takes_onnx_runtime_on_cpus_without_vnni(
+    frozen_bundle: Path, monkeypatch: pytest.MonkeyPatch, vnni: bool, expected: str
+) -> None:
+    """The default, ``auto``: the recipe's OpenVINO where the CPU has VNNI, else ONNX Runtime."""
+    monkeypatch.setattr(runtimes, "cpu_has_vnni", lambda: vnni)
+    assert open_detector(str(frozen_bundle), Settings()).runtime == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("fpu sse2 avx2 fma", False),  # an AVX2-only EPYC
+        ("fpu avx2 avx512f avx512_vnni", True),
+        ("fpu avx2 avx_vnni", True),  # AVX-VNNI without AVX-512
+        ("fpu avx512f amx_int8 amx_tile", True),
+    ],
+)
+def test_vnni_is_read_from_the_cpu_flags(tmp_path: Path, flags: str, expected: bool) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert runtimes.cpu_has_vnni.__wrapped__(str(cpuinfo)) is expected
+    assert runtimes.cpu_has_vnni.__wrapped__(str(tmp_path / "missing")) is True  # unknown: recipe

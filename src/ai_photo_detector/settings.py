@@ -356,18 +356,14 @@ class InferenceSettings(Section):
         0, ge=0, description="ONNX Runtime intra-op threads (0: one per available CPU, unpinned)."
     )
     inter_op_threads: int = Field(1, ge=0, description="ONNX Runtime inter-op threads.")
-    runtime: Literal["recipe", "onnxruntime", "openvino"] = Field(
-        "recipe",
-        description="Runtime of the model's graph: the one its recipe names, or another whose "
-        "probe the bundle recorded (ONNX Runtime's always is). On CPUs without VNNI, ONNX Runtime "
-        "ran the default's INT8 graph about twice as fast as OpenVINO (model card, Speed).",
+    runtime: Literal["auto", "recipe", "onnxruntime", "openvino"] = Field(
+        "auto",
+        description="Runtime of the model's graph: the one its recipe names (recipe), or another "
+        "whose probe the bundle recorded (ONNX Runtime's always is); auto follows the recipe "
+        "except on CPUs without VNNI, where it takes ONNX Runtime: there it ran the default's "
+        "INT8 graph about twice as fast as OpenVINO (model card, Speed).",
     )
     batch_size: int = Field(16, ge=1, description="Images per inference call in the CLI.")
-
-    @property
-    def runtime_override(self) -> Literal["onnxruntime", "openvino"] | None:
-        """The runtime asked for instead of the recipe's, None to follow the recipe."""
-        return None if self.runtime == "recipe" else self.runtime
 
     spinning: Literal["adaptive", "during_run", "always", "never"] = Field(
         "adaptive",

@@ -92,6 +92,7 @@ def exit_on_gate_failures(failures: list[str]) -> None:
 def open_detector(model: str | None, settings: Settings) -> Any:
     from ai_photo_detector.model.bundle import load_bundle
     from ai_photo_detector.model.inference import OnnxDetector
+    from ai_photo_detector.model.runtimes import requested_runtime
 
     bundle = load_bundle(model or settings.model)
     inference = settings.inference
@@ -99,7 +100,7 @@ def open_detector(model: str | None, settings: Settings) -> Any:
         bundle,
         inference.intra_op_threads,
         inference.inter_op_threads,
-        runtime=inference.runtime_override,
+        runtime=requested_runtime(inference.runtime),
     )
 
 

@@ -15,6 +15,7 @@ from ai_photo_detector.errors import ModelNotFound, ReloadFailed
 from ai_photo_detector.imaging import upload_limits
 from ai_photo_detector.model.bundle import Bundle
 from ai_photo_detector.model.inference import OnnxDetector
+from ai_photo_detector.model.runtimes import requested_runtime
 from ai_photo_detector.registry.registry import resolve_bundle
 from ai_photo_detector.serving.engine import MicroBatcher
 from ai_photo_detector.settings import Settings
@@ -120,7 +121,7 @@ class ModelManager:
         bundle = resolved.bundle
         inference = self.settings.inference
         threads = (inference.intra_op_threads, inference.inter_op_threads)
-        runtime = inference.runtime_override
+        runtime = requested_runtime(inference.runtime)
         spinning = inference.spinning
         if spinning == "adaptive":
             # Batches (the server is busy) on threads that never spin, so decoding keeps its
