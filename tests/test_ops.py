@@ -22,6 +22,7 @@ from ai_photo_detector.persistence.ops import (
 from ai_photo_detector.persistence.predictions import PredictionLog, PredictionRecord
 from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.serving.api.app import create_app
+from ai_photo_detector.serving.api.routes.ops import feedback_figures
 from ai_photo_detector.serving.keyring import hash_key
 from ai_photo_detector.settings import PredictionLogSettings, Settings
 from conftest import SHIPPED_MODEL
@@ -226,6 +227,38 @@ def test_the_overview_answers_everything_the_page_shows(service: TestClient) -> 
     assert body["rollout"]["challenger"] is None and body["rollout"]["canary"]["weight"] == 0.0
     [alert] = body["alerts"]
     assert alert["name"] == "APDLiveAccuracyLow" and alert["summary"] == "live accuracy under 80 %"
+    loop = body["loop"]
+    assert loop["unfamiliar_share"] == 0.25 and loop["unfamiliar_share_latest"] == 0.25
+    assert loop["waiting"]["uncertain"] == 3  # the three uncertain answers, none reviewed
+    # five reviewed predictions, none with its upload kept: nothing a retrain could use
+    assert loop["next_retrain"] == {
+        "photos": 0,
+        "from_uncertain": 0,
+        "without_image": 5,
+        "window_days": 90,
+    }
+    [champion_loop] = loop["models"]
+    assert champion_loop["model"]["version"] == "2.3.0" and champion_loop["role"] == "champion"
+    assert champion_loop["feedback"] == []  # trained on the shared sets only
+
+
+def test_the_loop_shows_a_retrained_models_figures_on_its_feedback() -> None:
+    rows = [
+        {"source": "shoes-midjourney", "fit": "held_out", "count": 1846, "roc_auc": 0.93},
+        {
+            "source": "feedback-2.4.0",
+            "fit": "cross_fitted",
+            "count": 40,
+            "roc_auc": 0.81,
+            "ai_band_tpr": 0.35,
+            "ai_band_fpr": float("nan"),  # no real photo among them
+            "uncertain_share": 0.6,
+        },
+    ]
+    [figures] = feedback_figures({"leave_one_source_out": {"rows": rows}})
+    assert (figures.source, figures.count, figures.roc_auc) == ("feedback-2.4.0", 40, 0.81)
+    assert figures.ai_band_tpr == 0.35 and figures.ai_band_fpr is None
+    assert feedback_figures({}) == []  # a bundle evaluated on one source has no such rows
 
 
 def test_the_finer_routes_and_their_limits(service: TestClient) -> None:

@@ -213,6 +213,17 @@ def test_the_operations_page_shows_the_state_of_the_service(browser: Any, tmp_pa
                 f"cell sev-{s}" for s in severities
             ]
 
+        unfamiliar = sum(hour[3] for hour in HOURS)
+        assert text("loop-unfamiliar") == f"{100 * unfamiliar / answers:.1f} %"
+        assert text("loop-waiting") == str(sum(hour[2] + hour[3] for hour in HOURS))
+        assert text("loop-ready") == "0 photos"  # reviewed, but no upload was kept
+        assert "reviewed without a kept upload (unused)" in text("loop-ready-note")
+        loop_rows = driver.find_elements(By.CSS_SELECTOR, "#loop-models tbody tr")
+        assert [row.text for row in loop_rows] == [
+            f"{NAME} {version} {role} trained without reviewed feedback"
+            for version, role in ((CHAMPION, "champion"), (CHALLENGER, "challenger"))
+        ]
+
         alerts = driver.find_elements(By.CSS_SELECTOR, "#alerts tbody tr")
         assert "APDDriftCritical firing critical critical drift" in alerts[0].text
         assert "APDLiveAccuracyLow resolved warning" in alerts[1].text

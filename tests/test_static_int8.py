@@ -29,7 +29,7 @@ from ai_photo_detector.model.static_int8 import (
     keep_int8_weights,
     uint8_quantisation,
 )
-from ai_photo_detector.settings import Settings
+from ai_photo_detector.settings import InferenceSettings, Settings
 
 CLIP = encoder_family("clip_vit_b16")
 
@@ -201,7 +201,9 @@ def test_auto_runtime_takes_onnx_runtime_on_cpus_without_vnni(
 ) -> None:
     """The default, ``auto``: the recipe's OpenVINO where the CPU has VNNI, else ONNX Runtime."""
     monkeypatch.setattr(runtimes, "cpu_has_vnni", lambda: vnni)
-    assert open_detector(str(frozen_bundle), Settings()).runtime == expected
+    assert InferenceSettings.model_fields["runtime"].default == "auto"
+    settings = Settings(inference={"runtime": "auto"})
+    assert open_detector(str(frozen_bundle), settings).runtime == expected
 
 
 @pytest.mark.parametrize(

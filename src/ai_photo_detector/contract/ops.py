@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ai_photo_detector.contract.review import NextRetrainOut
 from ai_photo_detector.contract.schemas import (
     DriftResponse,
     ModelList,
@@ -70,6 +71,49 @@ class OpsAlert(BaseModel):
 
 class AlertList(BaseModel):
     alerts: list[OpsAlert] = Field(description="Newest first.")
+    loop: RetrainingLoop | None = Field(
+        None, description="The review-to-retrain loop: new kinds of photo, reviews, challenger."
+    )
+
+
+class SourceFigures(BaseModel):
+    """One row of a model's own evaluation by source (its training run's report)."""
+
+    source: str
+    fit: str = Field(
+        description="held_out: scored by a head trained without the source; cross_fitted: "
+        "reviewed feedback, each part scored by a head trained on the rest of it."
+    )
+    count: int
+    roc_auc: float | None
+    ai_band_tpr: float | None = Field(description="Share of its AI photos in the 'ai' band.")
+    ai_band_fpr: float | None = Field(description="Share of its real photos in the 'ai' band.")
+    uncertain_share: float | None
+
+
+class LoopModel(BaseModel):
+    model: ModelRef
+    role: str = Field(description="champion, challenger, shadow or canary.")
+    feedback: list[SourceFigures] = Field(
+        description="Its figures on the reviewed feedback it was retrained on (empty: a model "
+        "trained without feedback)."
+    )
+
+
+class RetrainingLoop(BaseModel):
+    """Where a new kind of photo shows, how much of it is reviewed, what retraining made of it."""
+
+    unfamiliar_share: float | None = Field(
+        description="Share of the window's answers flagged unfamiliar (unlike the training "
+        "data): a new kind of photo shows here first."
+    )
+    unfamiliar_share_latest: float | None = Field(description="The same, in the latest bucket.")
+    waiting: dict[str, int] = Field(
+        description="Review queue items waiting per kind (a count at the queue's count limit "
+        "means at least that many)."
+    )
+    next_retrain: NextRetrainOut
+    models: list[LoopModel] = Field(description="Each loaded model, with its feedback figures.")
 
 
 class OpsOverview(BaseModel):
@@ -83,3 +127,6 @@ class OpsOverview(BaseModel):
     models: ModelList = Field(description="As GET /v1/models answers; default is the answerer.")
     rollout: RolloutStatus = Field(description="As GET /v1/rollout answers.")
     alerts: list[OpsAlert] = Field(description="Newest first.")
+    loop: RetrainingLoop | None = Field(
+        None, description="The review-to-retrain loop: new kinds of photo, reviews, challenger."
+    )

@@ -245,6 +245,52 @@ function drawAlerts(alerts) {
   }
 }
 
+const maybePercent = (value) => (value === null || value === undefined ? "–" : percent(value));
+
+function drawLoop(loop) {
+  if (!loop) return;
+  $("loop-unfamiliar").textContent = maybePercent(loop.unfamiliar_share);
+  $("loop-unfamiliar-note").textContent =
+    loop.unfamiliar_share_latest === null
+      ? "no answers in this range"
+      : `of the range's answers; ${percent(loop.unfamiliar_share_latest)} in the latest bucket`;
+  const waiting = loop.waiting;
+  $("loop-waiting").textContent = String(waiting.uncertain ?? 0);
+  $("loop-waiting-note").textContent =
+    `uncertain answers; also ${waiting.disagreement ?? 0} disagreements, ${waiting.sample ?? 0} sampled`;
+  const ready = loop.next_retrain;
+  $("loop-ready").textContent = `${ready.photos} photos`;
+  $("loop-ready-note").textContent =
+    `reviewed in the last ${ready.window_days} days, ${ready.from_uncertain} of them answered ` +
+    `uncertain; ${ready.without_image} reviewed without a kept upload (unused)`;
+  const table = $("loop-models");
+  const rows = loop.models.flatMap((entry) =>
+    entry.feedback.length
+      ? entry.feedback.map((figures) => [entry, figures])
+      : [[entry, null]],
+  );
+  const body = table.tBodies[0];
+  body.replaceChildren();
+  for (const [entry, figures] of rows) {
+    const row = body.insertRow();
+    row.insertCell().textContent = modelName(entry.model);
+    row.insertCell().textContent = entry.role;
+    if (!figures) {
+      const cell = row.insertCell();
+      cell.colSpan = 6;
+      cell.className = "empty";
+      cell.textContent = "trained without reviewed feedback";
+      continue;
+    }
+    row.insertCell().textContent = figures.source;
+    row.insertCell().textContent = String(figures.count);
+    row.insertCell().textContent = figures.roc_auc === null ? "–" : figures.roc_auc.toFixed(3);
+    row.insertCell().textContent = maybePercent(figures.ai_band_tpr);
+    row.insertCell().textContent = maybePercent(figures.ai_band_fpr);
+    row.insertCell().textContent = maybePercent(figures.uncertain_share);
+  }
+}
+
 // --- refresh -----------------------------------------------------------------------------
 
 let busy = false;
@@ -262,6 +308,7 @@ async function refresh() {
     drawBands(view.bands, view.window);
     drawDrift(view.drift);
     drawAlerts(view.alerts);
+    drawLoop(view.loop);
     say($("status"), `updated ${utc(view.generated_at)} UTC; refreshes every ${REFRESH_MS / 1000} s`);
   } catch (error) {
     say($("status"), error.message, true);

@@ -7,7 +7,9 @@ those routes never disagree.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi import APIRouter, Query
 
@@ -18,23 +20,31 @@ from ai_photo_detector.contract.ops import (
     AlertList,
     BandBucket,
     BandsOverTime,
+    LoopModel,
     OpsAlert,
     OpsOverview,
     OpsWindow,
+    RetrainingLoop,
+    SourceFigures,
 )
+from ai_photo_detector.contract.review import NextRetrainOut
 from ai_photo_detector.contract.schemas import (
     ModelRef,
 )
+from ai_photo_detector.model.inference import UNFAMILIAR
 from ai_photo_detector.persistence import ops as queries
+from ai_photo_detector.persistence.review import QueueFilter
 from ai_photo_detector.serving.api.auth import OpsCaller
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.errors import ApiError
 from ai_photo_detector.serving.api.routes.admin import rollout_status
 from ai_photo_detector.serving.api.routes.models import list_models
 from ai_photo_detector.serving.api.routes.monitoring import get_drift
+from ai_photo_detector.serving.api.routes.review import review_queue
 from ai_photo_detector.serving.api.schemas import (
     error_responses,
 )
+from ai_photo_detector.serving.api.state import Services
 
 router = APIRouter(prefix="/v1/ops", tags=["operations"])
 ERRORS = error_responses(401, 403, 422, 429, 503)
@@ -101,6 +111,66 @@ def _alerts(found: list[queries.RecentAlert]) -> list[OpsAlert]:
     ]
 
 
+def feedback_figures(metrics: dict[str, Any]) -> list[SourceFigures]:
+    """A bundle's evaluation rows of the reviewed feedback it was retrained on."""
+    rows = metrics.get("leave_one_source_out", {}).get("rows", [])
+
+    def number(value: Any) -> float | None:
+        return None if value is None or math.isnan(value) else float(value)
+
+    return [
+        SourceFigures(
+            source=row["source"],
+            fit=row["fit"],
+            count=row["count"],
+            roc_auc=number(row.get("roc_auc")),
+            ai_band_tpr=number(row.get("ai_band_tpr")),
+            ai_band_fpr=number(row.get("ai_band_fpr")),
+            uncertain_share=number(row.get("uncertain_share")),
+        )
+        for row in rows
+        if row.get("fit") == "cross_fitted"
+    ]
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _loop(
+    services: Services,
+    buckets: list[queries.BandBucket],
+    waiting: dict[str, int],
+    ready: dict[str, int],
+) -> RetrainingLoop:
+    unfamiliar = [b.reasons.get(UNFAMILIAR, 0) for b in buckets]
+    return RetrainingLoop(
+        unfamiliar_share=_share(sum(unfamiliar), sum(b.total for b in buckets)),
+        unfamiliar_share_latest=_share(unfamiliar[-1], buckets[-1].total) if buckets else None,
+        waiting=waiting,
+        next_retrain=NextRetrainOut(
+            **ready, window_days=services.settings.retraining.feedback_days
+        ),
+        models=[
+            LoopModel(
+                model=ModelRef(name=model.name, version=model.version),
+                role=role,
+                feedback=feedback_figures(model.bundle.manifest.metrics),
+            )
+            for role, model in services.models.roles.items()
+        ],
+    )
+
+
+def _waiting(services: Services) -> dict[str, int]:
+    return review_queue(services).waiting("", QueueFilter(), 0)[1]
+
+
+def _next_retrain(services: Services) -> dict[str, int]:
+    days = services.settings.retraining.feedback_days
+    return review_queue(services).next_retrain(datetime.now(UTC) - timedelta(days=days))
+
+
 @router.get(
     "/accuracy",
     response_model=AccuracyOverTime,
@@ -162,11 +232,13 @@ async def overview(
 ) -> OpsOverview:
     window, described = _window(days, bucket)
     store = services.store
-    found_accuracy, found_bands, found_alerts, drift = await asyncio.gather(
+    found_accuracy, found_bands, found_alerts, drift, waiting, ready = await asyncio.gather(
         asyncio.to_thread(queries.accuracy_over_time, store, window),
         asyncio.to_thread(queries.band_shares, store, window),
         asyncio.to_thread(queries.recent_alerts, store, alerts),
         get_drift(services, caller, None, drift_reports),
+        asyncio.to_thread(_waiting, services),
+        asyncio.to_thread(_next_retrain, services),
     )
     return OpsOverview(
         generated_at=datetime.now(UTC),
@@ -177,4 +249,5 @@ async def overview(
         models=await list_models(services),
         rollout=await rollout_status(services, caller),
         alerts=_alerts(found_alerts),
+        loop=_loop(services, found_bands, waiting, ready),
     )

@@ -54,7 +54,7 @@ router = APIRouter(prefix="/v1/review", tags=["review"])
 IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
-def _queue(services: Services) -> ReviewQueue:
+def review_queue(services: Services) -> ReviewQueue:
     settings = services.settings.review
     thresholds = {
         (model.name, model.version): model.bundle.manifest.calibration.threshold
@@ -110,7 +110,7 @@ async def get_queue(
     filters: Annotated[ReviewFilter, Query()],
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ReviewQueueOut:
-    queue = _queue(services)
+    queue = review_queue(services)
     items, counts = await asyncio.to_thread(
         queue.waiting, reviewer_of(caller), _filters(filters), limit
     )
@@ -131,7 +131,9 @@ async def get_queue(
     summary="Lease the next waiting item (your own unexpired lease first)",
 )
 async def claim(services: ServicesDep, caller: ReviewCaller, body: ReviewFilter) -> ClaimOut:
-    item = await asyncio.to_thread(_queue(services).claim, reviewer_of(caller), _filters(body))
+    item = await asyncio.to_thread(
+        review_queue(services).claim, reviewer_of(caller), _filters(body)
+    )
     return ClaimOut(item=_out(item) if item else None)
 
 
@@ -150,7 +152,11 @@ async def verdict(
     reviewer = reviewer_of(caller)
     try:
         result = await asyncio.to_thread(
-            _queue(services).verdict, reviewer, prediction_id, body.label, f"review:{reviewer}"
+            review_queue(services).verdict,
+            reviewer,
+            prediction_id,
+            body.label,
+            f"review:{reviewer}",
         )
     except NotClaimed as exc:
         raise ApiError(
@@ -176,7 +182,9 @@ async def verdict(
     summary="Give a leased item back to the queue",
 )
 async def release(prediction_id: str, services: ServicesDep, caller: ReviewCaller) -> Response:
-    if not await asyncio.to_thread(_queue(services).release, reviewer_of(caller), prediction_id):
+    if not await asyncio.to_thread(
+        review_queue(services).release, reviewer_of(caller), prediction_id
+    ):
         raise ApiError(404, "not_claimed", "you hold no lease on this item")
     return Response(status_code=204)
 
@@ -188,7 +196,7 @@ async def release(prediction_id: str, services: ServicesDep, caller: ReviewCalle
     summary="One logged prediction as the queue shows it",
 )
 async def get_item(prediction_id: str, services: ServicesDep, _: ReviewCaller) -> ReviewItemOut:
-    item = await asyncio.to_thread(_queue(services).item, prediction_id)
+    item = await asyncio.to_thread(review_queue(services).item, prediction_id)
     if item is None:
         raise ApiError(404, "prediction_not_found", "no logged prediction has this id")
     return _out(item)
@@ -203,7 +211,7 @@ async def get_item(prediction_id: str, services: ServicesDep, _: ReviewCaller) -
     summary="The retained upload (kept only with prediction_log.store_images, for its retention)",
 )
 async def get_image(prediction_id: str, services: ServicesDep, _: ReviewCaller) -> FileResponse:
-    item = await asyncio.to_thread(_queue(services).item, prediction_id)
+    item = await asyncio.to_thread(review_queue(services).item, prediction_id)
     path = _retained(item)
     assert item is not None
     return FileResponse(
@@ -243,7 +251,7 @@ def _answering_model(services: Services, item: ReviewItem) -> LoadedModel:
 async def get_explanation(
     prediction_id: str, request: Request, services: ServicesDep, caller: ReviewCaller
 ) -> Explanation:
-    item = await asyncio.to_thread(_queue(services).item, prediction_id)
+    item = await asyncio.to_thread(review_queue(services).item, prediction_id)
     data = await asyncio.to_thread(_retained(item).read_bytes)
     assert item is not None
     loaded = ready_model(services, _answering_model(services, item))
