@@ -4,12 +4,16 @@ real path, and what the retrained challenger then does on the rest of that sourc
 For each held-out source S (one of the shared sets):
 
 1. the detector is trained without S (the shipped recipe, ``configs/default-model.yaml``);
-2. it serves (``ai-photo-detector serve``, images stored), k photos of S (half real, half AI,
-   drawn at random) are scored over HTTP with the client and given their true verdicts through
-   ``/v1/feedback``;
+2. S is split at random into a pool (60 %) and a test part (40 %), the same for every choice;
+   the detector serves (``ai-photo-detector serve``, images stored) and k pool photos are
+   reviewed, chosen one of two ways (``--choice``): ``balanced``, half real and half AI at
+   random (scored over HTTP with the client, true verdicts through ``/v1/feedback``); or
+   ``queue``, the whole pool scored and a reviewer taking the review queue in its order
+   (``/v1/review/claim`` then ``/v1/review/items/{id}/verdict``, k times: the least certain
+   first), topped up at random when fewer wait;
 3. ``ai-photo-detector retrain`` (the other sources as base data, the feedback boosted, the
    gates as configured) makes the challenger, registered or refused;
-4. base and challenger score S's other photos: ROC-AUC, the ``ai`` band's recall (share of AI
+4. base and challenger score S's test part: ROC-AUC, the ``ai`` band's recall (share of AI
    photos answered ``ai``) and false-positive rate (share of real photos answered ``ai``), the
    share ``uncertain``; and the retrain's wall time.
 
@@ -19,8 +23,9 @@ sources plus the same k reviewed photos (weighted as one average source). The ga
 pipeline's and the probe's ROC-AUC is what the pipeline loses of what the k reviews could teach.
 
 Run: .venv/bin/python -m benchmarks.new_source [--source realorai-photoreal ...] [--k 10 20 40 80]
-     [--draws 3]. Each (source, k, draw) costs one retrain (about 4 minutes on 2 cores), each
-     source one base training more. Results: results/new_source.csv (one row per run).
+     [--draws 3] [--choice balanced queue]. Each (source, choice, k, draw) costs one retrain
+     (about 4 minutes on 2 cores), each source one base training more. Results:
+     results/new_source.csv (one row per run).
 """
 
 from __future__ import annotations
@@ -108,9 +113,13 @@ def train_base(work: Workspace, held_out: str) -> Path:
     return manifests[-1].parent
 
 
-def review(work: Workspace, bundle: Path, store: str, reviewed: list[Sample]) -> float:
-    """Score ``reviewed`` through a running service (images kept) and send their verdicts;
-    returns the seconds it took."""
+def review(
+    work: Workspace, bundle: Path, store: str, scored: list[Sample], choose: int | None = None
+) -> tuple[list[Sample], float]:
+    """Score ``scored`` through a running service (images kept) and send verdicts: for all of
+    them, or (``choose`` = k) for the first k the review queue hands out, as a reviewer who
+    takes the queue in its order would, topped up at random if it holds fewer. Returns the
+    reviewed photos and the seconds it took."""
     port = free_port()
     env = {
         **work.env(store),
@@ -140,13 +149,45 @@ def review(work: Workspace, bundle: Path, store: str, reviewed: list[Sample]) ->
                     if time.monotonic() > deadline:
                         raise
                 time.sleep(0.2)
-            for sample in reviewed:
-                answer = client.predict(sample.path)
-                client.feedback(answer.prediction_id, sample.label, source="new-source-drill")
+            if choose is None:
+                for sample in scored:
+                    answer = client.predict(sample.path)
+                    client.feedback(answer.prediction_id, sample.label, source="new-source-drill")
+                reviewed = scored
+            else:
+                reviewed = _review_from_queue(client, scored, choose)
     finally:
         server.terminate()  # drains: the prediction log is flushed before it exits
         server.wait(60)
-    return time.monotonic() - started
+    return reviewed, time.monotonic() - started
+
+
+def _review_from_queue(client: Client, pool: list[Sample], k: int) -> list[Sample]:
+    """A reviewer's path: claim the next item, give its verdict, k times."""
+    by_id = {client.predict(sample.path).prediction_id: sample for sample in pool}
+    # The prediction log writes in the background: wait until the queue stops growing.
+    deadline, seen = time.monotonic() + 60, -1
+    while time.monotonic() < deadline:
+        waiting = sum(client.review_queue(limit=1).counts.values())
+        if waiting == seen and waiting > 0:
+            break
+        seen = waiting
+        time.sleep(1.0)
+    chosen: list[Sample] = []
+    while len(chosen) < k:
+        item = client.review_claim().item
+        if item is None or item.prediction_id not in by_id:
+            break
+        sample = by_id[item.prediction_id]
+        client.review_verdict(item.prediction_id, sample.label)
+        chosen.append(sample)
+    # Fewer waiting than k (the queue holds uncertain and sampled answers): top up at random.
+    ids = {sample.path: prediction_id for prediction_id, sample in by_id.items()}
+    rest = [s for s in pool if s not in chosen]
+    for sample in random.Random(0).sample(rest, max(0, min(k - len(chosen), len(rest)))):
+        client.feedback(ids[sample.path], sample.label, source="new-source-drill")
+        chosen.append(sample)
+    return chosen
 
 
 def retrain(work: Workspace, held_out: str, store: str) -> dict[str, Any]:
@@ -212,7 +253,9 @@ def probe_auc(
     return safe_auc(labels[test], logits[:, 1] - logits[:, 0])
 
 
-def drill(held_out: str, ks: list[int], draws: int, work: Workspace) -> list[dict[str, Any]]:
+def drill(
+    held_out: str, ks: list[int], draws: int, work: Workspace, choice: str = "balanced"
+) -> list[dict[str, Any]]:
     settings = Settings()
     ai_label = settings.data.ai_label
     everything = discover([DATASETS / s for s in SOURCES], settings.data.extensions)
@@ -227,16 +270,22 @@ def drill(held_out: str, ks: list[int], draws: int, work: Workspace) -> list[dic
     rows = []
     for k in ks:
         for draw in range(draws):
+            # The same split for every choice: a pool reviewers could pick from (60 %) and a
+            # test part (40 %) the challenger is scored on.
             rng = random.Random(1000 * k + draw)
-            real = [s for s in new if s.label != ai_label]
-            ai = [s for s in new if s.label == ai_label]
-            reviewed = rng.sample(real, min(k // 2, len(real) // 2)) + rng.sample(
-                ai, min(k - k // 2, len(ai) // 2)
-            )
+            shuffled = rng.sample(new, len(new))
+            pool, rest = shuffled[: int(0.6 * len(new))], shuffled[int(0.6 * len(new)) :]
+            store = f"{held_out}-{choice}-k{k}-d{draw}-{int(time.time())}"
+            if choice == "queue":
+                reviewed, review_s = review(work, base, store, pool, choose=k)
+            else:
+                real = [s for s in pool if s.label != ai_label]
+                ai = [s for s in pool if s.label == ai_label]
+                picked = rng.sample(real, min(k // 2, len(real))) + rng.sample(
+                    ai, min(k - k // 2, len(ai))
+                )
+                reviewed, review_s = review(work, base, store, picked)
             chosen = {s.path for s in reviewed}
-            rest = [s for s in new if s.path not in chosen]
-            store = f"{held_out}-k{k}-d{draw}-{int(time.time())}"
-            review_s = review(work, base, store, reviewed)
             outcome = retrain(work, held_out, store)
             train_mask = (groups != held_out) | np.isin(
                 np.arange(len(everything)), [index[p] for p in chosen]
@@ -249,7 +298,9 @@ def drill(held_out: str, ks: list[int], draws: int, work: Workspace) -> list[dic
             after = rates(Path(outcome["bundle"]), rest, ai_label)
             row = {
                 "source": held_out,
+                "choice": choice,
                 "k": len(reviewed),
+                "reviewed_ai": sum(s.label == ai_label for s in reviewed),
                 "draw": draw,
                 "base_auc": round(before["roc_auc"], 4),
                 "challenger_auc": round(after["roc_auc"], 4),
@@ -278,18 +329,28 @@ def main() -> None:
     parser.add_argument("--k", nargs="+", type=int, default=[10, 20, 40, 80])
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="Work in this folder and keep it.")
+    parser.add_argument(
+        "--choice",
+        nargs="+",
+        default=["balanced"],
+        choices=["balanced", "queue"],
+        help="How the k are chosen from the pool: half of each label at random (balanced), "
+        "or the first k the review queue hands out (queue).",
+    )
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="apd-new-source-") as tmp:
         work = Workspace(args.keep or Path(tmp))
         work.folder.mkdir(parents=True, exist_ok=True)
         for source in args.source:
-            rows += drill(source, args.k, args.draws, work)
+            for choice in args.choice:
+                rows += drill(source, args.k, args.draws, work, choice)
     print_table(rows)
     for source in args.source:
-        mine = [r for r in rows if r["source"] == source]
-        ratio = statistics.mean(r["challenger_over_probe"] for r in mine)
-        print(f"{source}: challenger / probe ROC-AUC, mean {ratio:.3f} (target 0.95)")
+        for choice in args.choice:
+            mine = [r for r in rows if r["source"] == source and r["choice"] == choice]
+            ratio = statistics.mean(r["challenger_over_probe"] for r in mine)
+            print(f"{source}, {choice}: challenger / probe ROC-AUC, mean {ratio:.3f} (target 0.95)")
     write_csv("new_source", rows)
 
 
