@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Query
@@ -40,7 +40,7 @@ from ai_photo_detector.serving.api.errors import ApiError
 from ai_photo_detector.serving.api.routes.admin import rollout_status
 from ai_photo_detector.serving.api.routes.models import list_models
 from ai_photo_detector.serving.api.routes.monitoring import get_drift
-from ai_photo_detector.serving.api.routes.review import review_queue
+from ai_photo_detector.serving.api.routes.review import next_retrain_of, review_queue
 from ai_photo_detector.serving.api.schemas import (
     error_responses,
 )
@@ -141,16 +141,14 @@ def _loop(
     services: Services,
     buckets: list[queries.BandBucket],
     waiting: dict[str, int],
-    ready: dict[str, int],
+    next_retrain: NextRetrainOut,
 ) -> RetrainingLoop:
     unfamiliar = [b.reasons.get(UNFAMILIAR, 0) for b in buckets]
     return RetrainingLoop(
         unfamiliar_share=_share(sum(unfamiliar), sum(b.total for b in buckets)),
         unfamiliar_share_latest=_share(unfamiliar[-1], buckets[-1].total) if buckets else None,
         waiting=waiting,
-        next_retrain=NextRetrainOut(
-            **ready, window_days=services.settings.retraining.feedback_days
-        ),
+        next_retrain=next_retrain,
         models=[
             LoopModel(
                 model=ModelRef(name=model.name, version=model.version),
@@ -164,11 +162,6 @@ def _loop(
 
 def _waiting(services: Services) -> dict[str, int]:
     return review_queue(services).waiting("", QueueFilter(), 0)[1]
-
-
-def _next_retrain(services: Services) -> dict[str, int]:
-    days = services.settings.retraining.feedback_days
-    return review_queue(services).next_retrain(datetime.now(UTC) - timedelta(days=days))
 
 
 @router.get(
@@ -238,7 +231,7 @@ async def overview(
         asyncio.to_thread(queries.recent_alerts, store, alerts),
         get_drift(services, caller, None, drift_reports),
         asyncio.to_thread(_waiting, services),
-        asyncio.to_thread(_next_retrain, services),
+        asyncio.to_thread(next_retrain_of, services),
     )
     return OpsOverview(
         generated_at=datetime.now(UTC),

@@ -114,14 +114,19 @@ async def get_queue(
     items, counts = await asyncio.to_thread(
         queue.waiting, reviewer_of(caller), _filters(filters), limit
     )
-    days = services.settings.retraining.feedback_days
-    ready = await asyncio.to_thread(queue.next_retrain, datetime.now(UTC) - timedelta(days=days))
     return ReviewQueueOut(
         items=[_out(i) for i in items],
         counts=counts,
         count_limit=COUNT_LIMIT,
-        next_retrain=NextRetrainOut(**ready, window_days=days),
+        next_retrain=await asyncio.to_thread(next_retrain_of, services),
     )
+
+
+def next_retrain_of(services: Services) -> NextRetrainOut:
+    """What ``retrain`` would take from the reviews now (a blocking store query)."""
+    days = services.settings.retraining.feedback_days
+    ready = review_queue(services).next_retrain(datetime.now(UTC) - timedelta(days=days))
+    return NextRetrainOut(**ready, window_days=days)
 
 
 @router.post(
