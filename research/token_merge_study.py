@@ -1,6 +1,6 @@
 """What merging similar tokens inside the encoder costs on unseen sources, and what it buys.
 
-    python -m research.token_merge_study                    # ~15 min on 2 cores
+    python -m research.token_merge_study                    # ~20 min on 2 cores
     python -m research.token_merge_study --merges 0 12 --sizes 160
 
 For each (input size, tokens merged per layer) the default's encoder (CLIP ViT-B/16, layer 7)
