@@ -33,7 +33,7 @@ from ai_photo_detector.contract.schemas import (
 )
 from ai_photo_detector.model.inference import UNFAMILIAR
 from ai_photo_detector.persistence import ops as queries
-from ai_photo_detector.persistence.review import QueueFilter
+from ai_photo_detector.persistence.review import QueueFilter, ReviewQueue
 from ai_photo_detector.serving.api.auth import OpsCaller
 from ai_photo_detector.serving.api.deps import ServicesDep
 from ai_photo_detector.serving.api.errors import ApiError
@@ -160,8 +160,8 @@ def _loop(
     )
 
 
-def _waiting(services: Services) -> dict[str, int]:
-    return review_queue(services).waiting("", QueueFilter(), 0)[1]
+def _waiting(queue: ReviewQueue) -> dict[str, int]:
+    return queue.waiting("", QueueFilter(), 0)[1]
 
 
 @router.get(
@@ -225,13 +225,14 @@ async def overview(
 ) -> OpsOverview:
     window, described = _window(days, bucket)
     store = services.store
+    queue = review_queue(services)
     found_accuracy, found_bands, found_alerts, drift, waiting, ready = await asyncio.gather(
         asyncio.to_thread(queries.accuracy_over_time, store, window),
         asyncio.to_thread(queries.band_shares, store, window),
         asyncio.to_thread(queries.recent_alerts, store, alerts),
         get_drift(services, caller, None, drift_reports),
-        asyncio.to_thread(_waiting, services),
-        asyncio.to_thread(next_retrain_of, services),
+        asyncio.to_thread(_waiting, queue),
+        asyncio.to_thread(next_retrain_of, queue, services.settings),
     )
     return OpsOverview(
         generated_at=datetime.now(UTC),

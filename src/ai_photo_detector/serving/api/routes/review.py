@@ -49,6 +49,7 @@ from ai_photo_detector.serving.api.schemas import (
 from ai_photo_detector.serving.api.state import Services
 from ai_photo_detector.serving.models import LoadedModel
 from ai_photo_detector.serving.predictor import Caller
+from ai_photo_detector.settings import Settings
 
 router = APIRouter(prefix="/v1/review", tags=["review"])
 IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
@@ -118,14 +119,14 @@ async def get_queue(
         items=[_out(i) for i in items],
         counts=counts,
         count_limit=COUNT_LIMIT,
-        next_retrain=await asyncio.to_thread(next_retrain_of, services),
+        next_retrain=await asyncio.to_thread(next_retrain_of, queue, services.settings),
     )
 
 
-def next_retrain_of(services: Services) -> NextRetrainOut:
+def next_retrain_of(queue: ReviewQueue, settings: Settings) -> NextRetrainOut:
     """What ``retrain`` would take from the reviews now (a blocking store query)."""
-    days = services.settings.retraining.feedback_days
-    ready = review_queue(services).next_retrain(datetime.now(UTC) - timedelta(days=days))
+    days = settings.retraining.feedback_days
+    ready = queue.next_retrain(datetime.now(UTC) - timedelta(days=days))
     return NextRetrainOut(**ready, window_days=days)
 
 
