@@ -12,12 +12,16 @@ head fitted without that source; the reviewed photos cross-fitted in 5 folds):
   back ('uncertain' whatever the score), before and after the reviews join the reference (10
   nearest training photos, 32 principal components, threshold at the 95 % quantile of held-out
   in-source photos, as training fits it), and ``recall with abstention``;
-- two ways to let the reviews widen what is familiar: ``near reviewed`` (also familiar when the
-  mean distance to the 3 nearest reviewed photos is within the reviewed photos' own 95 %
-  leave-one-out quantile), ``weighted projection`` (the reviewed photos weigh as much as an
+- two ways to let the reviews widen what is familiar: ``near reviewed`` (the served rule, also
+  familiar when the mean distance to the 3 nearest reviewed photos, standardised, in all
+  dimensions, is within the reviewed photos' own 95 % leave-one-out quantile), ``weighted
+  projection`` (the reviewed photos weigh as much as an
   average training source in the principal components);
 - ``routed`` / ``routed recall``: photos whose 10 nearest training photos are mostly reviewed
   ones get a band fitted on the reviewed photos alone (their highest cross-fitted real score);
+- ``near routed``: every photo the served rule finds near the reviewed photos gets that band
+  instead (their highest cross-fitted real score), with its recall and false-positive rate on
+  S;
 - what the widening risks on sources nobody reviewed (each other source held out of the head
   and the reference): the share of their real photos it newly lets reach the `ai` band.
 
@@ -90,14 +94,18 @@ def _limit(reference: FamiliarityReference, held: NDArray[np.float32]) -> float:
     return float(np.quantile(reference.distances(held), QUANTILE))
 
 
-def _near_reviewed(reference, features, reviewed, photos) -> NDArray[np.bool_]:  # type: ignore[no-untyped-def]
-    """Within the reviewed photos' own 95 % leave-one-out distance of the 3 nearest of them."""
-    near = replace(reference, points=reference.project(features[reviewed]), k=3)
-    points = near.points
-    squared = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
-    np.fill_diagonal(squared, np.inf)
-    own = np.sqrt(np.sort(squared, axis=1)[:, :3]).mean(axis=1)
-    return near.distances(features[photos]) <= float(np.quantile(own, QUANTILE))
+def _among_reviewed(reference, features, reviewed, photos) -> NDArray[np.bool_]:  # type: ignore[no-untyped-def]
+    """Within the reviewed photos' own spread (the served rule's part for them alone)."""
+    widened = reference.with_reviewed(features[reviewed], QUANTILE)
+    return widened.reviewed_ratios(features[photos]) <= 1
+
+
+def _near_reviewed(reference, features, reviewed, photos, limit) -> NDArray[np.bool_]:  # type: ignore[no-untyped-def]
+    """Familiar by the served rule once the reviewed photos widen the reference
+    (``FamiliarityReference.with_reviewed``: within the reviewed photos' own leave-one-out
+    quantile of the mean distance to the 3 nearest of them, standardised, all dimensions)."""
+    widened = reference.with_reviewed(features[reviewed], QUANTILE)
+    return widened.ratios(features[photos], limit) <= 1
 
 
 def _weighted_extra(features, reviewed, fitted, sources: int) -> NDArray[np.float32]:  # type: ignore[no-untyped-def]
@@ -131,7 +139,8 @@ def one_draw(features, labels, groups, new: str, k: int, seed: int) -> dict[str,
     limit = _limit(after, features[held])
     unfamiliar_before = before.distances(features[test]) > _limit(before, features[held])
     unfamiliar = after.distances(features[test]) > limit
-    near = _near_reviewed(after, features, reviewed, test)
+    near = _near_reviewed(after, features, reviewed, test, limit)
+    near_familiar = near | ~unfamiliar
     weighted = _reference(features, fitted, _weighted_extra(features, reviewed, fitted, sources))
     unfamiliar_weighted = weighted.distances(features[test]) > _limit(weighted, features[held])
 
@@ -141,6 +150,8 @@ def one_draw(features, labels, groups, new: str, k: int, seed: int) -> dict[str,
     neighbours = _neighbours(after, features[test])
     routed = np.isin(neighbours, np.arange(len(kept), len(fitted))).mean(axis=1) > 0.5
     routed_band = p_test >= np.where(routed, min(review_from, ai_from), ai_from)
+    among = _among_reviewed(after, features, reviewed, test)
+    near_routed = (p_test >= np.where(among, min(review_from, ai_from), ai_from)) & near_familiar
 
     def recall(mask: NDArray[np.bool_]) -> float:
         return float(mask[y == 1].mean())
@@ -158,6 +169,8 @@ def one_draw(features, labels, groups, new: str, k: int, seed: int) -> dict[str,
         "weighted projection: recall": recall(in_band & ~unfamiliar_weighted),
         "routed": float(routed.mean()),
         "routed recall (no abstention)": recall(routed_band),
+        "near routed: recall": recall(near_routed),
+        "near routed: fpr": float(near_routed[y == 0].mean()),
     }
     row.update(_unseen_risk(features, labels, groups, base, reviewed, ai_from, review_from))
     return row
@@ -175,7 +188,7 @@ def _unseen_risk(
     """Each other source B held out of the head and the reference: the share of its real photos
     each widening newly lets reach the `ai` band (today's abstention and band as the baseline)."""
     sources = len(np.unique(groups[base]))
-    counts = {"today": 0, "near": 0, "weighted": 0, "routed": 0, "reals": 0}
+    counts = {"today": 0, "near": 0, "weighted": 0, "routed": 0, "near routed": 0, "reals": 0}
     for source in np.unique(groups[base]):
         held = base[groups[base] == source]
         kept = base[groups[base] != source]
@@ -184,8 +197,9 @@ def _unseen_risk(
         scores = _p(head_scores(features, labels, groups, fitted, reals))
         reference = _reference(features, fitted)
         calibration = features[kept[::10]]
-        unfamiliar = reference.distances(features[reals]) > _limit(reference, calibration)
-        near = _near_reviewed(reference, features, reviewed, reals)
+        limit = _limit(reference, calibration)
+        unfamiliar = reference.distances(features[reals]) > limit
+        near = _near_reviewed(reference, features, reviewed, reals, limit)
         extra = _weighted_extra(features, reviewed, fitted, sources)
         weighted = _reference(features, fitted, extra)
         familiar_weighted = weighted.distances(features[reals]) <= _limit(weighted, calibration)
@@ -197,6 +211,9 @@ def _unseen_risk(
         counts["weighted"] += int((in_band & unfamiliar & familiar_weighted).sum())
         lower = routed & ~unfamiliar & (scores >= min(review_from, ai_from)) & ~in_band
         counts["routed"] += int(lower.sum())
+        among = _among_reviewed(reference, features, reviewed, reals)
+        lower = among & (~unfamiliar | near) & (scores >= min(review_from, ai_from)) & ~in_band
+        counts["near routed"] += int(lower.sum())
         counts["reals"] += len(reals)
     reals = counts.pop("reals")
     return {f"unseen reals in band: {name}": value / reals for name, value in counts.items()}

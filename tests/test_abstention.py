@@ -12,7 +12,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from ai_photo_detector.model.bundle import load_bundle
-from ai_photo_detector.model.familiarity import fit_reference, threshold_for
+from ai_photo_detector.model.familiarity import (
+    MIN_REVIEWED,
+    FamiliarityReference,
+    fit_reference,
+    reference_of,
+    threshold_for,
+)
 from ai_photo_detector.model.inference import LOW_MARGIN, UNFAMILIAR, verdicts
 from ai_photo_detector.serving.api.app import create_app
 from ai_photo_detector.settings import Settings
@@ -27,6 +33,32 @@ def test_far_embeddings_are_unfamiliar_and_near_ones_are_not() -> None:
     threshold = threshold_for(reference.distances(held_out), 0.99)
     assert (reference.distances(rng.normal(size=(200, 24))) > threshold).mean() < 0.05
     assert (reference.distances(rng.normal(6, 1, size=(50, 24))) > threshold).all()
+
+
+def test_reviewed_photos_make_their_kind_familiar_and_nothing_else() -> None:
+    """A new kind of photo far from training is unfamiliar; once some of it is reviewed, the
+    rest of its kind counts as familiar, while another unseen kind stays unfamiliar."""
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(400, 24))
+    reference = fit_reference(train, k=5, components=8)
+    threshold = threshold_for(reference.distances(rng.normal(size=(100, 24))), 0.95)
+    new_kind = rng.normal(0, 1, size=(80, 24)) + np.r_[np.full(12, 5.0), np.zeros(12)]
+    other_kind = rng.normal(0, 1, size=(50, 24)) + np.r_[np.zeros(12), np.full(12, 5.0)]
+    assert (reference.ratios(new_kind, threshold) > 1).all()
+
+    widened = reference.with_reviewed(new_kind[:30], 0.95)
+    assert (widened.ratios(new_kind[30:], threshold) > 1).mean() < 0.2
+    assert (widened.ratios(other_kind, threshold) > 1).all()
+    assert (widened.ratios(train[:50], threshold) <= reference.ratios(train[:50], threshold)).all()
+    # what the bundle stores gives the same answers
+    again = FamiliarityReference.from_arrays(widened.arrays(), widened.k)
+    assert np.array_equal(again.ratios(new_kind, threshold), widened.ratios(new_kind, threshold))
+    # too few reviewed photos to tell their spread, or the setting off: nothing widens
+    assert reference.with_reviewed(new_kind[: MIN_REVIEWED - 1], 0.95) is reference
+    assert "reviewed" not in reference.arrays()
+    config = Settings().abstention.model_copy(update={"widen_with_reviews": False})
+    assert len(reference_of(train, config, new_kind[:30]).reviewed) == 0
+    assert len(reference_of(train, Settings().abstention, new_kind[:30]).reviewed) == 30
 
 
 def test_verdict_reasons(frozen_bundle: Path) -> None:

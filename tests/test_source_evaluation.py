@@ -177,6 +177,11 @@ def test_a_reviewed_source_is_cross_fitted_so_its_bands_follow_the_reviews(
         for r in load_bundle(outcome.bundle_dir).manifest.metrics["leave_one_source_out"]["rows"]
     }
     assert rows["beta"]["fit"] == "cross_fitted" and rows["alpha"]["fit"] == "held_out"
+    # The served familiarity check is widened by the reviewed photos it was fitted on.
+    splits = json.loads((outcome.run_dir / "splits.json").read_text())
+    fitted_on = [p for name in ("train", "val") for p in splits[name] if "beta" in Path(p).parts]
+    reviewed = load_bundle(outcome.bundle_dir).familiarity_reference()["reviewed"]
+    assert len(reviewed) == len(fitted_on) > 0
     # Parts spread each label evenly and cover the source exactly once.
     from ai_photo_detector.data.discovery import Sample
 

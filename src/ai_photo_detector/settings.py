@@ -288,6 +288,11 @@ class AbstentionSettings(Section):
         lt=1,
         description="Share of held-out in-source images that must count as familiar.",
     )
+    widen_with_reviews: bool = Field(
+        True,
+        description="Photos near reviewed feedback (boosted sources) count as familiar: "
+        "their kind was reviewed, so the abstention no longer holds it back.",
+    )
 
 
 class QualityGateSettings(Section):

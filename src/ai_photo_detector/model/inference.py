@@ -155,7 +155,7 @@ class FamiliarityCheck:
     threshold: float
 
     def flags(self, embeddings: NDArray[np.floating]) -> NDArray[np.bool_]:
-        result: NDArray[np.bool_] = self.reference.distances(embeddings) > self.threshold
+        result: NDArray[np.bool_] = self.reference.ratios(embeddings, self.threshold) > 1
         return result
 
 

@@ -73,6 +73,12 @@ class _Scored:
     ratio: NDArray[np.float32]
 
 
+def reviewed_samples(samples: list[Sample], settings: Settings) -> list[Sample]:
+    """The photos of boosted sources (reviewed feedback): they widen what counts as familiar."""
+    boosted = set(settings.training.boosted_sources)
+    return [s for s in samples if s.source in boosted]
+
+
 def _parts(held: list[Sample], count: int) -> list[list[Sample]]:
     """``held`` in ``count`` parts, each label spread evenly over them (deterministic)."""
     parts: list[list[Sample]] = [[] for _ in range(max(1, min(count, len(held))))]
@@ -98,11 +104,13 @@ def _score_part(
     abstain = settings.abstention
     fitted = backbone.fit(train, val)
     outputs = backbone.outputs(fitted, part)
+    reviewed = reviewed_samples(train + val, settings)
     reference, threshold = fit_familiarity(
         backbone.outputs(fitted, train).embeddings,
         backbone.outputs(fitted, val).embeddings,
         abstain,
+        backbone.outputs(fitted, reviewed).embeddings if reviewed else None,
     )
-    ratio = reference.distances(outputs.embeddings) / np.float32(threshold)
+    ratio = reference.ratios(outputs.embeddings, threshold)
     unfamiliar = ratio > 1 if abstain.enabled else np.zeros(len(part), bool)
     return _Scored(outputs.logits, unfamiliar, np.asarray(ratio, np.float32))

@@ -29,7 +29,7 @@ from ai_photo_detector.model.familiarity import reference_of
 from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.training.backbones import FitHistory, backbone_class
-from ai_photo_detector.training.leave_one_out import leave_one_source_out
+from ai_photo_detector.training.leave_one_out import leave_one_source_out, reviewed_samples
 from ai_photo_detector.training.tracking import log_run
 
 
@@ -98,11 +98,14 @@ def run_training(
     log(f"validation ROC-AUC {history.best_val_auc:.4f} (epoch {history.best_epoch})")
     graph_fields = backbone.export(fitted, bundle_dir, splits["val"])
     abstain = settings.abstention
-    familiarity = (
-        reference_of(backbone.outputs(fitted, splits["train"]).embeddings, abstain)
-        if abstain.enabled
-        else None
-    )
+    familiarity = None
+    if abstain.enabled:
+        reviewed = reviewed_samples(splits["train"] + splits["val"], settings)
+        familiarity = reference_of(
+            backbone.outputs(fitted, splits["train"]).embeddings,
+            abstain,
+            backbone.outputs(fitted, reviewed).embeddings if reviewed else None,
+        )
 
     # Calibrate and evaluate through the exported graph: the numbers serving will see.
     digests = {img.sample.path: img.sha256 for img in images}
