@@ -52,6 +52,26 @@ def write_csv(name: str, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+def append_csv(name: str, rows: list[dict[str, Any]]) -> Path:
+    """Like write_csv, but the rows earlier runs wrote stay: for benchmarks whose every row
+    costs minutes (columns a row lacks are left empty)."""
+    path = RESULTS / f"{name}.csv"
+    earlier: list[dict[str, Any]] = []
+    if path.is_file():
+        with path.open(newline="") as handle:
+            earlier = list(csv.DictReader(handle))
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    machine = platform.node() or "unknown"
+    fresh = [{"measured_at": stamp, "machine": machine, **row} for row in rows]
+    columns = list(dict.fromkeys(key for row in earlier + fresh for key in row))
+    RESULTS.mkdir(exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(earlier + fresh)
+    return path
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     keys = list(rows[0])
     print(" | ".join(keys))

@@ -12,7 +12,8 @@ For each held-out source S (one of the shared sets):
    (``/v1/review/claim`` then ``/v1/review/items/{id}/verdict``, k times: the least certain
    first), topped up at random when fewer wait;
 3. ``ai-photo-detector retrain`` (the other sources as base data, the feedback boosted, the
-   gates as configured) makes the challenger, registered or refused;
+   gates as configured, compared with the base detector as the champion in service) makes
+   the challenger, registered or refused;
 4. base and challenger score S's test part: ROC-AUC, the ``ai`` band's recall (share of AI
    photos answered ``ai``) and false-positive rate (share of real photos answered ``ai``), the
    share ``uncertain``; and the retrain's wall time.
@@ -23,9 +24,9 @@ sources plus the same k reviewed photos (weighted as one average source). The ga
 pipeline's and the probe's ROC-AUC is what the pipeline loses of what the k reviews could teach.
 
 Run: .venv/bin/python -m benchmarks.new_source [--source realorai-photoreal ...] [--k 10 20 40 80]
-     [--draws 3] [--choice balanced queue]. Each (source, choice, k, draw) costs one retrain
-     (about 4 minutes on 2 cores), each source one base training more. Results:
-     results/new_source.csv (one row per run).
+     [--draws 3] [--choice balanced queue] [--boost-weight 1 3]. Each (source, choice, boost,
+     k, draw) costs one retrain (about 4 minutes on 2 cores), each source one base training
+     more. Results: results/new_source.csv, one row per run, added to the earlier runs' rows.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from ai_photo_detector.model.inference import OnnxDetector
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.training.backbones.frozen import fit_linear_head
 from ai_photo_detector.training.weighting import group_weights
-from benchmarks.common import print_table, write_csv
+from benchmarks.common import append_csv, print_table
 from benchmarks.http_load import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,10 +87,12 @@ def _cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Comp
 @dataclass
 class Workspace:
     folder: Path
+    boost_weight: float = 1.0  # training.boost_weight of the retrain
 
     def env(self, store: str) -> dict[str, str]:
         return {
             **os.environ,
+            "APD_TRAINING__BOOST_WEIGHT": str(self.boost_weight),
             "APD_CONFIG": str(RECIPE),
             "APD_TRAINING__OUTPUT_DIR": str(self.folder / "runs"),
             "APD_MLFLOW_TRACKING_URI": f"sqlite:///{self.folder / 'mlflow.db'}",
@@ -190,12 +193,14 @@ def _review_from_queue(client: Client, pool: list[Sample], k: int) -> list[Sampl
     return chosen
 
 
-def retrain(work: Workspace, held_out: str, store: str) -> dict[str, Any]:
+def retrain(work: Workspace, held_out: str, store: str, base: Path) -> dict[str, Any]:
+    """``retrain`` as the team serving ``base`` runs it: that model is the champion its gates
+    compare the challenger with."""
     report = work.folder / f"{store}-retrain.json"
     data = [str(DATASETS / s) for s in SOURCES if s != held_out]
     args = ["retrain", *[a for d in data for a in ("--data", d)], "--report", str(report)]
     started = time.monotonic()
-    done = _cli(work.env(store), *args, check=False)
+    done = _cli({**work.env(store), "APD_MODEL": str(base)}, *args, check=False)
     if not report.is_file():
         raise RuntimeError(f"retrain wrote no report: {done.stderr[-3000:]}")
     outcome: dict[str, Any] = json.loads(report.read_text())
@@ -286,7 +291,7 @@ def drill(
                 )
                 reviewed, review_s = review(work, base, store, picked)
             chosen = {s.path for s in reviewed}
-            outcome = retrain(work, held_out, store)
+            outcome = retrain(work, held_out, store, base)
             train_mask = (groups != held_out) | np.isin(
                 np.arange(len(everything)), [index[p] for p in chosen]
             )
@@ -299,6 +304,7 @@ def drill(
             row = {
                 "source": held_out,
                 "choice": choice,
+                "boost_weight": work.boost_weight,
                 "k": len(reviewed),
                 "reviewed_ai": sum(s.label == ai_label for s in reviewed),
                 "draw": draw,
@@ -337,21 +343,38 @@ def main() -> None:
         help="How the k are chosen from the pool: half of each label at random (balanced), "
         "or the first k the review queue hands out (queue).",
     )
+    parser.add_argument(
+        "--boost-weight",
+        nargs="+",
+        type=float,
+        default=[1.0],
+        help="training.boost_weight of the retrain: how many average groups the feedback's "
+        "groups weigh.",
+    )
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="apd-new-source-") as tmp:
-        work = Workspace(args.keep or Path(tmp))
-        work.folder.mkdir(parents=True, exist_ok=True)
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         for source in args.source:
             for choice in args.choice:
-                rows += drill(source, args.k, args.draws, work, choice)
+                for boost in args.boost_weight:
+                    rows += drill(source, args.k, args.draws, Workspace(folder, boost), choice)
     print_table(rows)
     for source in args.source:
         for choice in args.choice:
-            mine = [r for r in rows if r["source"] == source and r["choice"] == choice]
-            ratio = statistics.mean(r["challenger_over_probe"] for r in mine)
-            print(f"{source}, {choice}: challenger / probe ROC-AUC, mean {ratio:.3f} (target 0.95)")
-    write_csv("new_source", rows)
+            for boost in args.boost_weight:
+                mine = [
+                    r
+                    for r in rows
+                    if (r["source"], r["choice"], r["boost_weight"]) == (source, choice, boost)
+                ]
+                ratio = statistics.mean(r["challenger_over_probe"] for r in mine)
+                print(
+                    f"{source}, {choice}, boost {boost:g}: challenger / probe ROC-AUC, "
+                    f"mean {ratio:.3f} (target 0.95)"
+                )
+    append_csv("new_source", rows)
 
 
 if __name__ == "__main__":

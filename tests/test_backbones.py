@@ -106,6 +106,12 @@ def test_a_boosted_source_weighs_as_much_as_an_average_group() -> None:
     assert totals[("big", 0)] + totals[("other", 0)] == pytest.approx(
         totals[("big", 1)] + totals[("other", 1)]
     )
+    # A stronger boost makes each feedback group weigh that many average groups.
+    stronger = group_weights(groups, "none", ["feedback"], boost=3.0)
+    assert stronger is not None
+    share = {g: stronger[[i for i, x in enumerate(groups) if x == g]].sum() for g in set(groups)}
+    usual = [t for (source, _), t in share.items() if source != "feedback"]
+    assert share[("feedback", 1)] == pytest.approx(3 * sum(usual) / len(usual))
 
 
 def test_ten_photos_of_a_boosted_source_teach_the_head_what_they_show() -> None:

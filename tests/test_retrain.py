@@ -62,6 +62,8 @@ def test_retrain_adds_feedback_and_points_the_challenger(reviewed: Settings) -> 
         feedback_source = Path(report.data[-1]).name
         assert manifest.training["settings"]["boosted_sources"] == [feedback_source]
         assert feedback_source in manifest.dataset.sources
+        # The gates compared held-out sources with the model the deployment serves.
+        assert Path(report.compared_with or "").resolve() == Path(reviewed.model).resolve()
         registry = Registry(reviewed, store)
         assert registry.alias_version(CHALLENGER) == report.registry_version
         assert report.challenger == f"models:/{registry.name}@challenger"

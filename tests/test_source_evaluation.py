@@ -100,6 +100,37 @@ def test_gates_include_the_held_out_source_figures() -> None:
     assert quality_gate_failures(report, settings) == []
 
 
+def test_a_source_the_champion_also_struggled_with_does_not_refuse_the_challenger() -> None:
+    """The retrain drill's case: 13 of realorai's 131 real photos reach the challenger's band,
+    over the 5 % limit, but the champion in service put 12 there: not measurably worse."""
+    settings = Settings()
+    report = {
+        "overall": {"roc_auc": 0.99, "ece": 0.01},
+        "robustness": [],
+        "sources": {
+            "summary": {"mean_roc_auc": 0.8, "pooled_ai_band_fpr": 0.01},
+            "rows": [
+                {
+                    "source": "hard",
+                    "real": 131,
+                    "ai_band_fpr": 13 / 131,
+                    "ai_band_false_positives": 13,
+                }
+            ],
+        },
+    }
+    alone = quality_gate_failures(report, settings)
+    assert len(alone) == 1 and "13 of 131" in alone[0]
+    as_hard = {"hard": {"source": "hard", "real": 131, "ai_band_false_positives": 12}}
+    assert quality_gate_failures(report, settings, as_hard) == []
+    easier = {"hard": {"source": "hard", "real": 131, "ai_band_false_positives": 1}}
+    (failure,) = quality_gate_failures(report, settings, easier)
+    assert failure.startswith(alone[0]) and "the champion put 1 of 131 there" in failure
+    # A champion without that source, or without counts, leaves the absolute gate.
+    assert quality_gate_failures(report, settings, {"other": as_hard["hard"]}) == alone
+    assert quality_gate_failures(report, settings, {"hard": {"source": "hard"}}) == alone
+
+
 def test_share_gates_do_not_refuse_what_the_sample_cannot_show() -> None:
     """The refusals the review-to-retrain drill met: 3 of 50 real photos (6.0 %) and 7 of 131
     (5.3 %) in the 'ai' band against a 5 % limit are what 5 % gives by chance; 20 of 200 is not."""

@@ -203,9 +203,14 @@ def test_fine_tuning_draws_a_boosted_source_as_often_as_an_average_group(tmp_pat
     dataset = ImageDataset(samples, ["ai", "real"], PreprocessSpec(input_size=64))
     settings = quick_settings(tmp_path).training
     assert weighted_sampler(dataset, settings) is None  # nothing asked: plain shuffling
-    boosted = settings.model_copy(update={"boosted_sources": ["feedback"]})
+    boosted = settings.model_copy(update={"boosted_sources": ["feedback"], "boost_weight": 1.0})
     sampler = weighted_sampler(dataset, boosted)
     assert sampler is not None
     drawn = Counter(samples[i].source for _ in range(20) for i in sampler)
     # One base group and one feedback group per label, alike in weight: about half each.
     assert 0.4 < drawn["feedback"] / sum(drawn.values()) < 0.6
+    # Boosted three times over, the feedback is drawn three times as often as the base.
+    stronger = weighted_sampler(dataset, boosted.model_copy(update={"boost_weight": 3.0}))
+    assert stronger is not None
+    drawn = Counter(samples[i].source for _ in range(20) for i in stronger)
+    assert 0.7 < drawn["feedback"] / sum(drawn.values()) < 0.8

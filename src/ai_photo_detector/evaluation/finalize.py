@@ -235,7 +235,7 @@ def finish_bundle(
     if float_roc_auc is not None:
         cost = float_roc_auc - report["overall"]["roc_auc"]
         report["quantization"] = {"float_roc_auc": float_roc_auc, "roc_auc_cost": cost}
-    failures = quality_gate_failures(report, settings)
+    failures = quality_gate_failures(report, settings, champion_source_rows(settings))
     report_files = write_report(report, bundle_dir)
     fields.update(
         metrics=_summary_metrics(report),
@@ -245,6 +245,17 @@ def finish_bundle(
     manifest = bundle_io.write_manifest(bundle_dir, fields)
     bundle_io.load_bundle(bundle_dir)  # the finished bundle must verify
     return Finished(manifest, report, failures, report_files)
+
+
+def champion_source_rows(settings: Settings) -> dict[str, dict[str, Any]] | None:
+    """The leave-one-source-out rows, by source, of ``gates.champion_bundle`` (None when none
+    is named or it has no such rows)."""
+    folder = settings.gates.champion_bundle
+    if not folder:
+        return None
+    metrics = bundle_io.load_bundle(folder).manifest.metrics
+    rows = metrics.get("leave_one_source_out", {}).get("rows", [])
+    return {row["source"]: row for row in rows} or None
 
 
 # Legitimate differences between CPUs measured 0.997 or more on the probe; kernels that overflow

@@ -155,7 +155,14 @@ def _roc_points(y_true: NDArray[np.bool_], scores: NDArray[np.floating]) -> dict
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
 
 
-def quality_gate_failures(report: dict[str, Any], settings: Settings) -> list[str]:
+def quality_gate_failures(
+    report: dict[str, Any],
+    settings: Settings,
+    champion_rows: dict[str, dict[str, Any]] | None = None,
+) -> list[str]:
+    """Why the model is not deployable ([] when it is). ``champion_rows``: the leave-one-source-
+    out rows of the model it would replace, by source; a held-out source's share gate then
+    refuses only a model measurably worse than that one on the same photos."""
     gates = settings.gates
     overall = report["overall"]
     failures = []
@@ -193,11 +200,36 @@ def quality_gate_failures(report: dict[str, Any], settings: Settings) -> list[st
                 continue
             limit = gates.max_each_source_ai_band_fpr
             refused = _share_refused(row, row["ai_band_fpr"], limit, gates.significance)
+            champion = (champion_rows or {}).get(row["source"])
+            if refused and champion is not None:
+                refused = _worse_than_champion(row, champion, gates.significance, refused)
             if refused:
                 failures.append(
                     f"held-out {row['source']}'s real photos in the 'ai' band: {refused}"
                 )
     return failures
+
+
+def _worse_than_champion(
+    row: dict[str, Any], champion: dict[str, Any], significance: float, refused: str
+) -> str:
+    """``refused`` with the champion's count beside it when the model puts measurably more of
+    the source's real photos in the 'ai' band than the champion did (one-sided Fisher exact
+    test), or "" when it does not: the source was as hard for the model in service."""
+    theirs, their_reals = champion.get("ai_band_false_positives"), champion.get("real")
+    if theirs is None or not their_reals:
+        return refused
+    from scipy.stats import fisher_exact
+
+    ours, reals = int(row["ai_band_false_positives"]), int(row["real"])
+    table = [[ours, reals - ours], [int(theirs), int(their_reals) - int(theirs)]]
+    p_value = float(fisher_exact(table, alternative="greater").pvalue)
+    if p_value >= significance:
+        return ""
+    return (
+        f"{refused}; the champion put {theirs} of {their_reals} there (one-sided Fisher exact "
+        f"p = {p_value:.3g} < {significance})"
+    )
 
 
 def _share_refused(counts: dict[str, Any], share: float, limit: float, significance: float) -> str:

@@ -169,7 +169,8 @@ class Familiarity(Strict):
     """How far a photo's embedding may lie from the training embeddings before the answer is
     'uncertain' with reason ``unfamiliar``: the mean distance to its ``k`` nearest training
     embeddings on their principal components (standardised), combined with its distance off
-    those components, against a threshold calibrated on validation images."""
+    those components, against a threshold calibrated on validation images. A bundle retrained
+    on reviewed feedback also keeps those photos: near them, a photo counts as familiar."""
 
     file: str = FAMILIARITY_FILE
     k: int = Field(ge=1)
@@ -303,7 +304,8 @@ class Bundle:
             )
 
     def familiarity_reference(self) -> dict[str, NDArray[np.float32]]:
-        """Arrays of the familiarity check: ``mean``, ``scale``, ``components``, ``points``."""
+        """Arrays of the familiarity check: ``mean``, ``scale``, ``components``, ``points``,
+        and with reviewed feedback ``reviewed`` and ``reviewed_limit``."""
         spec = self.manifest.familiarity
         if spec is None:
             raise BundleError(f"bundle {self.path} has no familiarity reference")

@@ -72,7 +72,9 @@ def weighted_sampler(
     ``boosted_sources``), with replacement; None when every image counts alike. A boosted
     source alone also balances the classes of the other sources, as the frozen head does."""
     groups = [(s.source, dataset.index[s.label]) for s in dataset.samples]
-    weights = group_weights(groups, settings.source_weighting, settings.boosted_sources)
+    weights = group_weights(
+        groups, settings.source_weighting, settings.boosted_sources, settings.boost_weight
+    )
     if weights is None:
         return None
     generator = torch.Generator()

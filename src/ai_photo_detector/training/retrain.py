@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ai_photo_detector.errors import DatasetInvalid
+from ai_photo_detector.errors import BundleInvalid, DatasetInvalid
 from ai_photo_detector.persistence.audit import record_event
 from ai_photo_detector.persistence.feedback import export_dataset
 from ai_photo_detector.persistence.store import Store
 from ai_photo_detector.progress import ProgressFactory, no_progress
-from ai_photo_detector.registry.registry import CHALLENGER, Registry
+from ai_photo_detector.registry.registry import CHALLENGER, Registry, resolve_bundle
 from ai_photo_detector.settings import Settings, load_settings
 
 
@@ -31,6 +31,7 @@ class RetrainReport:
     gate_failures: list[str] = field(default_factory=list)
     registry_version: str | None = None
     challenger: str | None = None  # the reference serving follows, once registered
+    compared_with: str | None = None  # the champion bundle the held-out source gates compared
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -55,6 +56,24 @@ def with_boosted_source(settings: Settings, source: str) -> Settings:
     boosted = [*settings.training.boosted_sources, source]
     training = settings.training.model_copy(update={"boosted_sources": boosted})
     return settings.model_copy(update={"training": training})
+
+
+def compared_with_champion(
+    recipe: Settings, settings: Settings, log: Callable[[str], None]
+) -> Settings:
+    """The recipe with ``gates.champion_bundle`` set to the model this deployment serves
+    (``model``), so a held-out source that model also struggled with does not refuse the
+    challenger; unchanged when one is named already or the served model cannot be found."""
+    if recipe.gates.champion_bundle:
+        return recipe
+    try:
+        champion = resolve_bundle(settings.model, settings).bundle.path
+    except (BundleInvalid, OSError) as exc:
+        log(f"no champion to compare the gates with ({exc}); the gates are absolute")
+        return recipe
+    log(f"gates compare held-out sources with the champion {champion}")
+    gates = recipe.gates.model_copy(update={"champion_bundle": str(champion)})
+    return recipe.model_copy(update={"gates": gates})
 
 
 def retrain(
@@ -84,10 +103,12 @@ def retrain(
         f"feedback: {feedback['reviewed']} reviewed, {feedback['images_copied']} images "
         f"exported to {feedback_dir}"
     )
+    recipe = compared_with_champion(recipe, settings, log)
     sources = base + ([str(feedback_dir)] if feedback["images_copied"] else [])
     if feedback["images_copied"] and retraining.boost_feedback:
         recipe = with_boosted_source(recipe, feedback_dir.name)  # discovery names it so
-        log(f"the feedback weighs as much as a training source ({feedback_dir.name} boosted)")
+        boost = recipe.training.boost_weight
+        log(f"the feedback weighs {boost:g} average training groups ({feedback_dir.name} boosted)")
     outcome = run_training(
         list[str | Path](sources), recipe, name=name, version=version, progress=progress, log=log
     )
@@ -98,6 +119,7 @@ def retrain(
         feedback=feedback,
         data=sources,
         gate_failures=list(outcome.gate_failures),
+        compared_with=recipe.gates.champion_bundle,
     )
     if not outcome.gate_failures:  # a failed gate moves nothing: no version, no alias
         registry = Registry(settings, store)

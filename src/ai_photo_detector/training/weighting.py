@@ -12,12 +12,15 @@ from numpy.typing import NDArray
 
 
 def group_weights(
-    groups: list[tuple[str, int]], weighting: str, boosted: Collection[str] = ()
+    groups: list[tuple[str, int]],
+    weighting: str,
+    boosted: Collection[str] = (),
+    boost: float = 1.0,
 ) -> NDArray[np.float64] | None:
     """Sample weights that give each (source, label) group the weight ``weighting`` asks for,
-    then raise each group of a ``boosted`` source to the mean total of the other groups;
-    scaled to a mean of 1. None for ``none`` with nothing boosted (the fit then balances the
-    classes overall)."""
+    then raise each group of a ``boosted`` source to ``boost`` times the mean total of the
+    other groups; scaled to a mean of 1. None for ``none`` with nothing boosted (the fit then
+    balances the classes overall)."""
     boosted = set(boosted) & {source for source, _ in groups}
     if weighting == "none" and not boosted:
         return None
@@ -33,7 +36,7 @@ def group_weights(
         members = {group: [i for i, g in enumerate(groups) if g == group] for group in sizes}
         totals = {group: weights[index].sum() for group, index in members.items()}
         ordinary = [total for (source, _), total in totals.items() if source not in boosted]
-        target = float(np.mean(ordinary)) if ordinary else 1.0
+        target = boost * float(np.mean(ordinary)) if ordinary else 1.0
         for group, index in members.items():
             if group[0] in boosted:
                 weights[index] *= target / totals[group]

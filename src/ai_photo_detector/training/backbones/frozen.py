@@ -200,7 +200,7 @@ class FrozenEncoderBackbone(Backbone):
             len(self.labels),
             tset.head_c,
             tset.seed,
-            group_weights(groups, tset.source_weighting, tset.boosted_sources),
+            group_weights(groups, tset.source_weighting, tset.boosted_sources, tset.boost_weight),
         )
         head = LinearHead(weight, bias, float("nan"))
         ai = self.labels.index(self.settings.data.ai_label)
