@@ -87,12 +87,17 @@ def _cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Comp
 @dataclass
 class Workspace:
     folder: Path
-    boost_weight: float = 1.0  # training.boost_weight of the retrain
+    boost_weight: float | None = None  # training.boost_weight of the retrain; None: the default
 
     def env(self, store: str) -> dict[str, str]:
+        boost = (
+            {}
+            if self.boost_weight is None
+            else {"APD_TRAINING__BOOST_WEIGHT": str(self.boost_weight)}
+        )
         return {
             **os.environ,
-            "APD_TRAINING__BOOST_WEIGHT": str(self.boost_weight),
+            **boost,
             "APD_CONFIG": str(RECIPE),
             "APD_TRAINING__OUTPUT_DIR": str(self.folder / "runs"),
             "APD_MLFLOW_TRACKING_URI": f"sqlite:///{self.folder / 'mlflow.db'}",
@@ -304,7 +309,7 @@ def drill(
             row = {
                 "source": held_out,
                 "choice": choice,
-                "boost_weight": work.boost_weight,
+                "boost_weight": work.boost_weight or settings.training.boost_weight,
                 "k": len(reviewed),
                 "reviewed_ai": sum(s.label == ai_label for s in reviewed),
                 "draw": draw,
@@ -347,9 +352,9 @@ def main() -> None:
         "--boost-weight",
         nargs="+",
         type=float,
-        default=[1.0],
+        default=[None],
         help="training.boost_weight of the retrain: how many average groups the feedback's "
-        "groups weigh.",
+        "groups weigh (default: the project's default).",
     )
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
@@ -367,11 +372,12 @@ def main() -> None:
                 mine = [
                     r
                     for r in rows
-                    if (r["source"], r["choice"], r["boost_weight"]) == (source, choice, boost)
+                    if (r["source"], r["choice"]) == (source, choice)
+                    and r["boost_weight"] == (boost or Settings().training.boost_weight)
                 ]
                 ratio = statistics.mean(r["challenger_over_probe"] for r in mine)
                 print(
-                    f"{source}, {choice}, boost {boost:g}: challenger / probe ROC-AUC, "
+                    f"{source}, {choice}, boost {boost or 'default'}: challenger / probe ROC-AUC, "
                     f"mean {ratio:.3f} (target 0.95)"
                 )
     append_csv("new_source", rows)
