@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from ai_photo_detector.monitoring.windows import load_window
 from ai_photo_detector.persistence.drift_history import history, save_report
@@ -19,6 +20,7 @@ from ai_photo_detector.persistence.feedback import (
     record_feedback,
 )
 from ai_photo_detector.persistence.predictions import PredictionLog, PredictionRecord
+from ai_photo_detector.persistence.schema import Feedback
 from ai_photo_detector.persistence.store import Store, downgrade, tables, upgrade
 from ai_photo_detector.settings import PredictionLogSettings
 
@@ -64,6 +66,31 @@ def test_migrations_up_and_down(database_url: str) -> None:
     assert not (TABLES & tables(store.engine))
     upgrade(store.engine)
     assert tables(store.engine) >= TABLES
+    store.close()
+
+
+def test_verdicts_sent_at_once_on_one_prediction_keep_one_row(database_url: str) -> None:
+    """Concurrent verdicts of one source on one prediction race to insert the same row: every
+    call answers, and one row remains."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = Store(database_url)
+    log = PredictionLog(store, PredictionLogSettings(flush_interval_s=0.05))
+    item = record(0, label="ai")
+    assert log.submit(item) and log.flush(10)
+    barrier = threading.Barrier(8)
+
+    def verdict(n: int) -> bool:
+        barrier.wait()
+        return record_feedback(store, item.id, ["ai", "real"][n % 2], "reviewer").created
+
+    with ThreadPoolExecutor(8) as pool:
+        created = list(pool.map(verdict, range(8)))
+    assert sum(created) == 1
+    with store.session() as session:
+        rows = session.scalars(select(Feedback).where(Feedback.prediction_id == item.id)).all()
+    assert len(rows) == 1 and rows[0].label in {"ai", "real"}
+    log.close()
     store.close()
 
 

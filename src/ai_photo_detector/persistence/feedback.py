@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, select
+from sqlalchemy.exc import IntegrityError
 
 from ai_photo_detector.persistence.schema import Feedback, Prediction
 from ai_photo_detector.persistence.store import Store
@@ -30,7 +31,18 @@ class FeedbackResult:
 
 
 def record_feedback(store: Store, prediction_id: str, label: str, source: str) -> FeedbackResult:
-    """Insert or update the verdict of ``source`` on a prediction: idempotent per pair."""
+    """Insert or update the verdict of ``source`` on a prediction: idempotent per pair.
+
+    Two verdicts on the same pair at once both find no row and both insert; the unique key
+    refuses the later one, which is then tried again and finds the row (a soak once turned
+    that race into a 500)."""
+    try:
+        return _record_feedback(store, prediction_id, label, source)
+    except IntegrityError:
+        return _record_feedback(store, prediction_id, label, source)
+
+
+def _record_feedback(store: Store, prediction_id: str, label: str, source: str) -> FeedbackResult:
     with store.session() as session, session.begin():
         prediction = session.get(Prediction, prediction_id)
         if prediction is None:
