@@ -40,15 +40,19 @@ def best_rates(
     return best
 
 
+def _stamped(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    machine = platform.node() or "unknown"
+    return [{"measured_at": stamp, "machine": machine, **row} for row in rows]
+
+
 def write_csv(name: str, rows: list[dict[str, Any]]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.csv"
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["measured_at", "machine", *rows[0].keys()])
         writer.writeheader()
-        for row in rows:
-            writer.writerow({"measured_at": stamp, "machine": platform.node() or "unknown", **row})
+        writer.writerows(_stamped(rows))
     return path
 
 
@@ -60,9 +64,7 @@ def append_csv(name: str, rows: list[dict[str, Any]]) -> Path:
     if path.is_file():
         with path.open(newline="") as handle:
             earlier = list(csv.DictReader(handle))
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    machine = platform.node() or "unknown"
-    fresh = [{"measured_at": stamp, "machine": machine, **row} for row in rows]
+    fresh = _stamped(rows)
     columns = list(dict.fromkeys(key for row in earlier + fresh for key in row))
     RESULTS.mkdir(exist_ok=True)
     with path.open("w", newline="") as handle:

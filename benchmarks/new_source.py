@@ -87,17 +87,12 @@ def _cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Comp
 @dataclass
 class Workspace:
     folder: Path
-    boost_weight: float | None = None  # training.boost_weight of the retrain; None: the default
+    boost_weight: float  # training.boost_weight of the retrain
 
     def env(self, store: str) -> dict[str, str]:
-        boost = (
-            {}
-            if self.boost_weight is None
-            else {"APD_TRAINING__BOOST_WEIGHT": str(self.boost_weight)}
-        )
         return {
             **os.environ,
-            **boost,
+            "APD_TRAINING__BOOST_WEIGHT": str(self.boost_weight),
             "APD_CONFIG": str(RECIPE),
             "APD_TRAINING__OUTPUT_DIR": str(self.folder / "runs"),
             "APD_MLFLOW_TRACKING_URI": f"sqlite:///{self.folder / 'mlflow.db'}",
@@ -263,6 +258,13 @@ def probe_auc(
     return safe_auc(labels[test], logits[:, 1] - logits[:, 0])
 
 
+def split(photos: list[Sample], rng: random.Random) -> tuple[list[Sample], list[Sample]]:
+    """A source's photos at random into the pool reviewers pick from (60 %) and the test part
+    the challenger is scored on (40 %)."""
+    shuffled = rng.sample(photos, len(photos))
+    return shuffled[: int(0.6 * len(photos))], shuffled[int(0.6 * len(photos)) :]
+
+
 def drill(
     held_out: str, ks: list[int], draws: int, work: Workspace, choice: str = "balanced"
 ) -> list[dict[str, Any]]:
@@ -283,8 +285,7 @@ def drill(
             # The same split for every choice: a pool reviewers could pick from (60 %) and a
             # test part (40 %) the challenger is scored on.
             rng = random.Random(1000 * k + draw)
-            shuffled = rng.sample(new, len(new))
-            pool, rest = shuffled[: int(0.6 * len(new))], shuffled[int(0.6 * len(new)) :]
+            pool, rest = split(new, rng)
             store = f"{held_out}-{choice}-k{k}-d{draw}-{int(time.time())}"
             if choice == "queue":
                 reviewed, review_s = review(work, base, store, pool, choose=k)
@@ -309,7 +310,7 @@ def drill(
             row = {
                 "source": held_out,
                 "choice": choice,
-                "boost_weight": work.boost_weight or settings.training.boost_weight,
+                "boost_weight": work.boost_weight,
                 "k": len(reviewed),
                 "reviewed_ai": sum(s.label == ai_label for s in reviewed),
                 "draw": draw,
@@ -361,23 +362,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="apd-new-source-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
+        default = Settings().training.boost_weight
+        boosts = [default if boost is None else boost for boost in args.boost_weight]
         for source in args.source:
             for choice in args.choice:
-                for boost in args.boost_weight:
+                for boost in boosts:
                     rows += drill(source, args.k, args.draws, Workspace(folder, boost), choice)
     print_table(rows)
     for source in args.source:
         for choice in args.choice:
-            for boost in args.boost_weight:
+            for boost in boosts:
                 mine = [
                     r
                     for r in rows
-                    if (r["source"], r["choice"]) == (source, choice)
-                    and r["boost_weight"] == (boost or Settings().training.boost_weight)
+                    if (r["source"], r["choice"], r["boost_weight"]) == (source, choice, boost)
                 ]
                 ratio = statistics.mean(r["challenger_over_probe"] for r in mine)
                 print(
-                    f"{source}, {choice}, boost {boost or 'default'}: challenger / probe ROC-AUC, "
+                    f"{source}, {choice}, boost {boost:g}: challenger / probe ROC-AUC, "
                     f"mean {ratio:.3f} (target 0.95)"
                 )
     append_csv("new_source", rows)

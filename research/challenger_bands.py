@@ -22,7 +22,7 @@ import random
 from pathlib import Path
 
 import numpy as np
-from benchmarks.new_source import DATASETS, SOURCES, embeddings
+from benchmarks.new_source import DATASETS, SOURCES, embeddings, split
 
 from ai_photo_detector.cli.file_predictions import predict_files
 from ai_photo_detector.data.discovery import Sample, discover
@@ -39,8 +39,7 @@ def test_part(source: str, k: int, draw: int) -> list[Sample]:
     settings = Settings()
     everything = discover([DATASETS / s for s in SOURCES], settings.data.extensions)
     new = [s for s in everything if s.source == source]
-    shuffled = random.Random(1000 * k + draw).sample(new, len(new))
-    return shuffled[int(0.6 * len(new)) :]
+    return split(new, random.Random(1000 * k + draw))[1]
 
 
 def bands_report(run: Path, rest: list[Sample]) -> None:

@@ -21,7 +21,7 @@ numpy only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -114,9 +114,7 @@ class FamiliarityReference:
         standard = self._standard(np.asarray(embeddings)[keep])
         own = _mean_nearest(standard, standard, leave_out_self=True)
         limit = float(np.quantile(own.astype(np.float64), quantile))
-        return FamiliarityReference(
-            self.mean, self.scale, self.components, self.points, self.k, standard, limit
-        )
+        return replace(self, reviewed=standard, reviewed_limit=limit)
 
 
 REVIEWED_NEIGHBOURS = 3
