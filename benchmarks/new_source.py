@@ -24,9 +24,10 @@ sources plus the same k reviewed photos (weighted as one average source). The ga
 pipeline's and the probe's ROC-AUC is what the pipeline loses of what the k reviews could teach.
 
 Run: .venv/bin/python -m benchmarks.new_source [--source realorai-photoreal ...] [--k 10 20 40 80]
-     [--draws 3] [--choice balanced queue] [--boost-weight 1 3]. Each (source, choice, boost,
-     k, draw) costs one retrain (about 4 minutes on 2 cores), each source one base training
-     more. Results: results/new_source.csv, one row per run, added to the earlier runs' rows.
+     [--draws 3] [--first-draw 0] [--choice balanced queue] [--boost-weight 1 3]. Each (source,
+     choice, boost, k, draw) costs one retrain (about 4 minutes on 2 cores), each source one
+     base training more. Results: results/new_source.csv, one row per run, added to the earlier
+     runs' rows.
 """
 
 from __future__ import annotations
@@ -266,7 +267,11 @@ def split(photos: list[Sample], rng: random.Random) -> tuple[list[Sample], list[
 
 
 def drill(
-    held_out: str, ks: list[int], draws: int, work: Workspace, choice: str = "balanced"
+    held_out: str,
+    ks: list[int],
+    draws: range,
+    work: Workspace,
+    choice: str = "balanced",
 ) -> list[dict[str, Any]]:
     settings = Settings()
     ai_label = settings.data.ai_label
@@ -281,7 +286,7 @@ def drill(
     index = {s.path: i for i, s in enumerate(everything)}
     rows = []
     for k in ks:
-        for draw in range(draws):
+        for draw in draws:
             # The same split for every choice: a pool reviewers could pick from (60 %) and a
             # test part (40 %) the challenger is scored on.
             rng = random.Random(1000 * k + draw)
@@ -340,6 +345,9 @@ def main() -> None:
     parser.add_argument("--source", nargs="+", default=SOURCES, choices=SOURCES)
     parser.add_argument("--k", nargs="+", type=int, default=[10, 20, 40, 80])
     parser.add_argument("--draws", type=int, default=3)
+    parser.add_argument(
+        "--first-draw", type=int, default=0, help="Start at this draw (new draws, same splits)."
+    )
     parser.add_argument("--keep", type=Path, help="Work in this folder and keep it.")
     parser.add_argument(
         "--choice",
@@ -358,6 +366,7 @@ def main() -> None:
         "groups weigh (default: the project's default).",
     )
     args = parser.parse_args()
+    draws = range(args.first_draw, args.first_draw + args.draws)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="apd-new-source-") as tmp:
         folder = args.keep or Path(tmp)
@@ -367,7 +376,7 @@ def main() -> None:
         for source in args.source:
             for choice in args.choice:
                 for boost in boosts:
-                    rows += drill(source, args.k, args.draws, Workspace(folder, boost), choice)
+                    rows += drill(source, args.k, draws, Workspace(folder, boost), choice)
     print_table(rows)
     for source in args.source:
         for choice in args.choice:
