@@ -137,8 +137,8 @@ def report(
     shipped = (p_ai >= strict_from) & ~unfamiliar
     widened = shipped | (near & (p_ai >= loose_from) & ~unfamiliar)
     print(
-        f"{source} draw {draw}: band from {strict_from:.4f}, near reviewed from {loose_from:.4f}; "
-        f"{near.mean():.1%} of the test part near reviewed"
+        f"{source} draw {draw}: band from {strict_from:.4f}, for the reviewed kind from "
+        f"{loose_from:.4f}; {near.mean():.1%} of the test part of the kind"
     )
     print(
         f"  recall {shipped[is_ai].mean():.1%} -> {widened[is_ai].mean():.1%}, "
@@ -162,7 +162,7 @@ def report(
         in_strict = (p >= strict["bands"]["ai_from"]) & familiar
         in_wide = in_strict | (fold_near & (p >= wide["bands"]["ai_from"]) & familiar)
         print(
-            f"  unseen {fold.source}: real photos near reviewed {int((fold_near & real).sum())} "
+            f"  unseen {fold.source}: real photos of the kind {int((fold_near & real).sum())} "
             f"of {int(real.sum())}; in the band {int((in_strict & real).sum())} -> "
             f"{int((in_wide & real).sum())}; AI in the band {in_strict[~real].mean():.1%} -> "
             f"{in_wide[~real].mean():.1%}"
@@ -175,7 +175,9 @@ def main() -> None:
     parser.add_argument("source")
     parser.add_argument("--draw", type=int, default=0)
     parser.add_argument("--k", type=int, default=40)
-    parser.add_argument("--loose", type=float, default=0.05, help="ai_band_fpr near reviewed")
+    parser.add_argument(
+        "--loose", type=float, default=0.05, help="ai_band_fpr for the reviewed kind"
+    )
     parser.add_argument(
         "--rule", default="strictest_source", choices=["strictest_source", "source_average"]
     )
