@@ -19,16 +19,19 @@ import argparse
 import collections
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from benchmarks.new_source import DATASETS, SOURCES, embeddings, split
 
 from ai_photo_detector.cli.file_predictions import predict_files
 from ai_photo_detector.data.discovery import Sample, discover
+from ai_photo_detector.evaluation.by_source import HeldOutSource
 from ai_photo_detector.evaluation.finalize import fit_calibration, out_of_source_data
 from ai_photo_detector.evaluation.made_from import load_held_out
-from ai_photo_detector.model.bundle import load_bundle
+from ai_photo_detector.model.bundle import Bundle, Manifest, load_bundle
 from ai_photo_detector.model.familiarity import fit_familiarity
 from ai_photo_detector.model.inference import OnnxDetector, softmax
 from ai_photo_detector.settings import Settings
@@ -42,10 +45,67 @@ def test_part(source: str, k: int, draw: int) -> list[Sample]:
     return split(new, random.Random(1000 * k + draw))[1]
 
 
+def source_of(path: str) -> str:
+    """A training photo's source: the folder above its label folder."""
+    return Path(path).parts[-3]
+
+
+def without_source(splits: dict[str, list[str]], source: str) -> tuple[list[str], list[str]]:
+    """The train and validation paths of the fold that leaves ``source`` out."""
+    return (
+        [p for p in splits["train"] if source_of(p) != source],
+        [p for p in splits["val"] if source_of(p) != source],
+    )
+
+
+class RunEmbeddings:
+    """The run's encoder embedding of any photo, each computed once."""
+
+    def __init__(self, run: Path) -> None:
+        self.bundle = run / "bundle"
+        self.known: dict[str, np.ndarray] = {}
+
+    def of(self, paths: list[str]) -> np.ndarray:
+        missing = [p for p in dict.fromkeys(paths) if p not in self.known]
+        if missing:
+            found = embeddings(self.bundle, [Sample(Path(p), "", "") for p in missing])
+            self.known.update(zip(missing, found, strict=True))
+        return np.stack([self.known[p] for p in paths])
+
+
+@dataclass
+class Served:
+    """A bundle's answers on photos, as the service gives them."""
+
+    probability: np.ndarray  # calibrated AI probability
+    unfamiliar: np.ndarray
+    is_ai: np.ndarray  # the truth
+
+
+def served(bundle: Bundle, photos: list[Sample]) -> tuple[Served, list[dict[str, Any]]]:
+    found = list(predict_files(OnnxDetector(bundle), [s.path for s in photos], Settings()))
+    return (
+        Served(
+            np.asarray([r["probability"] for r in found]),
+            np.asarray(["unfamiliar" in (r.get("reasons") or []) for r in found]),
+            np.asarray([s.label == bundle.manifest.ai_label for s in photos]),
+        ),
+        found,
+    )
+
+
+def fitted_without(
+    folds: list[HeldOutSource], source: str, manifest: Manifest, settings: Settings
+) -> dict[str, Any]:
+    """Temperature and bands fitted on every fold's out-of-source scores but ``source``'s."""
+    others = out_of_source_data([f for f in folds if f.source != source])
+    return fit_calibration(others, manifest.labels, manifest.ai_label, settings)
+
+
 def bands_report(run: Path, rest: list[Sample]) -> None:
     bundle = load_bundle(run / "bundle")
     manifest = bundle.manifest
-    found = list(predict_files(OnnxDetector(bundle), [s.path for s in rest], Settings()))
+    answers, found = served(bundle, rest)
     counts = collections.Counter(
         (s.label, r["band"], ",".join(r.get("reasons") or []))
         for s, r in zip(rest, found, strict=True)
@@ -54,9 +114,7 @@ def bands_report(run: Path, rest: list[Sample]) -> None:
     for key, count in sorted(counts.items()):
         print(f"  {key}: {count}")
     folds = load_held_out(run)
-    probability = np.asarray([r["probability"] for r in found])
-    is_ai = np.asarray([s.label == manifest.ai_label for s in rest])
-    unfamiliar = np.asarray(["unfamiliar" in (r.get("reasons") or []) for r in found])
+    probability, is_ai = answers.probability, answers.is_ai
     logit = np.log(probability / (1 - probability)) * manifest.calibration.temperature
     for fpr in (0.02, 0.05):
         for rule in ("strictest_source", "source_average"):
@@ -65,7 +123,7 @@ def bands_report(run: Path, rest: list[Sample]) -> None:
                 out_of_source_data(folds), manifest.labels, manifest.ai_label, settings
             )
             p_ai = 1 / (1 + np.exp(-logit / fitted["temperature"]))
-            band = (p_ai >= fitted["bands"]["ai_from"]) & ~unfamiliar
+            band = (p_ai >= fitted["bands"]["ai_from"]) & ~answers.unfamiliar
             print(
                 f"ai_band_fpr {fpr}, {rule}: ai_from {fitted['bands']['ai_from']:.4f}, "
                 f"recall {band[is_ai].mean():.3f}, fpr {band[~is_ai].mean():.3f}"
@@ -78,28 +136,20 @@ def fold_report(run: Path, source: str) -> None:
     manifest = bundle.manifest
     splits = json.loads((run / "splits.json").read_text())
     boosted = set(manifest.training["settings"]["boosted_sources"])
-    folds = {f.source: f for f in load_held_out(run)}
-    fold = folds[source]
-
-    def of(paths: list[str]) -> np.ndarray:
-        return embeddings(run / "bundle", [Sample(Path(p), "", "") for p in paths])
-
-    def source_of(path: str) -> str:
-        return Path(path).parts[-3]
-
-    train = [p for p in splits["train"] if source_of(p) != source]
-    val = [p for p in splits["val"] if source_of(p) != source]
+    folds = load_held_out(run)
+    fold = next(f for f in folds if f.source == source)
+    vectors = RunEmbeddings(run)
+    train, val = without_source(splits, source)
     reviewed = [p for p in train + val if source_of(p) in boosted]
-    held = of(fold.paths)
+    held = vectors.of(fold.paths)
     config = Settings().abstention
-    plain, threshold = fit_familiarity(of(train), of(val), config)
-    widened, widened_threshold = fit_familiarity(of(train), of(val), config, of(reviewed))
+    plain, threshold = fit_familiarity(vectors.of(train), vectors.of(val), config)
+    widened, widened_threshold = fit_familiarity(
+        vectors.of(train), vectors.of(val), config, vectors.of(reviewed)
+    )
     before = plain.ratios(held, threshold) <= 1
     after = widened.ratios(held, widened_threshold) <= 1
-    others = [f for name, f in folds.items() if name != source]
-    fitted = fit_calibration(
-        out_of_source_data(others), manifest.labels, manifest.ai_label, Settings()
-    )
+    fitted = fitted_without(folds, source, manifest, Settings())
     p_ai = softmax(fold.logits, fitted["temperature"])[:, manifest.labels.index(manifest.ai_label)]
     in_band = p_ai >= fitted["bands"]["ai_from"]
     real = np.asarray(fold.labels) == Settings().data.real_label

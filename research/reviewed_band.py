@@ -33,42 +33,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from benchmarks.new_source import embeddings
 from numpy.typing import NDArray
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ai_photo_detector.cli.file_predictions import predict_files
-from ai_photo_detector.data.discovery import Sample
 from ai_photo_detector.evaluation.finalize import fit_calibration, out_of_source_data
 from ai_photo_detector.evaluation.made_from import load_held_out
 from ai_photo_detector.model.bundle import load_bundle
 from ai_photo_detector.model.familiarity import fit_familiarity
-from ai_photo_detector.model.inference import OnnxDetector, softmax
+from ai_photo_detector.model.inference import softmax
 from ai_photo_detector.settings import Settings
-from research.challenger_bands import test_part
-
-
-def _source_of(path: str) -> str:
-    return Path(path).parts[-3]
-
-
-class RunEmbeddings:
-    """The run's encoder embedding of any photo, each computed once."""
-
-    def __init__(self, run: Path) -> None:
-        self.bundle = run / "bundle"
-        self.known: dict[str, NDArray[np.float32]] = {}
-
-    def of(self, paths: list[str]) -> NDArray[np.float32]:
-        missing = [p for p in dict.fromkeys(paths) if p not in self.known]
-        if missing:
-            found = embeddings(self.bundle, [Sample(Path(p), "", "") for p in missing])
-            self.known.update(zip(missing, found, strict=True))
-        return np.stack([self.known[p] for p in paths])
-
+from research.challenger_bands import (
+    RunEmbeddings,
+    fitted_without,
+    served,
+    source_of,
+    test_part,
+    without_source,
+)
 
 # Which photos count as the reviewed kind: a function of the photos' paths.
 KindTest = Callable[[list[str]], NDArray[np.bool_]]
@@ -80,7 +64,7 @@ def near_reviewed(
     """Within the reviewed part of the familiarity rule of a model fitted on ``train``: near
     means within ``quantile`` of what the reviewed photos show among themselves (the served
     rule: abstention.quantile)."""
-    reviewed = [p for p in train + val if _source_of(p) in boosted]
+    reviewed = [p for p in train + val if source_of(p) in boosted]
     config = Settings().abstention.model_copy(update={"quantile": quantile})
     reference, _ = fit_familiarity(vectors.of(train), vectors.of(val), config, vectors.of(reviewed))
     return lambda paths: reference.reviewed_ratios(vectors.of(paths)) <= 1
@@ -94,7 +78,7 @@ def classified_reviewed(
     ``quantile`` of the reviewed photos reach when each is left out of the fit (5-fold)."""
     paths = train + val
     x = vectors.of(paths)
-    y = np.asarray([_source_of(p) in boosted for p in paths], np.int64)
+    y = np.asarray([source_of(p) in boosted for p in paths], np.int64)
     model = make_pipeline(
         StandardScaler(), LogisticRegression(C=0.01, class_weight="balanced", max_iter=2000)
     )
@@ -123,10 +107,8 @@ def report(
 
     # The new source's test part, as the challenger serves it.
     rest = test_part(source, k, draw)
-    found = list(predict_files(OnnxDetector(bundle), [s.path for s in rest], Settings()))
-    p_ai = np.asarray([r["probability"] for r in found])
-    unfamiliar = np.asarray(["unfamiliar" in (r.get("reasons") or []) for r in found])
-    is_ai = np.asarray([s.label == manifest.ai_label for s in rest])
+    answers, _ = served(bundle, rest)
+    p_ai, unfamiliar, is_ai = answers.probability, answers.unfamiliar, answers.is_ai
     near = kind(vectors, splits["train"], splits["val"], boosted, quantile)(
         [str(s.path) for s in rest]
     )
@@ -150,12 +132,10 @@ def report(
     for fold in folds:
         if fold.source in boosted:
             continue
-        others = out_of_source_data([f for f in folds if f.source != fold.source])
-        strict = fit_calibration(others, manifest.labels, manifest.ai_label, Settings())
-        wide = fit_calibration(others, manifest.labels, manifest.ai_label, loose)
+        strict = fitted_without(folds, fold.source, manifest, Settings())
+        wide = fitted_without(folds, fold.source, manifest, loose)
         p = softmax(fold.logits, strict["temperature"])[:, ai_index]
-        train = [x for x in splits["train"] if _source_of(x) != fold.source]
-        val = [x for x in splits["val"] if _source_of(x) != fold.source]
+        train, val = without_source(splits, fold.source)
         fold_near = kind(vectors, train, val, boosted, quantile)(fold.paths)
         familiar = ~np.asarray(fold.unfamiliar)
         real = np.asarray(fold.labels) == real_label
