@@ -281,6 +281,23 @@ class CalibrationSettings(Section):
     real_band_fnr: float = Field(
         0.01, gt=0, lt=1, description="Largest share of AI images in the 'real' band."
     )
+    reviewed_ai_band_fpr: float | None = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="The 'ai' band for photos of the kind a team reviewed (a retrain on "
+        "boosted sources): set as ai_band_fpr is, at this share. Looser than ai_band_fpr, it "
+        "catches more of the new source's AI photos where the reviews taught the model, and "
+        "little elsewhere. null: one band for all photos.",
+    )
+    reviewed_kind_quantile: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Share of the reviewed photos (each scored by a classifier fitted without "
+        "it) that count as their own kind; the bound it sets decides which photos get the "
+        "reviewed band. Lower keeps the band to photos more like the reviewed ones.",
+    )
     ece_bins: int = Field(15, ge=2, description="Bins of the expected calibration error.")
 
 

@@ -33,6 +33,9 @@ class HeldOutSource:
     # Scored in parts by detectors that saw the rest of the source (reviewed feedback, which
     # the final detector learns from): in-source figures, not out-of-source ones.
     cross_fitted: bool = False
+    # Of the kind the reviewed feedback taught, by the fold's own classifier, per image: these
+    # meet the 'ai' band at bands.ai_from_reviewed (None: no reviewed kind in the fold).
+    reviewed_kind: NDArray[np.bool_] | None = None
 
     def reordered(self, order: NDArray[np.intp]) -> HeldOutSource:
         return HeldOutSource(
@@ -43,6 +46,7 @@ class HeldOutSource:
             paths=[self.paths[i] for i in order] if self.paths else [],
             distance_ratio=self.distance_ratio[order] if self.distance_ratio is not None else None,
             cross_fitted=self.cross_fitted,
+            reviewed_kind=self.reviewed_kind[order] if self.reviewed_kind is not None else None,
         )
 
 
@@ -53,7 +57,11 @@ def _rates(
     is_ai = np.asarray([label == ai_label for label in fold.labels])
     is_real = np.asarray([label == real for label in fold.labels])
     bands = calibration["bands"]
-    in_ai = (p_ai >= bands["ai_from"]) & ~fold.unfamiliar
+    ai_from = np.full(len(p_ai), bands["ai_from"])
+    reviewed_from = bands.get("ai_from_reviewed")
+    if fold.reviewed_kind is not None and reviewed_from is not None:
+        ai_from[fold.reviewed_kind] = reviewed_from
+    in_ai = (p_ai >= ai_from) & ~fold.unfamiliar
     in_real = (p_ai < bands["real_below"]) & ~fold.unfamiliar
     uncertain = ~in_ai & ~in_real
 
@@ -61,7 +69,9 @@ def _rates(
         return float(mask[within].mean()) if within.any() else float("nan")
 
     y = is_ai.astype(np.int64)
+    kind = {} if fold.reviewed_kind is None else {"reviewed_kind": int(fold.reviewed_kind.sum())}
     return {
+        **kind,
         "source": fold.source,
         "fit": "cross_fitted" if fold.cross_fitted else "held_out",
         "count": len(fold.labels),

@@ -30,6 +30,7 @@ from ai_photo_detector.model.encoders import probe_input
 from ai_photo_detector.model.familiarity import FamiliarityReference, threshold_for
 from ai_photo_detector.model.inference import OnnxDetector, decide_label, softmax
 from ai_photo_detector.model.onnx_graph import quantises_activations
+from ai_photo_detector.model.reviewed_kind import ReviewedKind
 from ai_photo_detector.model.runtimes import make_session
 from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.settings import Settings
@@ -64,10 +65,16 @@ class CalibrationData:
 
 
 def fit_calibration(
-    data: CalibrationData, labels: list[str], ai_label: str, settings: Settings
+    data: CalibrationData,
+    labels: list[str],
+    ai_label: str,
+    settings: Settings,
+    reviewed_kind: bool = False,
 ) -> dict[str, Any]:
     """Temperature, label threshold and bands. The 'ai' band is set so that on every source
-    with enough real photos at most ``calibration.ai_band_fpr`` of them reach it."""
+    with enough real photos at most ``calibration.ai_band_fpr`` of them reach it; with a
+    ``reviewed_kind`` (and ``calibration.reviewed_ai_band_fpr`` set), the same way at that
+    share for photos of the kind (``bands.ai_from_reviewed``)."""
     index = {label: i for i, label in enumerate(labels)}
     targets = np.asarray([index[label] for label in data.labels], dtype=np.int64)
     ai_index = labels.index(ai_label)
@@ -86,12 +93,20 @@ def fit_calibration(
     )
     ai_from = max(threshold, floor)
     real_below = min(threshold, lower_band_for_fnr(positives, config.real_band_fnr))
+    bands = {"real_below": real_below, "ai_from": ai_from}
+    loose = config.reviewed_ai_band_fpr if reviewed_kind else None
+    if loose is not None:
+        floor = ai_band_floor(
+            negatives, sources, loose, config.min_source_reals, config.ai_band_rule
+        )
+        bands["ai_from_reviewed"] = min(ai_from, max(threshold, floor))
     return {
         "temperature": temperature,
         "threshold": threshold,
-        "bands": {"real_below": real_below, "ai_from": ai_from},
+        "bands": bands,
         "target_fpr": config.target_fpr,
         "ai_band_fpr": config.ai_band_fpr,
+        "reviewed_ai_band_fpr": loose,
         "real_band_fnr": config.real_band_fnr,
         "validation_fpr": float((negatives >= threshold).mean()) if negatives.size else 0.0,
         "validation_tpr": float((positives >= threshold).mean()) if positives.size else 0.0,
@@ -151,10 +166,13 @@ def covers_labels(held_out: list[HeldOutSource], labels: list[str]) -> bool:
 def source_report(
     held_out: list[HeldOutSource], labels: list[str], ai_label: str, settings: Settings
 ) -> dict[str, Any]:
-    """The leave-one-source-out table, each row's bands fitted without its source."""
+    """The leave-one-source-out table, each row's bands fitted without its source (with the
+    reviewed kind's band where the folds tell that kind apart)."""
+    reviewed_kind = any(fold.reviewed_kind is not None for fold in held_out)
 
     def fit(others: list[HeldOutSource]) -> dict[str, Any]:
-        return fit_calibration(out_of_source_data(others), labels, ai_label, settings)
+        data = out_of_source_data(others)
+        return fit_calibration(data, labels, ai_label, settings, reviewed_kind)
 
     return source_table(held_out, fit, labels.index(ai_label), ai_label, settings.data.real_label)
 
@@ -188,6 +206,7 @@ def finish_bundle(
     held_out: list[HeldOutSource] | None = None,
     familiarity: FamiliarityReference | None = None,
     float_roc_auc: float | None = None,
+    reviewed_kind: ReviewedKind | None = None,
 ) -> Finished:
     """Calibrate, evaluate on ``test``, apply the gates and write the manifest.
 
@@ -195,7 +214,9 @@ def finish_bundle(
     any (so the bands hold on sources the model never saw), else on ``val``. ``fields`` holds
     every manifest field known before calibration; the graph files must already be in
     ``bundle_dir``. ``float_roc_auc`` (a quantised variant's float model, on the same test
-    split) adds the quantisation cost to the report and its gate.
+    split) adds the quantisation cost to the report and its gate. ``reviewed_kind`` (a retrain
+    on reviewed feedback) gets its own 'ai' band, where ``calibration.reviewed_ai_band_fpr`` is
+    set.
     """
     # Metrics are measured again below: a re-calibrated or derived bundle must not carry (or be
     # gated on) figures measured on another model.
@@ -208,7 +229,9 @@ def finish_bundle(
     labels, ai_label = provisional.labels, provisional.ai_label
     usable = held_out if held_out and covers_labels(held_out, labels) else []
     data = out_of_source_data(usable) if usable else CalibrationData.from_scored(val_scored)
-    calibration = fit_calibration(data, labels, ai_label, settings)
+    if settings.calibration.reviewed_ai_band_fpr is None:
+        reviewed_kind = None
+    calibration = fit_calibration(data, labels, ai_label, settings, reviewed_kind is not None)
     reference, embeddings = drift_reference(
         val_scored,
         calibration,
@@ -225,6 +248,14 @@ def finish_bundle(
     }
     if familiarity is not None:
         fields["familiarity"] = _familiarity(bundle_dir, familiarity, val_scored, settings)
+    (bundle_dir / bundle_io.REVIEWED_KIND_FILE).unlink(missing_ok=True)  # from an earlier finish
+    if reviewed_kind is not None:
+        np.savez(bundle_dir / bundle_io.REVIEWED_KIND_FILE, **reviewed_kind.arrays())  # type: ignore[arg-type]
+        fields["reviewed_kind"] = {
+            "file": bundle_io.REVIEWED_KIND_FILE,
+            "reviewed": reviewed_kind.reviewed,
+            "quantile": reviewed_kind.quantile,
+        }
     bundle_io.write_manifest(bundle_dir, fields)
     detector = OnnxDetector(bundle_io.load_bundle(bundle_dir))
     conditions = len(settings.evaluation.robustness)

@@ -31,6 +31,7 @@ from ai_photo_detector.evaluation.scoring import score_samples
 from ai_photo_detector.model import bundle as bundle_io
 from ai_photo_detector.model.familiarity import FamiliarityReference
 from ai_photo_detector.model.inference import OnnxDetector
+from ai_photo_detector.model.reviewed_kind import ReviewedKind
 from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.settings import Settings
 
@@ -54,12 +55,13 @@ class MadeFrom:
     ) -> Finished:
         """Calibrate, evaluate and gate the graph in ``target`` as this bundle was: on its
         validation and test splits, its folds' out-of-source predictions and its familiarity
-        reference (the threshold measured again)."""
+        reference (the threshold measured again) and its reviewed kind (the band fitted again)."""
         manifest = self.bundle.manifest
         familiarity = None
         if manifest.familiarity is not None:
             arrays = self.bundle.familiarity_reference()
             familiarity = FamiliarityReference.from_arrays(arrays, manifest.familiarity.k)
+        kind = self.bundle.reviewed_kind_arrays()
         return finish_bundle(
             target,
             fields,
@@ -70,6 +72,7 @@ class MadeFrom:
             held_out=self.held_out,
             familiarity=familiarity,
             float_roc_auc=float_roc_auc,
+            reviewed_kind=ReviewedKind.from_arrays(kind) if kind is not None else None,
         )
 
 
@@ -190,6 +193,7 @@ def save_held_out(run_dir: Path, held_out: list[HeldOutSource]) -> None:
             "paths": fold.paths,
             "distance_ratio": None if fold.distance_ratio is None else fold.distance_ratio.tolist(),
             "cross_fitted": fold.cross_fitted,
+            "reviewed_kind": None if fold.reviewed_kind is None else fold.reviewed_kind.tolist(),
         }
         for fold in held_out
     ]
@@ -211,6 +215,9 @@ def load_held_out(run_dir: Path) -> list[HeldOutSource]:
             if row.get("distance_ratio") is None
             else np.asarray(row["distance_ratio"], np.float32),
             cross_fitted=bool(row.get("cross_fitted", False)),
+            reviewed_kind=None
+            if row.get("reviewed_kind") is None
+            else np.asarray(row["reviewed_kind"], bool),
         )
         for row in json.loads(path.read_text(encoding="utf-8"))
     ]

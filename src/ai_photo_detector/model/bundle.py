@@ -34,6 +34,7 @@ MODEL_FILE = "model.onnx"
 DRIFT_FILE = "drift_reference.npz"
 HEAD_FILE = "head.npz"
 FAMILIARITY_FILE = "familiarity.npz"
+REVIEWED_KIND_FILE = "reviewed_kind.npz"
 
 
 class BundleError(BundleInvalid):
@@ -49,12 +50,28 @@ class Bands(Strict):
 
     real_below: float = Field(ge=0, le=1)
     ai_from: float = Field(ge=0, le=1)
+    ai_from_reviewed: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Where the 'ai' band starts for photos of the reviewed kind "
+        "(reviewed_kind); absent: ai_from for every photo.",
+    )
 
     @model_validator(mode="after")
     def ordered(self) -> Bands:
         if self.real_below > self.ai_from:
             raise ValueError("bands.real_below must not exceed bands.ai_from")
+        reviewed = self.ai_from_reviewed
+        if reviewed is not None and not self.real_below <= reviewed <= self.ai_from:
+            raise ValueError("bands.ai_from_reviewed must lie between real_below and ai_from")
         return self
+
+    def ai_from_for(self, reviewed_kind: bool) -> float:
+        """Where the 'ai' band starts for a photo, of the reviewed kind or not."""
+        if reviewed_kind and self.ai_from_reviewed is not None:
+            return self.ai_from_reviewed
+        return self.ai_from
 
 
 class Calibration(Strict):
@@ -67,6 +84,9 @@ class Calibration(Strict):
     bands: Bands
     target_fpr: float
     ai_band_fpr: float
+    reviewed_ai_band_fpr: float | None = Field(
+        None, description="What bands.ai_from_reviewed was set at, as ai_from at ai_band_fpr."
+    )
     real_band_fnr: float
     validation_fpr: float = Field(
         description="FPR at the threshold on the data calibration was fitted on (fitted_on)."
@@ -178,6 +198,16 @@ class Familiarity(Strict):
     quantile: float = Field(description="Share of held-out familiar images below threshold.")
 
 
+class ReviewedKindSpec(Strict):
+    """Which photos are of the kind reviewed feedback taught (model/reviewed_kind.py): a
+    logistic score on the embedding at or above ``bound``. They get the 'ai' band from
+    ``calibration.bands.ai_from_reviewed``."""
+
+    file: str = REVIEWED_KIND_FILE
+    reviewed: int = Field(ge=1, description="Reviewed photos the classifier was fitted on.")
+    quantile: float = Field(description="Share of the left-out reviewed photos of the kind.")
+
+
 class GateResult(Strict):
     passed: bool
     failures: list[str]
@@ -202,6 +232,9 @@ class Manifest(Strict):
     familiarity: Familiarity | None = Field(
         None, description="Abstention on photos unlike the training data (absent: never)."
     )
+    reviewed_kind: ReviewedKindSpec | None = Field(
+        None, description="The reviewed kind and its own 'ai' band (absent: one band for all)."
+    )
     explain: ExplainSpec
     metrics: dict[str, Any]
     gates: GateResult
@@ -222,6 +255,11 @@ class Manifest(Strict):
             raise ValueError(f"a packaged-encoder bundle ships its head as {HEAD_FILE}")
         if self.familiarity is not None and self.familiarity.file not in self.files:
             raise ValueError(f"files must list the familiarity reference {self.familiarity.file}")
+        kind = self.reviewed_kind
+        if kind is not None and kind.file not in self.files:
+            raise ValueError(f"files must list the reviewed kind {kind.file}")
+        if kind is not None and self.calibration.bands.ai_from_reviewed is None:
+            raise ValueError("a reviewed kind needs calibration.bands.ai_from_reviewed")
         return self
 
     @property
@@ -312,6 +350,18 @@ class Bundle:
         with np.load(self.path / spec.file) as data:
             found = {name: np.asarray(data[name], dtype=np.float32) for name in data.files}
         missing = {"mean", "scale", "components", "points"} - set(found)
+        if missing:
+            raise BundleError(f"{spec.file} in {self.path} lacks {sorted(missing)}")
+        return found
+
+    def reviewed_kind_arrays(self) -> dict[str, NDArray[np.float32]] | None:
+        """Arrays of the reviewed kind's classifier (None where the bundle has none)."""
+        spec = self.manifest.reviewed_kind
+        if spec is None:
+            return None
+        with np.load(self.path / spec.file) as data:
+            found = {name: np.asarray(data[name], dtype=np.float32) for name in data.files}
+        missing = {"mean", "scale", "weights", "bias", "bound", "reviewed", "quantile"} - set(found)
         if missing:
             raise BundleError(f"{spec.file} in {self.path} lacks {sorted(missing)}")
         return found

@@ -19,6 +19,7 @@ from ai_photo_detector.evidence.provenance import Provenance
 from ai_photo_detector.model.bundle import Bundle, BundleError, Manifest
 from ai_photo_detector.model.encoders import forget_cached, probe_input
 from ai_photo_detector.model.familiarity import FamiliarityReference
+from ai_photo_detector.model.reviewed_kind import ReviewedKind
 from ai_photo_detector.model.runtimes import (
     GraphSession,
     Runtime,
@@ -82,9 +83,11 @@ def calibrated_probabilities(
     return softmax(logits, manifest.calibration.temperature)
 
 
-def band_of(probability: float, manifest: Manifest) -> str:
+def band_of(probability: float, manifest: Manifest, reviewed_kind: bool = False) -> str:
+    """The band of a calibrated AI probability; a photo of the reviewed kind (a retrained
+    bundle's ``reviewed_kind``) meets the 'ai' band where ``bands.ai_from_reviewed`` puts it."""
     bands = manifest.calibration.bands
-    if probability >= bands.ai_from:
+    if probability >= bands.ai_from_for(reviewed_kind):
         return "ai"
     if probability < bands.real_below:
         return "real"
@@ -106,21 +109,24 @@ def verdicts(
     logits: NDArray[np.floating],
     manifest: Manifest,
     unfamiliar: Sequence[bool] | NDArray[np.bool_] | None = None,
+    reviewed_kind: Sequence[bool] | NDArray[np.bool_] | None = None,
 ) -> list[Verdict]:
     """Label, band, calibrated scores and reasons for each row of logits.
 
     The AI label wins when its probability reaches the calibrated threshold; otherwise the most
     probable of the other labels is given, so multi-class bundles work unchanged. A row flagged
-    ``unfamiliar`` keeps its label (the model's best guess) but its band is 'uncertain'.
+    ``unfamiliar`` keeps its label (the model's best guess) but its band is 'uncertain'; a row
+    flagged ``reviewed_kind`` gets the reviewed kind's 'ai' band (:func:`band_of`).
     """
     probs = calibrated_probabilities(logits, manifest)
     ai = manifest.ai_index
     labels = manifest.labels
     flags = [False] * len(probs) if unfamiliar is None else [bool(f) for f in unfamiliar]
+    kinds = [False] * len(probs) if reviewed_kind is None else [bool(f) for f in reviewed_kind]
     results = []
-    for row, strange in zip(probs, flags, strict=True):
+    for row, strange, of_kind in zip(probs, flags, kinds, strict=True):
         p_ai = float(row[ai])
-        band = band_of(p_ai, manifest)
+        band = band_of(p_ai, manifest, of_kind)
         reasons = ((LOW_MARGIN,) if band == "uncertain" else ()) + (
             (UNFAMILIAR,) if strange else ()
         )
@@ -233,6 +239,8 @@ class OnnxDetector:
                 bundle.familiarity_reference(), self.manifest.familiarity.k
             )
             self.familiarity = FamiliarityCheck(reference, self.manifest.familiarity.threshold)
+        kind = bundle.reviewed_kind_arrays()
+        self.reviewed_kind = ReviewedKind.from_arrays(kind) if kind is not None else None
 
     def _open(
         self, graph: str | bytes, wanted: Runtime, threads: tuple[int, int, Spinning]
@@ -271,12 +279,23 @@ class OnnxDetector:
             return np.zeros(len(np.atleast_2d(embeddings)), bool)
         return self.familiarity.flags(embeddings)
 
+    def of_reviewed_kind(self, embeddings: NDArray[np.floating]) -> NDArray[np.bool_]:
+        """Which embeddings are of the kind reviewed feedback taught (none, without one)."""
+        if self.reviewed_kind is None:
+            return np.zeros(len(np.atleast_2d(embeddings)), bool)
+        return self.reviewed_kind.flags(embeddings)
+
     def verdicts(
         self, output: BatchOutput, provenance: Sequence[Provenance | None] | None = None
     ) -> list[Verdict]:
         """The calibrated verdicts; with each image's ``provenance``, after the C2PA policy
         (:func:`with_provenance`): the one place it is applied."""
-        found = verdicts(output.logits, self.manifest, self.unfamiliar(output.embedding))
+        found = verdicts(
+            output.logits,
+            self.manifest,
+            self.unfamiliar(output.embedding),
+            self.of_reviewed_kind(output.embedding),
+        )
         if provenance is None:
             return found
         ai_label = self.manifest.labels[self.manifest.ai_index]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,6 +23,7 @@ from numpy.typing import NDArray
 from ai_photo_detector.data.discovery import Sample
 from ai_photo_detector.evaluation.by_source import HeldOutSource
 from ai_photo_detector.model.familiarity import fit_familiarity
+from ai_photo_detector.model.reviewed_kind import MIN_REVIEWED, ReviewedKind, fit_reviewed_kind
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.training.backbones import Backbone
 
@@ -59,6 +61,7 @@ def leave_one_source_out(
                 paths=[str(s.path) for part in parts for s in part],
                 distance_ratio=np.concatenate([p.ratio for p in done]),
                 cross_fitted=cross_fitted,
+                reviewed_kind=_kind_flags(done),
             ).reordered(order)
         )
         how = f"cross-fitted in {len(parts)} parts" if cross_fitted else "held out"
@@ -71,12 +74,45 @@ class _Scored:
     logits: NDArray[np.float32]
     unfamiliar: NDArray[np.bool_]
     ratio: NDArray[np.float32]
+    reviewed_kind: NDArray[np.bool_] | None  # None: the fold tells no reviewed kind apart
+
+
+def _kind_flags(scored: list[_Scored]) -> NDArray[np.bool_] | None:
+    """The parts' reviewed-kind flags joined; None when no part's detector had a kind."""
+    if all(part.reviewed_kind is None for part in scored):
+        return None
+    none = [np.zeros(len(part.logits), bool) for part in scored]
+    return np.concatenate(
+        [
+            part.reviewed_kind if part.reviewed_kind is not None else n
+            for part, n in zip(scored, none, strict=True)
+        ]
+    )
 
 
 def reviewed_samples(samples: list[Sample], settings: Settings) -> list[Sample]:
     """The photos of boosted sources (reviewed feedback): they widen what counts as familiar."""
     boosted = set(settings.training.boosted_sources)
     return [s for s in samples if s.source in boosted]
+
+
+def reviewed_kind_of(
+    backbone: Backbone, fitted: Any, samples: list[Sample], settings: Settings
+) -> ReviewedKind | None:
+    """The kind the reviewed photos among ``samples`` (a detector's training and validation
+    images) teach, told apart from the rest of them; None where the reviewed band is off or
+    too few photos were reviewed."""
+    if settings.calibration.reviewed_ai_band_fpr is None:
+        return None
+    reviewed = reviewed_samples(samples, settings)
+    others = [s for s in samples if s.source not in set(settings.training.boosted_sources)]
+    if len(reviewed) < MIN_REVIEWED or len(others) < MIN_REVIEWED:
+        return None
+    return fit_reviewed_kind(
+        backbone.outputs(fitted, others).embeddings,
+        backbone.outputs(fitted, reviewed).embeddings,
+        settings.calibration.reviewed_kind_quantile,
+    )
 
 
 def _parts(held: list[Sample], count: int) -> list[list[Sample]]:
@@ -113,4 +149,6 @@ def _score_part(
     )
     ratio = reference.ratios(outputs.embeddings, threshold)
     unfamiliar = ratio > 1 if abstain.enabled else np.zeros(len(part), bool)
-    return _Scored(outputs.logits, unfamiliar, np.asarray(ratio, np.float32))
+    kind = reviewed_kind_of(backbone, fitted, train + val, settings)
+    of_kind = kind.flags(outputs.embeddings) if kind is not None else None
+    return _Scored(outputs.logits, unfamiliar, np.asarray(ratio, np.float32), of_kind)

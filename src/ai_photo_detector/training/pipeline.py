@@ -29,7 +29,11 @@ from ai_photo_detector.model.familiarity import reference_of
 from ai_photo_detector.progress import ProgressFactory, no_progress
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.training.backbones import FitHistory, backbone_class
-from ai_photo_detector.training.leave_one_out import leave_one_source_out, reviewed_samples
+from ai_photo_detector.training.leave_one_out import (
+    leave_one_source_out,
+    reviewed_kind_of,
+    reviewed_samples,
+)
 from ai_photo_detector.training.tracking import log_run
 
 
@@ -97,6 +101,7 @@ def run_training(
     history = backbone.history(fitted)
     log(f"validation ROC-AUC {history.best_val_auc:.4f} (epoch {history.best_epoch})")
     graph_fields = backbone.export(fitted, bundle_dir, splits["val"])
+    reviewed_kind = reviewed_kind_of(backbone, fitted, splits["train"] + splits["val"], settings)
     abstain = settings.abstention
     familiarity = None
     if abstain.enabled:
@@ -136,6 +141,7 @@ def run_training(
         progress,
         held_out=held_out,
         familiarity=familiarity,
+        reviewed_kind=reviewed_kind,
     )
     if settings.mlflow.enabled:
         report, files = finished.report, finished.report_files
