@@ -312,6 +312,7 @@ def drill(
             probe = probe_auc(features, labels, groups_k, train_mask, test_mask)
             before = rates(base, rest, ai_label)
             after = rates(Path(outcome["bundle"]), rest, ai_label)
+            calibration = load_bundle(Path(outcome["bundle"])).manifest.calibration
             row = {
                 "source": held_out,
                 "choice": choice,
@@ -326,6 +327,8 @@ def drill(
                 "base_ai_recall": round(before["ai_band_recall"], 3),
                 "ai_recall": round(after["ai_band_recall"], 3),
                 "ai_fpr": round(after["ai_band_fpr"], 3),
+                # the reviewed kind's own band (empty: one band for all photos)
+                "reviewed_band_fpr": calibration.reviewed_ai_band_fpr or "",
                 "uncertain": round(after["uncertain"], 3),
                 "base_uncertain": round(before["uncertain"], 3),
                 "registered": outcome.get("status") == "registered",

@@ -72,7 +72,7 @@ def seed_answers(store: Store, ten: datetime, eleven: datetime) -> dict[str, Pre
         ),
         "shadow": answer(5, ten + timedelta(minutes=41), route="shadow", version="2"),
         "late_ai": answer(6, eleven + timedelta(minutes=5)),
-        "late_ai_2": answer(7, eleven + timedelta(minutes=6)),
+        "late_ai_2": answer(7, eleven + timedelta(minutes=6), reasons="reviewed_kind"),
         "late_unfamiliar": answer(
             8, eleven + timedelta(minutes=7), label="real", band="uncertain", reasons="unfamiliar"
         ),
@@ -139,7 +139,7 @@ def test_band_counts_and_reasons_per_hour_on_the_primary_route(store: Store) -> 
     assert ten.reasons == {"low_margin": 2, "unfamiliar": 1}
     assert eleven.start == ELEVEN and eleven.total == 4
     assert eleven.bands == {"ai": 2, "real": 1, "uncertain": 1}
-    assert eleven.reasons == {"unfamiliar": 1}
+    assert eleven.reasons == {"unfamiliar": 1, "reviewed_kind": 1}
     [day] = band_shares(store, Window.ending(NOW, 1, "day"))  # the old answer is out of range
     assert day.start == datetime(2025, 3, 10, tzinfo=UTC) and day.total == 8
 
@@ -213,7 +213,8 @@ def test_the_overview_answers_everything_the_page_shows(service: TestClient) -> 
     earlier, later = body["bands"]
     assert earlier["bands"] == {"ai": 1, "real": 1, "uncertain": 2}
     assert earlier["reason_shares"] == {"low_margin": 0.5, "unfamiliar": 0.25}
-    assert later["total"] == 4 and later["reason_shares"] == {"unfamiliar": 0.25}
+    assert later["total"] == 4
+    assert later["reason_shares"] == {"unfamiliar": 0.25, "reviewed_kind": 0.25}
     # the champion's latest report is not hidden by its challenger's, which shares its name
     challenger, champion = body["drift"]["latest"]
     assert (challenger["model"]["version"], challenger["severity"]) == ("1.0.0", "none")
@@ -229,6 +230,8 @@ def test_the_overview_answers_everything_the_page_shows(service: TestClient) -> 
     assert alert["name"] == "APDLiveAccuracyLow" and alert["summary"] == "live accuracy under 80 %"
     loop = body["loop"]
     assert loop["unfamiliar_share"] == 0.25 and loop["unfamiliar_share_latest"] == 0.25
+    # one answer of eight, in the later hour, was caught by a reviewed kind's band
+    assert loop["reviewed_kind_share"] == 0.125 and loop["reviewed_kind_share_latest"] == 0.25
     assert loop["waiting"]["uncertain"] == 3  # the three uncertain answers, none reviewed
     # five reviewed predictions, none with its upload kept: nothing a retrain could use
     assert loop["next_retrain"] == {

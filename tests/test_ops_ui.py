@@ -215,6 +215,7 @@ def test_the_operations_page_shows_the_state_of_the_service(browser: Any, tmp_pa
 
         unfamiliar = sum(hour[3] for hour in HOURS)
         assert text("loop-unfamiliar") == f"{100 * unfamiliar / answers:.1f} %"
+        assert text("loop-caught") == "0.0 %"  # no model here has a reviewed kind
         assert text("loop-waiting") == str(sum(hour[2] + hour[3] for hour in HOURS))
         assert text("loop-ready") == "0 photos"  # reviewed, but no upload was kept
         assert "reviewed without a kept upload (unused)" in text("loop-ready-note")

@@ -13,7 +13,13 @@ from ai_photo_detector.evaluation.by_source import HeldOutSource, source_table
 from ai_photo_detector.evaluation.finalize import CalibrationData, fit_calibration
 from ai_photo_detector.evaluation.made_from import load_held_out
 from ai_photo_detector.model.bundle import Bands, load_bundle
-from ai_photo_detector.model.inference import OnnxDetector, band_of, verdicts
+from ai_photo_detector.model.inference import (
+    REVIEWED_KIND,
+    UNFAMILIAR,
+    OnnxDetector,
+    band_of,
+    verdicts,
+)
 from ai_photo_detector.model.reviewed_kind import MIN_REVIEWED, ReviewedKind, fit_reviewed_kind
 from ai_photo_detector.settings import Settings
 from conftest import quick_settings
@@ -153,6 +159,12 @@ def test_only_photos_of_the_kind_and_familiar_meet_the_reviewed_band(frozen_bund
         rows, manifest, unfamiliar=[False, False, True], reviewed_kind=[False, True, True]
     )
     assert (plain.band, of_kind.band, strange.band) == ("uncertain", "ai", "uncertain")
+    assert of_kind.reasons == (REVIEWED_KIND,)  # the answer says why it is 'ai' this low
+    assert strange.reasons == (UNFAMILIAR,)
+    high = row.copy()
+    high[ai] = manifest.calibration.temperature * np.log(0.9 / 0.1)
+    (confident,) = verdicts(high[None], manifest, reviewed_kind=[True])
+    assert confident.band == "ai" and confident.reasons == ()  # any photo's band holds it
 
 
 def test_a_retrain_on_reviews_serves_the_kind_its_folds_measured(
@@ -189,14 +201,13 @@ def test_a_retrain_on_reviews_serves_the_kind_its_folds_measured(
     detector = OnnxDetector(bundle, lanes=False)
     assert detector.reviewed_kind is not None
     embeddings = {
-        fold.source: np.concatenate(
-            [_embedding(detector, Path(path)) for path in fold.paths]
-        )
+        fold.source: np.concatenate([_embedding(detector, Path(path)) for path in fold.paths])
         for fold in folds.values()
     }
-    assert detector.of_reviewed_kind(embeddings["beta"]).mean() > detector.of_reviewed_kind(
-        embeddings["alpha"]
-    ).mean()
+    assert (
+        detector.of_reviewed_kind(embeddings["beta"]).mean()
+        > detector.of_reviewed_kind(embeddings["alpha"]).mean()
+    )
 
 
 def _embedding(detector: OnnxDetector, path: Path) -> np.ndarray:

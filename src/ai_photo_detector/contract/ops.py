@@ -108,6 +108,14 @@ class RetrainingLoop(BaseModel):
         "data): a new kind of photo shows here first."
     )
     unfamiliar_share_latest: float | None = Field(description="The same, in the latest bucket.")
+    reviewed_kind_share: float | None = Field(
+        None,
+        description="Share of the window's answers put in the 'ai' band by a retrained model's "
+        "band for the reviewed kind (reason reviewed_kind): what the reviews now catch.",
+    )
+    reviewed_kind_share_latest: float | None = Field(
+        None, description="The same, in the latest bucket."
+    )
     waiting: dict[str, int] = Field(
         description="Review queue items waiting per kind (a count at the queue's count limit "
         "means at least that many)."

@@ -113,7 +113,10 @@ class Prediction(BaseModel):
         description="Why the band is 'uncertain': low_margin (the probability "
         "lies between the bands) and/or unfamiliar (the photo is unlike the training data, so "
         "no probability is trustworthy); or why it is 'ai' whatever the model says: provenance "
-        "(trusted C2PA Content Credentials declare generative AI). Empty otherwise.",
+        "(trusted C2PA Content Credentials declare generative AI); or why it is 'ai' at a "
+        "probability below where other photos' 'ai' band starts: reviewed_kind (the photo is of "
+        "the kind a retrain on reviewed feedback learned, whose band starts lower). Empty "
+        "otherwise.",
         examples=[["unfamiliar"]],
     )
     model: ModelRef

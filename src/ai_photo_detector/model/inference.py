@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 LOW_MARGIN, UNFAMILIAR = "low_margin", "unfamiliar"
 # Why an answer is 'ai' whatever the model says: the file's trusted Content Credentials.
 PROVENANCE = "provenance"
+# Why an answer is 'ai' below where the band starts for other photos: the photo is of the kind
+# reviewed feedback taught, whose band starts lower (bands.ai_from_reviewed).
+REVIEWED_KIND = "reviewed_kind"
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,8 @@ def verdicts(
         reasons = ((LOW_MARGIN,) if band == "uncertain" else ()) + (
             (UNFAMILIAR,) if strange else ()
         )
+        if band == "ai" and not strange and p_ai < manifest.calibration.bands.ai_from:
+            reasons = (REVIEWED_KIND,)
         results.append(
             Verdict(
                 label=decide_label(row, ai, manifest.calibration.threshold, labels),

@@ -71,7 +71,7 @@ class PredictionRecord:
     sharpness: float
     jpeg_quality: float
     embedding: builtins.bytes
-    reasons: str = ""  # why the band is 'uncertain', comma-joined (low_margin, unfamiliar)
+    reasons: str = ""  # why the band is what it is, comma-joined (low_margin, unfamiliar, ...)
     provenance: dict[str, Any] | None = None  # evidence.provenance of the answer
     model_label: str | None = None  # the model's own label (``label`` is what was answered)
     image_path: str | None = None

@@ -254,6 +254,12 @@ function drawLoop(loop) {
     loop.unfamiliar_share_latest === null
       ? "no answers in this range"
       : `of the range's answers; ${percent(loop.unfamiliar_share_latest)} in the latest bucket`;
+  $("loop-caught").textContent = maybePercent(loop.reviewed_kind_share);
+  $("loop-caught-note").textContent =
+    loop.reviewed_kind_share_latest === null || loop.reviewed_kind_share_latest === undefined
+      ? "no answers in this range"
+      : `answered ai because the photo is of the kind reviewed feedback taught; ` +
+        `${percent(loop.reviewed_kind_share_latest)} in the latest bucket`;
   const waiting = loop.waiting;
   $("loop-waiting").textContent = String(waiting.uncertain ?? 0);
   $("loop-waiting-note").textContent =

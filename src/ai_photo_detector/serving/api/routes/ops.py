@@ -31,7 +31,7 @@ from ai_photo_detector.contract.review import NextRetrainOut
 from ai_photo_detector.contract.schemas import (
     ModelRef,
 )
-from ai_photo_detector.model.inference import UNFAMILIAR
+from ai_photo_detector.model.inference import REVIEWED_KIND, UNFAMILIAR
 from ai_photo_detector.persistence import ops as queries
 from ai_photo_detector.persistence.review import QueueFilter, ReviewQueue
 from ai_photo_detector.serving.api.auth import OpsCaller
@@ -144,9 +144,13 @@ def _loop(
     next_retrain: NextRetrainOut,
 ) -> RetrainingLoop:
     unfamiliar = [b.reasons.get(UNFAMILIAR, 0) for b in buckets]
+    caught = [b.reasons.get(REVIEWED_KIND, 0) for b in buckets]
+    total = sum(b.total for b in buckets)
     return RetrainingLoop(
-        unfamiliar_share=_share(sum(unfamiliar), sum(b.total for b in buckets)),
+        unfamiliar_share=_share(sum(unfamiliar), total),
         unfamiliar_share_latest=_share(unfamiliar[-1], buckets[-1].total) if buckets else None,
+        reviewed_kind_share=_share(sum(caught), total),
+        reviewed_kind_share_latest=_share(caught[-1], buckets[-1].total) if buckets else None,
         waiting=waiting,
         next_retrain=next_retrain,
         models=[
