@@ -8,15 +8,21 @@ const REASONS = {
   unfamiliar: "the photo is unlike anything the model was trained on, so its probability is not to be trusted",
 };
 
-// 'provenance' is the one reason for an 'ai' answer, not an uncertain one.
+// Reasons for an 'ai' answer, not an uncertain one.
 const PROVENANCE = "AI because the file's trusted Content Credentials (C2PA) declare generative " +
   "AI; the probability shown is still the model's.";
+const REVIEWED_KIND = "AI at this probability because the photo is of the kind reviewers " +
+  "taught the model (a retrain on their verdicts), whose AI band starts lower.";
 
 function showReasons(reasons) {
   const element = $("reasons");
   element.hidden = !reasons.length;
   if (reasons.includes("provenance")) {
     element.textContent = PROVENANCE;
+    return;
+  }
+  if (reasons.includes("reviewed_kind")) {
+    element.textContent = REVIEWED_KIND;
     return;
   }
   element.textContent = reasons.length

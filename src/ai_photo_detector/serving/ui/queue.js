@@ -7,6 +7,7 @@ const REASONS = {
   low_margin: "the evidence is weak either way",
   unfamiliar: "the photo is unlike anything the model was trained on",
   provenance: "trusted Content Credentials declare generative AI",
+  reviewed_kind: "of the kind reviewers taught the model, whose AI band starts lower",
 };
 const KINDS = {
   uncertain: "uncertain answer",
