@@ -21,6 +21,9 @@ For a run the drill kept (``benchmarks.new_source --keep DIR``: DIR/runs/<versio
   model card's table is): its real photos in the band both ways. The kind is decided as that
   fold's model would: from its training data (without the source) and the reviewed photos.
 
+The classifier is what retrain now serves (``calibration.reviewed_ai_band_fpr``); this replay
+stays to try other bounds and bands on a kept run without retraining.
+
 Run: python -m research.reviewed_band RUN SOURCE --draw D [--kind neighbours|classifier]
      [--quantile 0.95] [--loose 0.05] [--rule strictest_source]
 """
@@ -34,16 +37,13 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from ai_photo_detector.evaluation.finalize import fit_calibration, out_of_source_data
 from ai_photo_detector.evaluation.made_from import load_held_out
 from ai_photo_detector.model.bundle import load_bundle
 from ai_photo_detector.model.familiarity import fit_familiarity
 from ai_photo_detector.model.inference import softmax
+from ai_photo_detector.model.reviewed_kind import fit_reviewed_kind
 from ai_photo_detector.settings import Settings
 from research.challenger_bands import (
     RunEmbeddings,
@@ -73,19 +73,16 @@ def near_reviewed(
 def classified_reviewed(
     vectors: RunEmbeddings, train: list[str], val: list[str], boosted: set[str], quantile: float
 ) -> KindTest:
-    """A classifier of the reviewed photos against the rest of the training data (logistic,
-    standardised, class-balanced); of the kind means scoring at or above a bound that
-    ``quantile`` of the reviewed photos reach when each is left out of the fit (5-fold)."""
+    """The served classifier of the reviewed kind (model/reviewed_kind.py) fitted on ``train``
+    and ``val``: the reviewed photos against the rest; of the kind means scoring at or above a
+    bound that ``quantile`` of the reviewed photos reach when each is left out of the fit."""
     paths = train + val
-    x = vectors.of(paths)
-    y = np.asarray([source_of(p) in boosted for p in paths], np.int64)
-    model = make_pipeline(
-        StandardScaler(), LogisticRegression(C=0.01, class_weight="balanced", max_iter=2000)
-    )
-    held = cross_val_predict(model, x, y, cv=5, method="decision_function")
-    bound = float(np.quantile(held[y == 1], 1 - quantile))
-    model.fit(x, y)
-    return lambda photos: model.decision_function(vectors.of(photos)) >= bound
+    reviewed = [p for p in paths if source_of(p) in boosted]
+    others = [p for p in paths if source_of(p) not in boosted]
+    kind = fit_reviewed_kind(vectors.of(others), vectors.of(reviewed), quantile)
+    if kind is None:
+        return lambda photos: np.zeros(len(photos), bool)
+    return lambda photos: kind.flags(vectors.of(photos))
 
 
 def report(
