@@ -87,7 +87,13 @@ def recalibrate(
     calibration = finished.manifest.calibration
     console.print(
         f"threshold {calibration.threshold:.4f}, bands real < {calibration.bands.real_below:.4f}"
-        f" <= uncertain < {calibration.bands.ai_from:.4f} <= ai; test ECE "
+        f" <= uncertain < {calibration.bands.ai_from:.4f} <= ai"
+        + (
+            f" (the reviewed kind from {calibration.bands.ai_from_reviewed:.4f})"
+            if calibration.bands.ai_from_reviewed is not None
+            else ""
+        )
+        + "; test ECE "
         f"{finished.report['overall']['ece']:.4f}"
     )
     exit_on_gate_failures(finished.failures)

@@ -297,6 +297,11 @@ def sources_markdown(sources: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _reviewed_band(bands: dict[str, Any]) -> str:
+    start = bands.get("ai_from_reviewed")
+    return "" if start is None else f" (photos of the reviewed kind: from {start:.4f})"
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     overall = report["overall"]
     lines = [
@@ -309,7 +314,8 @@ def markdown_report(report: dict[str, Any]) -> str:
     lines += [
         f"Threshold {report['threshold']:.4f} (AI when the calibrated AI probability reaches it); "
         f"bands: real below {report['bands']['real_below']:.4f}, AI from "
-        f"{report['bands']['ai_from']:.4f}; temperature {report['temperature']:.3f}.",
+        f"{report['bands']['ai_from']:.4f}{_reviewed_band(report['bands'])}; temperature "
+        f"{report['temperature']:.3f}.",
         "",
         "| metric | value |",
         "|---|---|",
