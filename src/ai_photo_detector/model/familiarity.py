@@ -69,7 +69,9 @@ class FamiliarityReference:
     def distances(self, embeddings: NDArray[np.floating]) -> NDArray[np.float32]:
         """Per embedding: the root of the squared mean distance to its ``k`` nearest training
         points on the principal components plus the squared distance off them."""
-        standard = self._standard(np.atleast_2d(embeddings))
+        return self._distances(self._standard(np.atleast_2d(embeddings)))
+
+    def _distances(self, standard: NDArray[np.float32]) -> NDArray[np.float32]:
         queries = standard @ self.components.T
         off = (standard**2).sum(axis=1) - (queries**2).sum(axis=1)
         # |q - p|^2 = |q|^2 - 2 q.p + |p|^2, in blocks so a large batch stays small in memory
@@ -87,15 +89,19 @@ class FamiliarityReference:
         """Per embedding: how far past familiar it lies (above 1: unfamiliar). The distance to
         the training data over ``threshold``, or, where it is smaller, the distance to the
         nearest reviewed photos over what they show among themselves."""
-        ratio = self.distances(embeddings) / np.float32(threshold)
+        standard = self._standard(np.atleast_2d(embeddings))
+        ratio = self._distances(standard) / np.float32(threshold)
         if len(self.reviewed):
-            ratio = np.minimum(ratio, self.reviewed_ratios(embeddings))
+            ratio = np.minimum(ratio, self._reviewed_ratios(standard))
         return np.asarray(ratio, np.float32)
 
     def reviewed_ratios(self, embeddings: NDArray[np.floating]) -> NDArray[np.float32]:
         """Per embedding: the mean distance to its nearest reviewed photos over the reviewed
         photos' own (above 1: not of their kind)."""
-        near = _mean_nearest(self._standard(np.atleast_2d(embeddings)), self.reviewed)
+        return self._reviewed_ratios(self._standard(np.atleast_2d(embeddings)))
+
+    def _reviewed_ratios(self, standard: NDArray[np.float32]) -> NDArray[np.float32]:
+        near = _mean_nearest(standard, self.reviewed)
         return np.asarray(near / np.float32(self.reviewed_limit), np.float32)
 
     def with_reviewed(
