@@ -1,7 +1,8 @@
 """Could photos of the reviewed kind get a looser 'ai' band than everything else?
 
-The retrained detector's 'ai' band is one bound for all photos, set by the strictest training
-source at ``calibration.ai_band_fpr``: on a new source it catches 20-35 % of the AI photos,
+With one bound for all photos, set by the strictest training source at
+``calibration.ai_band_fpr``, the retrained detector's 'ai' band catches 20-35 % of a new
+source's AI photos,
 while a looser band (5 %) would catch 10-25 points more but let up to 16 % of an unseen
 photoreal source's real photos in. This asks whether the looser bound can be kept to the photos
 of the reviewed kind, where a team has taught the model, and what that costs elsewhere. Two
@@ -22,7 +23,8 @@ For a run the drill kept (``benchmarks.new_source --keep DIR``: DIR/runs/<versio
   fold's model would: from its training data (without the source) and the reviewed photos.
 
 The classifier is what retrain now serves (``calibration.reviewed_ai_band_fpr``); this replay
-stays to try other bounds and bands on a kept run without retraining.
+stays to try other bounds and bands on a kept run without retraining: it compares with one
+band, whatever the run was trained with.
 
 Run: python -m research.reviewed_band RUN SOURCE --draw D [--kind neighbours|classifier]
      [--quantile 0.95] [--loose 0.05] [--rule strictest_source]
