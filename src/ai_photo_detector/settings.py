@@ -327,7 +327,10 @@ class QualityGateSettings(Section):
         0.70,
         ge=0,
         le=1,
-        description="Minimum mean leave-one-source-out ROC-AUC over held-out sources.",
+        description="Minimum mean leave-one-source-out ROC-AUC over held-out sources. With "
+        "champion_bundle, a mean below it refuses only when it is also below the champion's on "
+        "the sources both were measured on by more than their sizes explain (one-sided, at "
+        "significance).",
     )
     max_source_ai_band_fpr: float = Field(
         0.05,

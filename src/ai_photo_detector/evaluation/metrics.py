@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 from typing import Any
 
@@ -60,6 +61,16 @@ def tpr_at_fpr(y_true: NDArray[np.integer], scores: NDArray[np.floating], fpr: f
 
 def safe_auc(y_true: NDArray[np.integer], scores: NDArray[np.floating]) -> float:
     return float(roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else float("nan")
+
+
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """The standard error of a ROC-AUC measured on ``positives`` and ``negatives`` (Hanley and
+    McNeil, 1982): how far another sample of the same sizes could put it by chance."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = (
+        auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)
+    ) / (positives * negatives)
+    return math.sqrt(max(variance, 0.0))
 
 
 def detection_metrics(
