@@ -220,6 +220,13 @@ def quality_gate_failures(
     return failures
 
 
+def _measured(row: dict[str, Any]) -> bool:
+    """Whether a source row has a ROC-AUC and the counts of both labels it was measured on."""
+    auc = row.get("roc_auc")
+    has_counts = bool(row.get("ai")) and bool(row.get("real"))
+    return isinstance(auc, float) and not math.isnan(auc) and has_counts
+
+
 def _mean_worse_than_champion(
     rows: list[dict[str, Any]],
     champion_rows: dict[str, dict[str, Any]] | None,
@@ -236,8 +243,8 @@ def _mean_worse_than_champion(
         for row in rows
         if champion_rows
         and row["source"] in champion_rows
-        and not math.isnan(row.get("roc_auc", float("nan")))
-        and not math.isnan(champion_rows[row["source"]].get("roc_auc", float("nan")))
+        and _measured(row)
+        and _measured(champion_rows[row["source"]])
     ]
     if not pairs:
         return refused
