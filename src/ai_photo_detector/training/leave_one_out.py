@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,7 +22,7 @@ from numpy.typing import NDArray
 from ai_photo_detector.data.discovery import Sample
 from ai_photo_detector.evaluation.by_source import HeldOutSource
 from ai_photo_detector.model.familiarity import fit_familiarity
-from ai_photo_detector.model.reviewed_kind import MIN_REVIEWED, ReviewedKind, fit_reviewed_kind
+from ai_photo_detector.model.reviewed_kind import ReviewedKind, fit_reviewed_kind
 from ai_photo_detector.settings import Settings
 from ai_photo_detector.training.backbones import Backbone
 
@@ -81,37 +80,31 @@ def _kind_flags(scored: list[_Scored]) -> NDArray[np.bool_] | None:
     """The parts' reviewed-kind flags joined; None when no part's detector had a kind."""
     if all(part.reviewed_kind is None for part in scored):
         return None
-    none = [np.zeros(len(part.logits), bool) for part in scored]
     return np.concatenate(
         [
-            part.reviewed_kind if part.reviewed_kind is not None else n
-            for part, n in zip(scored, none, strict=True)
+            np.zeros(len(part.logits), bool) if part.reviewed_kind is None else part.reviewed_kind
+            for part in scored
         ]
     )
 
 
-def reviewed_samples(samples: list[Sample], settings: Settings) -> list[Sample]:
-    """The photos of boosted sources (reviewed feedback): they widen what counts as familiar."""
+def reviewed_mask(samples: list[Sample], settings: Settings) -> NDArray[np.bool_]:
+    """Which of ``samples`` are of boosted sources (reviewed feedback): they widen what counts
+    as familiar and teach the reviewed kind."""
     boosted = set(settings.training.boosted_sources)
-    return [s for s in samples if s.source in boosted]
+    return np.asarray([s.source in boosted for s in samples], bool)
 
 
 def reviewed_kind_of(
-    backbone: Backbone, fitted: Any, samples: list[Sample], settings: Settings
+    embeddings: NDArray[np.float32], reviewed: NDArray[np.bool_], settings: Settings
 ) -> ReviewedKind | None:
-    """The kind the reviewed photos among ``samples`` (a detector's training and validation
-    images) teach, told apart from the rest of them; None where the reviewed band is off or
-    too few photos were reviewed."""
+    """The kind the ``reviewed`` photos (a mask over ``embeddings``, a detector's training and
+    validation images) teach, told apart from the rest of them; None where the reviewed band
+    is off or too few photos were reviewed."""
     if settings.calibration.reviewed_ai_band_fpr is None:
         return None
-    reviewed = reviewed_samples(samples, settings)
-    others = [s for s in samples if s.source not in set(settings.training.boosted_sources)]
-    if len(reviewed) < MIN_REVIEWED or len(others) < MIN_REVIEWED:
-        return None
     return fit_reviewed_kind(
-        backbone.outputs(fitted, others).embeddings,
-        backbone.outputs(fitted, reviewed).embeddings,
-        settings.calibration.reviewed_kind_quantile,
+        embeddings[~reviewed], embeddings[reviewed], settings.calibration.reviewed_kind_quantile
     )
 
 
@@ -140,15 +133,15 @@ def _score_part(
     abstain = settings.abstention
     fitted = backbone.fit(train, val)
     outputs = backbone.outputs(fitted, part)
-    reviewed = reviewed_samples(train + val, settings)
+    train_embeddings = backbone.outputs(fitted, train).embeddings
+    val_embeddings = backbone.outputs(fitted, val).embeddings
+    seen = np.concatenate([train_embeddings, val_embeddings])
+    reviewed = reviewed_mask(train + val, settings)
     reference, threshold = fit_familiarity(
-        backbone.outputs(fitted, train).embeddings,
-        backbone.outputs(fitted, val).embeddings,
-        abstain,
-        backbone.outputs(fitted, reviewed).embeddings if reviewed else None,
+        train_embeddings, val_embeddings, abstain, seen[reviewed] if reviewed.any() else None
     )
     ratio = reference.ratios(outputs.embeddings, threshold)
     unfamiliar = ratio > 1 if abstain.enabled else np.zeros(len(part), bool)
-    kind = reviewed_kind_of(backbone, fitted, train + val, settings)
+    kind = reviewed_kind_of(seen, reviewed, settings)
     of_kind = kind.flags(outputs.embeddings) if kind is not None else None
     return _Scored(outputs.logits, unfamiliar, np.asarray(ratio, np.float32), of_kind)

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ai_photo_detector.data.discovery import (
     DatasetError,
     counts,
@@ -32,7 +34,7 @@ from ai_photo_detector.training.backbones import FitHistory, backbone_class
 from ai_photo_detector.training.leave_one_out import (
     leave_one_source_out,
     reviewed_kind_of,
-    reviewed_samples,
+    reviewed_mask,
 )
 from ai_photo_detector.training.tracking import log_run
 
@@ -101,15 +103,15 @@ def run_training(
     history = backbone.history(fitted)
     log(f"validation ROC-AUC {history.best_val_auc:.4f} (epoch {history.best_epoch})")
     graph_fields = backbone.export(fitted, bundle_dir, splits["val"])
-    reviewed_kind = reviewed_kind_of(backbone, fitted, splits["train"] + splits["val"], settings)
+    train_embeddings = backbone.outputs(fitted, splits["train"]).embeddings
+    seen = np.concatenate([train_embeddings, backbone.outputs(fitted, splits["val"]).embeddings])
+    reviewed = reviewed_mask(splits["train"] + splits["val"], settings)
+    reviewed_kind = reviewed_kind_of(seen, reviewed, settings)
     abstain = settings.abstention
     familiarity = None
     if abstain.enabled:
-        reviewed = reviewed_samples(splits["train"] + splits["val"], settings)
         familiarity = reference_of(
-            backbone.outputs(fitted, splits["train"]).embeddings,
-            abstain,
-            backbone.outputs(fitted, reviewed).embeddings if reviewed else None,
+            train_embeddings, abstain, seen[reviewed] if reviewed.any() else None
         )
 
     # Calibrate and evaluate through the exported graph: the numbers serving will see.
